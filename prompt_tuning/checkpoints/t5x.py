@@ -1,0 +1,259 @@
+"""Reads T5X native (msgpack + tensorstore) checkpoints.
+
+A T5X checkpoint is a directory `checkpoint_<step>/` holding a msgpack file
+named `checkpoint` with the tree
+
+  {version, optimizer: {target: <params>, state: {step, param_states}}}
+
+Small arrays are stored inline (flax's msgpack numpy extension); larger ones
+are replaced by tensorstore spec dicts such as
+
+  {driver: 'zarr', kvstore: {driver: 'gfile', path: 'target.encoder.x.y'},
+   metadata: {...}}
+
+whose arrays are zarr folders next to the msgpack file, named by the
+flattened parameter path. `param_states` mirrors `target` with Adafactor's
+slots {m, v, v_row, v_col} per parameter; slots Adafactor does not use (m
+without momentum, v_row/v_col for unfactored parameters, v for factored ones)
+hold a placeholder of shape [1].
+
+The model directory T5X trains into holds one `checkpoint_<step>/` per save.
+"""
+
+import dataclasses
+import os
+import pathlib
+import re
+from typing import Any, Mapping
+
+from flax import serialization
+import numpy as np
+import tensorstore as ts
+
+from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import validation
+
+Params = param_tree.Params
+
+CHECKPOINT_FILE = "checkpoint"
+_CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
+_TENSORSTORE_DRIVERS = ("zarr", "zarr3", "n5")
+_LOCAL_KVSTORES = ("file", "gfile")
+
+
+@dataclasses.dataclass(frozen=True)
+class T5XCheckpoint:
+  """The contents of one T5X checkpoint.
+
+  Attributes:
+    params: nested dict of float32 numpy arrays (our tree; identical to the
+      checkpoint's `optimizer/target`).
+    step: training step the checkpoint was saved at; None if not recorded.
+    param_states: the optimizer's per-parameter state, the same tree as
+      `params` with a dict of numpy arrays at each leaf ({m, v, v_row, v_col}
+      for Adafactor); None if not restored or not recorded.
+    path: the `checkpoint_<step>` directory that was read.
+    version: T5X checkpoint format version; None if not recorded.
+  """
+
+  params: Params
+  step: int | None
+  param_states: Params | None
+  path: pathlib.Path
+  version: int | None
+
+
+def checkpoint_steps(model_dir: str | os.PathLike[str]) -> dict[int, pathlib.Path]:
+  """Returns {step: dir} for the `checkpoint_<step>` dirs holding a checkpoint.
+
+  Directories without a msgpack `checkpoint` file (T5X's `.tmp` write
+  folders, Orbax checkpoints) are left out.
+
+  Args:
+    model_dir: a T5X model directory.
+  """
+  steps = {}
+  for child in pathlib.Path(model_dir).iterdir():
+    m = _CHECKPOINT_DIR.match(child.name)
+    if m and (child / CHECKPOINT_FILE).is_file():
+      steps[int(m.group(1))] = child
+  return dict(sorted(steps.items()))
+
+
+def find_checkpoint_dir(path: str | os.PathLike[str]) -> pathlib.Path:
+  """Resolves a checkpoint path to a `checkpoint_<step>` directory.
+
+  Args:
+    path: a checkpoint directory (holding the msgpack `checkpoint` file), the
+      `checkpoint` file itself, or a model directory holding
+      `checkpoint_<step>` subdirectories (the highest step is picked).
+
+  Returns:
+    The directory holding the msgpack `checkpoint` file.
+
+  Raises:
+    FileNotFoundError: when `path` does not exist or holds no checkpoint.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"T5X checkpoint path {path} does not exist.")
+  if path.is_file():
+    if path.name == CHECKPOINT_FILE:
+      return path.parent
+    raise FileNotFoundError(
+        f"{path} is a file; expected a T5X checkpoint directory, its "
+        f"'{CHECKPOINT_FILE}' file, or a model directory.")
+  if (path / CHECKPOINT_FILE).is_file():
+    return path
+  steps = checkpoint_steps(path)
+  if steps:
+    return steps[max(steps)]
+  candidates = sorted(c.name for c in path.iterdir()
+                      if _CHECKPOINT_DIR.match(c.name))
+  detail = (f" Its {', '.join(candidates[:5])} dirs have no msgpack "
+            f"'{CHECKPOINT_FILE}' file (Orbax-format checkpoints are not "
+            "supported)." if candidates else "")
+  raise FileNotFoundError(
+      f"No T5X checkpoint in {path}: expected a '{CHECKPOINT_FILE}' file or "
+      f"checkpoint_<step> subdirectories.{detail}")
+
+
+def _is_tensorstore_spec(node: Any) -> bool:
+  return (isinstance(node, Mapping) and
+          node.get("driver") in _TENSORSTORE_DRIVERS and
+          ("kvstore" in node or "path" in node))
+
+
+def _local_array_path(spec: Mapping[str, Any], ckpt_dir: pathlib.Path,
+                      name: str) -> pathlib.Path:
+  """Finds the local folder of the array a tensorstore spec points to.
+
+  T5X writes paths relative to the checkpoint directory (format version 3);
+  older checkpoints hold absolute or `gs://` paths, which we look up by their
+  last component inside `ckpt_dir` when they are not there.
+  """
+  kvstore = spec.get("kvstore", {})
+  if isinstance(kvstore, str):
+    driver, path = "url", kvstore
+  else:
+    driver, path = kvstore.get("driver", "file"), kvstore.get("path", "")
+  if "path" in spec:  # Older specs: kvstore base + array path.
+    path = f"{path.rstrip('/')}/{spec['path']}" if path else spec["path"]
+  path = re.sub(r"^file://", "", path)
+  candidates = []
+  if driver in _LOCAL_KVSTORES or driver == "url":
+    if os.path.isabs(path):
+      candidates.append(pathlib.Path(path))
+    elif "://" not in path:
+      candidates.append(ckpt_dir / path)
+  basename = path.rstrip("/").rsplit("/", 1)[-1]
+  if basename:
+    candidates.append(ckpt_dir / basename)
+  for candidate in candidates:
+    if candidate.is_dir():
+      return candidate
+  raise FileNotFoundError(
+      f"Array {name} of the T5X checkpoint {ckpt_dir} points to {driver} "
+      f"path {path!r}, which is not a local folder (looked for "
+      f"{', '.join(str(c) for c in candidates) or 'nothing'}). Copy the "
+      "checkpoint directory, with its array folders, to local disk.")
+
+
+def _read_tensorstore_arrays(tree: Mapping[str, Any],
+                             ckpt_dir: pathlib.Path) -> Params:
+  """Returns `tree` with every tensorstore spec replaced by its array."""
+  flat: dict[str, Any] = {}
+  specs: dict[str, Mapping[str, Any]] = {}
+
+  def visit(node: Mapping[str, Any], prefix: str) -> None:
+    for key, value in node.items():
+      name = f"{prefix}/{key}" if prefix else str(key)
+      if _is_tensorstore_spec(value):
+        specs[name] = value
+      elif isinstance(value, Mapping):
+        visit(value, name)
+      else:
+        flat[name] = value
+
+  visit(tree, "")
+  # Open and read all arrays concurrently, then wait.
+  opened = {}
+  for name, spec in specs.items():
+    local = {"driver": spec["driver"],
+             "kvstore": {"driver": "file",
+                         "path": str(_local_array_path(spec, ckpt_dir, name))}}
+    opened[name] = ts.open(local, open=True, read=True)
+  reads = {name: future.result().read() for name, future in opened.items()}
+  for name, future in reads.items():
+    array = np.asarray(future.result())
+    shape = specs[name].get("metadata", {}).get("shape")
+    if shape is not None and list(array.shape) != list(shape):
+      raise ValueError(
+          f"Array {name} in {ckpt_dir} has shape {list(array.shape)} but the "
+          f"checkpoint records {list(shape)}.")
+    flat[name] = array
+  return param_tree.unflatten_params(flat)
+
+
+def load_t5x_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    expected_shapes: Mapping[str, Any] | None = None,
+    restore_optimizer_state: bool = True,
+) -> T5XCheckpoint:
+  """Reads a T5X checkpoint.
+
+  Args:
+    path: a `checkpoint_<step>` directory, its `checkpoint` file, or a model
+      directory (the latest `checkpoint_<step>` is read).
+    expected_shapes: the model's parameter shapes (e.g.
+      `param_tree.t5_param_shapes(config)` or `jax.eval_shape` of the init);
+      when given, parameters must match them by name and shape.
+    restore_optimizer_state: read `param_states` too (skip it to save memory
+      when only the weights are needed, e.g. to fine-tune).
+
+  Returns:
+    The checkpoint's parameters (float32), step, optimizer state and path.
+
+  Raises:
+    FileNotFoundError: when there is no checkpoint at `path` or an array
+      folder is missing.
+    ValueError: when the msgpack tree is not a T5X checkpoint.
+    validation.ParamMismatchError: when `expected_shapes` is given and the
+      parameters do not match it.
+  """
+  ckpt_dir = find_checkpoint_dir(path)
+  with (ckpt_dir / CHECKPOINT_FILE).open("rb") as f:
+    tree = serialization.msgpack_restore(f.read())
+  optimizer = tree.get("optimizer") if isinstance(tree, Mapping) else None
+  if not isinstance(optimizer, Mapping) or not isinstance(
+      optimizer.get("target"), Mapping):
+    keys = sorted(tree) if isinstance(tree, Mapping) else type(tree).__name__
+    raise ValueError(
+        f"{ckpt_dir / CHECKPOINT_FILE} is not a T5X checkpoint: expected "
+        f"{{optimizer: {{target, state}}}} at the top, found {keys}.")
+
+  source = f"the T5X checkpoint {ckpt_dir}"
+  params = _read_tensorstore_arrays(optimizer["target"], ckpt_dir)
+  if expected_shapes is not None:
+    params = validation.check_params(expected_shapes, params, source=source)
+  else:
+    params = param_tree.unflatten_params(
+        param_tree.flatten_params(params),
+        lambda x: np.asarray(x, dtype=np.float32))
+
+  state = optimizer.get("state")
+  state = state if isinstance(state, Mapping) else {}
+  step = int(np.asarray(state["step"])) if "step" in state else None
+  param_states = None
+  if restore_optimizer_state and isinstance(state.get("param_states"),
+                                            Mapping):
+    param_states = _read_tensorstore_arrays(state["param_states"], ckpt_dir)
+  version = tree.get("version")
+  return T5XCheckpoint(
+      params=params,
+      step=step,
+      param_states=param_states,
+      path=ckpt_dir,
+      version=None if version is None else int(version),
+  )

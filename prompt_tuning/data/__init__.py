@@ -1,0 +1,31 @@
+"""Data pipeline: SeqIO sources, text formats, metrics for prompt tuning.
+
+TensorFlow is only the input pipeline here, so this package hides every GPU
+from it before any TF op runs; JAX keeps the accelerators to itself.
+
+Where the data comes from is decided when data is read, not at import, by the
+settings in `prompt_tuning.data.locations` (gin binding first, then an
+environment variable, then the default):
+
+* SuperGLUE: TFDS `super_glue/<config>:1.0.2` by default; a directory in the
+  official release layout (`BoolQ/train.jsonl`, `BoolQ/val.jsonl`, ...,
+  `AX-b/AX-b.jsonl`) when `PROMPT_TUNING_SUPER_GLUE_DIR` is set or
+  `prompt_tuning.data.locations.super_glue_dir.path` is bound.
+* MRPC: TFDS `glue/mrpc:2.0.0` by default; the original MSR Paraphrase files
+  (`<dir>/MRPC/msr_paraphrase_{train,test}.txt`) when
+  `PROMPT_TUNING_GLUE_DIR` is set or `locations.glue_dir.path` is bound.
+* TFDS data directory: `PROMPT_TUNING_TFDS_DATA_DIR` or
+  `locations.tfds_data_dir.path`; otherwise TFDS's own default.
+* Vocabulary: `PROMPT_TUNING_VOCAB` or
+  `prompt_tuning.data.vocab.vocabulary_path.path` (a SentencePiece model file,
+  or a model directory holding `spiece.model`); default is T5's public
+  `gs://t5-data/vocabs/cc_all.32000/sentencepiece.model`.
+"""
+
+import tensorflow as tf
+
+try:
+  tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):
+  # Devices were already initialised by someone else; leave them be.
+  pass

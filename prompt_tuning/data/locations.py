@@ -1,0 +1,85 @@
+"""Where the data lives: settings resolved at read time, never at import.
+
+Each setting is a gin-configurable function. Its value is, in order: the gin
+binding (or an explicit argument), then an environment variable, then the
+default. Tasks are registered at import time but only call these functions
+when they read data, so setting the variable or the binding after
+`import prompt_tuning.tasks` still takes effect.
+
+Gin example:
+
+    import prompt_tuning.tasks
+    prompt_tuning.data.locations.super_glue_dir.path = "/data/super_glue"
+
+Shell example:
+
+    export PROMPT_TUNING_SUPER_GLUE_DIR=/data/super_glue
+"""
+
+import os
+from typing import Optional
+
+import gin
+
+SUPER_GLUE_DIR_ENV = "PROMPT_TUNING_SUPER_GLUE_DIR"
+GLUE_DIR_ENV = "PROMPT_TUNING_GLUE_DIR"
+TFDS_DATA_DIR_ENV = "PROMPT_TUNING_TFDS_DATA_DIR"
+
+
+def _setting(explicit: Optional[str], env_var: str) -> Optional[str]:
+  """Returns the explicit value, else the non-empty env var, else None."""
+  if explicit:
+    return os.fspath(explicit)
+  return os.environ.get(env_var) or None
+
+
+@gin.configurable
+def super_glue_dir(path: Optional[str] = None) -> Optional[str]:
+  """Local SuperGLUE directory in the official release layout, or None.
+
+  The layout is the one of the official zip files unpacked side by side:
+  `BoolQ/{train,val,test}.jsonl`, `CB/...`, `COPA/...`, `MultiRC/...`,
+  `ReCoRD/...`, `RTE/...`, `WiC/...`, `WSC/...`, `AX-b/AX-b.jsonl` and
+  `AX-g/AX-g.jsonl`. None means: read TFDS `super_glue`.
+
+  Args:
+    path: the directory; bind it with gin, or leave it None to fall back to
+      the `PROMPT_TUNING_SUPER_GLUE_DIR` environment variable.
+
+  Returns:
+    The directory, or None to use TFDS.
+  """
+  return _setting(path, SUPER_GLUE_DIR_ENV)
+
+
+@gin.configurable
+def glue_dir(path: Optional[str] = None) -> Optional[str]:
+  """Local GLUE directory (only MRPC is read from it), or None.
+
+  MRPC is read from the original Microsoft Research Paraphrase Corpus files,
+  as GLUE's own download script leaves them: `MRPC/msr_paraphrase_train.txt`,
+  `MRPC/msr_paraphrase_test.txt` and, optionally, GLUE's `MRPC/dev_ids.tsv`.
+  None means: read TFDS `glue/mrpc`.
+
+  Args:
+    path: the directory; bind it with gin, or leave it None to fall back to
+      the `PROMPT_TUNING_GLUE_DIR` environment variable.
+
+  Returns:
+    The directory, or None to use TFDS.
+  """
+  return _setting(path, GLUE_DIR_ENV)
+
+
+@gin.configurable
+def tfds_data_dir(path: Optional[str] = None) -> Optional[str]:
+  """TFDS data directory, or None for TFDS's default (`TFDS_DATA_DIR`, ...).
+
+  Args:
+    path: the directory; bind it with gin, or leave it None to fall back to
+      the `PROMPT_TUNING_TFDS_DATA_DIR` environment variable.
+
+  Returns:
+    The directory, or None.
+  """
+  return _setting(path, TFDS_DATA_DIR_ENV)

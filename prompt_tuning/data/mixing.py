@@ -1,0 +1,56 @@
+"""Examples-proportional mixing with a cap, as T5 mixes SuperGLUE.
+
+Each task is sampled in proportion to its number of training examples,
+clipped at `cap` so a very large task cannot drown the others (T5's
+examples-proportional mixing, with its default cap of 2**19 examples). Rates
+are computed when a mixture is read, so the gin-bound cap applies then.
+"""
+
+import gin
+import seqio
+import tensorflow as tf
+
+DEFAULT_CAP = 2**19
+
+
+def _positive_train_examples(task: seqio.Task) -> int:
+  """Training examples labelled 1 (WSC's simple form trains only on those)."""
+  dataset = task.source.get_dataset(split="train", shuffle=False)
+  return int(dataset.reduce(
+      tf.constant(0, tf.int64),
+      lambda count, x: count + tf.cast(tf.equal(x["label"], 1), tf.int64)))
+
+
+@gin.configurable
+def capped_examples_rate(task: seqio.Task, cap: int = DEFAULT_CAP,
+                         positives_only: bool = False) -> float:
+  """Mixing rate: the task's training examples, at most `cap`.
+
+  Args:
+    task: the task to weigh.
+    cap: the largest rate any task gets.
+    positives_only: count only examples labelled 1 (for tasks whose
+      preprocessing keeps only those).
+
+  Returns:
+    The rate.
+
+  Raises:
+    ValueError: the training-set size cannot be determined (e.g. a TFDS
+      dataset that has not been prepared yet).
+  """
+  if positives_only:
+    count = _positive_train_examples(task)
+  else:
+    count = task.num_input_examples("train")
+  if not count:
+    raise ValueError(f"Cannot size the train split of {task.name} for "
+                     "mixing; prepare its TFDS dataset or configure a local "
+                     "directory first.")
+  return float(min(count, cap))
+
+
+def evaluation_only_rate(task: seqio.Task) -> float:
+  """Rate 0: the task is in a mixture for evaluation, never sampled."""
+  del task
+  return 0.0

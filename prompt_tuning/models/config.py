@@ -1,0 +1,69 @@
+"""Hyper-parameters of a T5 encoder-decoder, named as T5X names them."""
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+
+# Activation specs as T5X writes them: one name per input projection `wi_i`,
+# multiplied together. ('relu',) is T5 1.0; ('gelu', 'linear') is T5 1.1's
+# gated GELU (tanh approximation, as in the original Mesh TensorFlow code).
+RELU = ("relu",)
+GATED_GELU = ("gelu", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+  """Shape and numerics of a T5 model.
+
+  Attributes:
+    vocab_size: rows of the token embedding (32128 for the public T5 models:
+      32000 SentencePiece pieces + 100 sentinel ids, padded to 128).
+    emb_dim: d_model.
+    num_heads: attention heads.
+    head_dim: size of each head (d_kv).
+    mlp_dim: d_ff, the hidden width of the feed-forward block.
+    num_encoder_layers: encoder blocks.
+    num_decoder_layers: decoder blocks.
+    mlp_activations: one activation per input projection, multiplied
+      together; see RELU and GATED_GELU.
+    dropout_rate: dropout on embeddings, sub-layer outputs, attention weights
+      and the MLP hidden state (only when dropout is enabled).
+    logits_via_embedding: tie the output projection to the token embedding
+      (T5 1.0); the decoder output is then scaled by emb_dim**-0.5.
+    relative_attention_num_buckets: relative position buckets.
+    relative_attention_max_distance: distance beyond which positions share a
+      bucket.
+    layer_norm_epsilon: epsilon of the RMS layer norm.
+    dtype: activation dtype; parameters are always float32.
+    float32_attention_logits: compute attention softmax in float32 even when
+      `dtype` is bfloat16.
+  """
+
+  vocab_size: int = 32128
+  emb_dim: int = 512
+  num_heads: int = 6
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  num_encoder_layers: int = 8
+  num_decoder_layers: int = 8
+  mlp_activations: Sequence[str] = GATED_GELU
+  dropout_rate: float = 0.0
+  logits_via_embedding: bool = False
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  layer_norm_epsilon: float = 1e-6
+  dtype: Any = jnp.float32
+  float32_attention_logits: bool = True
+
+  def __post_init__(self):
+    # Gin and JSON hand us lists; keep the config hashable for jit.
+    object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+    if isinstance(self.dtype, str):
+      object.__setattr__(self, "dtype", jnp.dtype(self.dtype).type)
+    for act in self.mlp_activations:
+      if act not in ("relu", "gelu", "gelu_exact", "silu", "linear"):
+        raise ValueError(
+            f"Unknown MLP activation {act!r} in mlp_activations="
+            f"{self.mlp_activations}; use 'relu', 'gelu', 'gelu_exact', "
+            "'silu' or 'linear'.")

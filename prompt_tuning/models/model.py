@@ -1,0 +1,175 @@
+"""`EncoderDecoderModel`: loss, scoring and decoding around a T5 module.
+
+The wrapper holds no state: every method is a pure function of `params` and
+a batch of SeqIO-style features
+
+  encoder_input_tokens   [b, l]  int32
+  decoder_input_tokens   [b, t]  int32 (targets shifted right, start id 0)
+  decoder_target_tokens  [b, t]  int32 (0 = padding)
+  decoder_loss_weights   [b, t]  optional, defaults to targets > 0
+
+so callers `jax.jit` them with whatever shardings they need.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prompt_tuning.models import decoding
+from prompt_tuning.models import losses
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderModel:
+  """A T5-style `Transformer` with its training and inference functions.
+
+  Attributes:
+    module: a `prompt_tuning.models.t5.Transformer` (or a prompt variant).
+    z_loss: coefficient of the z-loss added to the cross entropy.
+    eos_id: end-of-sequence id.
+    decoder_start_id: first decoder input id.
+  """
+  module: nn.Module
+  z_loss: float = 1e-4
+  eos_id: int = 1
+  decoder_start_id: int = 0
+
+  def init(self, rng: Array, encoder_length: int, decoder_length: int,
+           batch_size: int = 1) -> Any:
+    """Initial variables, parameters boxed with their logical axis names."""
+    enc = jnp.ones((batch_size, encoder_length), jnp.int32)
+    dec = jnp.ones((batch_size, decoder_length), jnp.int32)
+    return self.module.init(rng, enc, dec, dec, enable_dropout=False)
+
+  def init_shapes(self, encoder_length: int = 1,
+                  decoder_length: int = 1) -> Any:
+    """`init`'s variables as boxed `ShapeDtypeStruct`s, allocating nothing."""
+    return jax.eval_shape(
+        functools.partial(self.init, encoder_length=encoder_length,
+                          decoder_length=decoder_length),
+        jax.random.PRNGKey(0))
+
+  def param_shapes(self, encoder_length: int = 1,
+                   decoder_length: int = 1) -> Any:
+    """Unboxed parameter `ShapeDtypeStruct`s, as loaders check against."""
+    return nn.unbox(self.init_shapes(encoder_length, decoder_length))["params"]
+
+  def logits(self, params: Params, batch: Batch, *,
+             dropout_rng: Optional[Array] = None) -> Array:
+    """Teacher-forced logits `[b, t, v]`; dropout on iff `dropout_rng`."""
+    rngs = None if dropout_rng is None else {"dropout": dropout_rng}
+    return self.module.apply(
+        {"params": params}, batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+        enable_dropout=dropout_rng is not None, rngs=rngs)
+
+  def loss_fn(self, params: Params, batch: Batch,
+              dropout_rng: Optional[Array] = None
+              ) -> tuple[Array, dict[str, Array]]:
+    """Cross entropy (+ z-loss) summed over target tokens, as T5X trains.
+
+    Returns:
+      (loss, metrics) with metrics `loss`, `z_loss`, `num_tokens`,
+      `accuracy_correct` (all summed over the batch).
+    """
+    logits = self.logits(params, batch, dropout_rng=dropout_rng)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights")
+    weights = (targets > 0) if weights is None else weights
+    weights = weights.astype(jnp.float32)
+    token_loss, token_z = losses.cross_entropy_with_z_loss(
+        logits, targets, self.z_loss)
+    loss = jnp.sum(token_loss * weights)
+    correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+    metrics = {
+        "loss": loss,
+        "z_loss": jnp.sum(token_z * weights),
+        "num_tokens": jnp.sum(weights),
+        "accuracy_correct": correct,
+    }
+    return loss, metrics
+
+  def score_batch(self, params: Params, batch: Batch) -> Array:
+    """Log-likelihood of each example's targets, `[b]` (rank classification)."""
+    return losses.sequence_log_likelihood(
+        self.logits(params, batch), batch["decoder_target_tokens"])
+
+  def predict_batch(self,
+                    params: Params,
+                    batch: Batch,
+                    *,
+                    num_decodes: int = 1,
+                    alpha: float = 0.6,
+                    max_decode_length: Optional[int] = None,
+                    return_all_decodes: bool = False
+                    ) -> tuple[Array, Array]:
+    """Decodes `batch['encoder_input_tokens']`.
+
+    Greedy when `num_decodes == 1`, beam search with `num_decodes` beams
+    otherwise.
+
+    Args:
+      params: model parameters.
+      batch: needs `encoder_input_tokens` `[b, l]`; `decoder_input_tokens`
+        `[b, t]` sets the decode length unless `max_decode_length` is given.
+      num_decodes: beams.
+      alpha: brevity-penalty exponent for beam search.
+      max_decode_length: L.
+      return_all_decodes: return every beam `[b, k, L]` instead of the best.
+
+    Returns:
+      (tokens `[b, L]` (or `[b, k, L]`), scores `[b]` (or `[b, k]`)).
+    """
+    inputs = batch["encoder_input_tokens"]
+    if max_decode_length is None:
+      if "decoder_input_tokens" not in batch:
+        raise ValueError("predict_batch needs max_decode_length or a "
+                         "'decoder_input_tokens' feature to size decoding.")
+      max_decode_length = batch["decoder_input_tokens"].shape[1]
+    batch_size = inputs.shape[0]
+    rows = batch_size * num_decodes
+
+    encoded, encoder_mask = self.module.apply({"params": params}, inputs,
+                                              method="encode")
+    if num_decodes > 1:
+      encoded = jnp.repeat(encoded, num_decodes, axis=0)
+      encoder_mask = jnp.repeat(encoder_mask, num_decodes, axis=0)
+
+    # Shape the key/value cache by tracing decode mode on the full length.
+    dummy = jnp.ones((rows, max_decode_length), jnp.int32)
+    cache_shapes = jax.eval_shape(
+        lambda: self.module.apply(
+            {"params": params}, encoded, encoder_mask, dummy, decode=True,
+            max_decode_length=max_decode_length, method="decode",
+            mutable=["cache"])[1]["cache"])
+    cache = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                   cache_shapes)
+
+    def tokens_to_logits(tokens, cache):
+      logits, new_vars = self.module.apply(
+          {"params": params, "cache": cache}, encoded, encoder_mask, tokens,
+          decode=True, max_decode_length=max_decode_length, method="decode",
+          mutable=["cache"])
+      return logits[:, -1, :], new_vars["cache"]
+
+    if num_decodes == 1:
+      tokens, scores = decoding.greedy_search(
+          tokens_to_logits, cache, batch_size, max_decode_length, self.eos_id,
+          self.decoder_start_id)
+      if return_all_decodes:
+        return tokens[:, None], scores[:, None]
+      return tokens, scores
+    tokens, scores = decoding.beam_search(
+        tokens_to_logits, cache, batch_size, num_decodes, max_decode_length,
+        alpha, self.eos_id, self.decoder_start_id)
+    if return_all_decodes:
+      return tokens, scores
+    return tokens[:, 0], scores[:, 0]

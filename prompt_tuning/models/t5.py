@@ -1,0 +1,254 @@
+"""The T5 encoder-decoder (T5 1.0 and T5 1.1) in Flax linen.
+
+Parameter names follow T5X/Flaxformer checkpoints (`encoder/layers_0/
+attention/query/kernel`, `decoder/logits_dense/kernel`, ...), so a T5X
+checkpoint loads as an identity map.
+
+The encoder's token embedding is its own step, `Transformer.embed_inputs`:
+the encoder proper (`Encoder`) takes embedded inputs `[b, l, e]` and their
+mask `[b, l]`. Prompt modules (`prompt_tuning.prompts`) override that one step
+to join trainable vectors to the embedded input.
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prompt_tuning.models import layers
+from prompt_tuning.models.config import T5Config
+
+Array = jax.Array
+
+
+def _dropout(config: T5Config, x: Array, enable_dropout: bool,
+             broadcast_length: bool = False) -> Array:
+  if not enable_dropout or config.dropout_rate == 0.0:
+    return x
+  dims = (-2,) if broadcast_length else ()
+  return nn.Dropout(config.dropout_rate, broadcast_dims=dims)(
+      x, deterministic=False)
+
+
+class EncoderLayer(nn.Module):
+  """Pre-norm self-attention block then pre-norm MLP block."""
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, bias: Array, *,
+               enable_dropout: bool = False) -> Array:
+    """`[b, l, e]` with mask `[b, 1, l, l]` and bias `[1, h, l, l]`."""
+    cfg = self.config
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
+                       name="pre_attention_layer_norm")(x)
+    y = layers.MultiHeadDotProductAttention(
+        cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
+        cfg.float32_attention_logits, name="attention")(
+            y, y, mask, bias, enable_dropout=enable_dropout)
+    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
+                       name="pre_mlp_layer_norm")(x)
+    y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype,
+                        cfg.dropout_rate, name="mlp")(
+                            y, enable_dropout=enable_dropout)
+    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+  """Causal self-attention, encoder-decoder attention, MLP; all pre-norm."""
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, encoded: Array, decoder_mask: Optional[Array],
+               encoder_decoder_mask: Array, bias: Array, *,
+               enable_dropout: bool = False, decode: bool = False) -> Array:
+    """`x` `[b, t, e]`, `encoded` `[b, l, e]`; returns `[b, t, e]`."""
+    cfg = self.config
+
+    def attention(name):
+      return layers.MultiHeadDotProductAttention(
+          cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
+          cfg.float32_attention_logits, name=name)
+
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
+                       name="pre_self_attention_layer_norm")(x)
+    y = attention("self_attention")(
+        y, y, decoder_mask, bias, enable_dropout=enable_dropout, decode=decode)
+    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
+                       name="pre_cross_attention_layer_norm")(x)
+    y = attention("encoder_decoder_attention")(
+        y, encoded, encoder_decoder_mask, None, enable_dropout=enable_dropout)
+    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
+                       name="pre_mlp_layer_norm")(x)
+    y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype,
+                        cfg.dropout_rate, name="mlp")(
+                            y, enable_dropout=enable_dropout)
+    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Encoder(nn.Module):
+  """The T5 encoder stack over already-embedded inputs."""
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, embedded: Array, input_mask: Array, *,
+               enable_dropout: bool = False) -> Array:
+    """Encodes `embedded` `[b, l, e]` with `input_mask` `[b, l]` -> `[b, l, e]`.
+
+    Dropout is applied to `embedded` first, i.e. after any prompt was joined.
+    """
+    cfg = self.config
+    length = embedded.shape[1]
+    bias = layers.RelativePositionBiases(
+        cfg.relative_attention_num_buckets,
+        cfg.relative_attention_max_distance, cfg.num_heads, cfg.dtype,
+        name="relpos_bias")(length, length, bidirectional=True)
+    mask = layers.make_attention_mask(input_mask, input_mask)
+    x = _dropout(cfg, embedded.astype(cfg.dtype), enable_dropout)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    for i in range(cfg.num_encoder_layers):
+      x = EncoderLayer(cfg, name=f"layers_{i}")(
+          x, mask, bias, enable_dropout=enable_dropout)
+    x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
+                       name="encoder_norm")(x)
+    return _dropout(cfg, x, enable_dropout)
+
+
+class Decoder(nn.Module):
+  """The T5 decoder stack and output projection."""
+  config: T5Config
+  token_embedder: nn.Module
+
+  @nn.compact
+  def __call__(self,
+               encoded: Array,
+               encoder_mask: Array,
+               decoder_input_tokens: Array,
+               decoder_target_tokens: Optional[Array] = None,
+               *,
+               enable_dropout: bool = False,
+               decode: bool = False,
+               max_decode_length: Optional[int] = None) -> Array:
+    """Returns logits `[b, t, v]` (float32).
+
+    Args:
+      encoded: encoder output `[b, l, e]`.
+      encoder_mask: `[b, l]`, 1 at real (non-padding, prompt included)
+        encoder positions.
+      decoder_input_tokens: `[b, t]`, targets shifted right (start id 0).
+      decoder_target_tokens: `[b, t]`; its padding (0) masks decoder
+        self-attention. Defaults to all positions real.
+      enable_dropout: training mode.
+      decode: one step of cached autoregressive decoding (`t == 1`).
+      max_decode_length: cache length; required when `decode`.
+    """
+    cfg = self.config
+    length = decoder_input_tokens.shape[1]
+    if decode:
+      if max_decode_length is None:
+        raise ValueError("max_decode_length is required when decode=True.")
+      bias_length = max_decode_length
+      decoder_mask = None  # The attention cache builds its own.
+      query_mask = jnp.ones_like(decoder_input_tokens, jnp.float32)
+    else:
+      bias_length = length
+      if decoder_target_tokens is None:
+        target_mask = jnp.ones_like(decoder_input_tokens, jnp.float32)
+      else:
+        target_mask = (decoder_target_tokens > 0).astype(jnp.float32)
+      decoder_mask = (layers.make_causal_mask(length) *
+                      layers.make_attention_mask(target_mask, target_mask))
+      query_mask = target_mask.astype(jnp.float32)
+    bias = layers.RelativePositionBiases(
+        cfg.relative_attention_num_buckets,
+        cfg.relative_attention_max_distance, cfg.num_heads, cfg.dtype,
+        name="relpos_bias")(bias_length, bias_length, bidirectional=False)
+    # Padded decoder positions may still attend to the encoder (their outputs
+    # are ignored); only the encoder padding is masked.
+    encoder_decoder_mask = layers.make_attention_mask(
+        jnp.ones_like(query_mask), encoder_mask)
+
+    x = self.token_embedder(decoder_input_tokens)
+    x = _dropout(cfg, x, enable_dropout)
+    for i in range(cfg.num_decoder_layers):
+      x = DecoderLayer(cfg, name=f"layers_{i}")(
+          x, encoded, decoder_mask, encoder_decoder_mask, bias,
+          enable_dropout=enable_dropout, decode=decode)
+    x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
+                       name="decoder_norm")(x)
+    x = _dropout(cfg, x, enable_dropout)
+    if cfg.logits_via_embedding:
+      logits = self.token_embedder.attend(x) / jnp.sqrt(
+          jnp.asarray(cfg.emb_dim, cfg.dtype))
+    else:
+      logits = layers.Dense(cfg.vocab_size, ("embed", "vocab"), cfg.dtype,
+                            name="logits_dense")(x)
+    logits = logits.astype(jnp.float32)
+    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+
+class Transformer(nn.Module):
+  """T5 encoder-decoder with a shared token embedding.
+
+  Methods usable with `module.apply(..., method=...)`:
+    `__call__` (teacher-forced logits), `embed_inputs`, `encode`, `decode`.
+  """
+  config: T5Config
+
+  def setup(self):
+    cfg = self.config
+    self.token_embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.dtype,
+                                       name="token_embedder")
+    self.encoder = Encoder(cfg, name="encoder")
+    self.decoder = Decoder(cfg, self.token_embedder, name="decoder")
+
+  def embed_inputs(self, encoder_input_tokens: Array,
+                   enable_dropout: bool = False) -> tuple[Array, Array]:
+    """The replaceable input step: tokens `[b, l]` -> (`[b, l', e]`, `[b, l']`).
+
+    The base model embeds the tokens and masks padding (id 0). Prompt models
+    override this to join a prompt, returning the longer embedding and mask.
+    """
+    del enable_dropout  # Used by prompt variants.
+    mask = (encoder_input_tokens > 0).astype(jnp.float32)
+    return self.token_embedder(encoder_input_tokens), mask
+
+  def encode(self, encoder_input_tokens: Array, *,
+             enable_dropout: bool = False) -> tuple[Array, Array]:
+    """Returns the encoder output `[b, l', e]` and its mask `[b, l']`."""
+    embedded, mask = self.embed_inputs(encoder_input_tokens, enable_dropout)
+    return self.encoder(embedded, mask, enable_dropout=enable_dropout), mask
+
+  def decode(self,
+             encoded: Array,
+             encoder_mask: Array,
+             decoder_input_tokens: Array,
+             decoder_target_tokens: Optional[Array] = None,
+             *,
+             enable_dropout: bool = False,
+             decode: bool = False,
+             max_decode_length: Optional[int] = None) -> Array:
+    """Decoder logits `[b, t, v]`; see `Decoder.__call__`."""
+    return self.decoder(encoded, encoder_mask, decoder_input_tokens,
+                        decoder_target_tokens, enable_dropout=enable_dropout,
+                        decode=decode, max_decode_length=max_decode_length)
+
+  def __call__(self,
+               encoder_input_tokens: Array,
+               decoder_input_tokens: Array,
+               decoder_target_tokens: Optional[Array] = None,
+               *,
+               enable_dropout: bool = False,
+               decode: bool = False,
+               max_decode_length: Optional[int] = None) -> Array:
+    """Teacher-forced logits `[b, t, v]` for inputs `[b, l]`, targets `[b, t]`."""
+    encoded, mask = self.encode(encoder_input_tokens,
+                                enable_dropout=enable_dropout)
+    return self.decode(encoded, mask, decoder_input_tokens,
+                       decoder_target_tokens, enable_dropout=enable_dropout,
+                       decode=decode, max_decode_length=max_decode_length)

@@ -1,0 +1,106 @@
+"""Device meshes and named shardings from logical axis names.
+
+Typical use (pjit semantics through `jax.jit` with shardings):
+
+  mesh = create_mesh(num_partitions=2)          # ('data', 'model') = (n/2, 2)
+  boxed = jax.eval_shape(model.init, rng, ...)  # params boxed with axis names
+  check_logical_axes(boxed['params'])
+  shardings = param_shardings(boxed['params'], mesh)
+  f = jax.jit(fn, in_shardings=(shardings, batch_sharding(mesh)))
+"""
+
+import contextlib
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from flax import traverse_util
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from prompt_tuning.partitioning.rules import (KNOWN_LOGICAL_AXES,
+                                              LOGICAL_AXIS_RULES, MESH_AXES)
+
+Rules = Sequence[tuple[str, Optional[str]]]
+
+
+def create_mesh(num_partitions: int = 1,
+                mesh_shape: Optional[tuple[int, int]] = None,
+                devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A `('data', 'model')` mesh over `devices` (default: all devices).
+
+  Args:
+    num_partitions: size of the `model` axis; `data` takes the rest.
+    mesh_shape: explicit `(data, model)` shape; overrides num_partitions.
+    devices: devices to use, default `jax.devices()`.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if mesh_shape is None:
+    if num_partitions < 1 or len(devices) % num_partitions:
+      raise ValueError(
+          f"num_partitions={num_partitions} must divide the {len(devices)} "
+          "available devices.")
+    mesh_shape = (len(devices) // num_partitions, num_partitions)
+  if int(np.prod(mesh_shape)) != len(devices):
+    raise ValueError(
+        f"Mesh shape {tuple(mesh_shape)} needs {int(np.prod(mesh_shape))} "
+        f"devices but {len(devices)} are available; set mesh_shape so that "
+        "data * model equals the device count.")
+  return Mesh(np.asarray(devices).reshape(mesh_shape), MESH_AXES)
+
+
+def check_logical_axes(boxed_params: Any) -> None:
+  """Asserts every parameter carries one known logical name per dimension.
+
+  Raises:
+    ValueError naming each parameter that is unannotated, has the wrong
+    number of names, or uses a name missing from the rule table.
+  """
+  flat = traverse_util.flatten_dict(
+      boxed_params, sep="/",
+      is_leaf=lambda _, x: isinstance(x, nn.LogicallyPartitioned))
+  problems = []
+  for name, leaf in flat.items():
+    if not isinstance(leaf, nn.LogicallyPartitioned):
+      problems.append(f"{name}: no logical axis names")
+      continue
+    ndim = len(leaf.value.shape)
+    if len(leaf.names) != ndim:
+      problems.append(f"{name}: {len(leaf.names)} names {leaf.names} for "
+                      f"{ndim} dimensions")
+    unknown = [n for n in leaf.names if n is not None and
+               n not in KNOWN_LOGICAL_AXES]
+    if unknown:
+      problems.append(f"{name}: axis names {unknown} are not in "
+                      "partitioning.rules.LOGICAL_AXIS_RULES")
+  if problems:
+    raise ValueError("Parameters without valid logical axes:\n  " +
+                     "\n  ".join(problems))
+
+
+def logical_specs(boxed_tree: Any) -> Any:
+  """Logical `PartitionSpec`s of a boxed tree (unboxed leaves: replicated)."""
+  return nn.get_partition_spec(boxed_tree)
+
+
+def param_shardings(boxed_tree: Any, mesh: Mesh,
+                    rules: Rules = LOGICAL_AXIS_RULES) -> Any:
+  """`NamedSharding`s for a tree boxed with logical names."""
+  return nn.logical_to_mesh_sharding(logical_specs(boxed_tree), mesh, rules)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Shards the leading (batch) axis of every batch feature over `data`."""
+  return NamedSharding(mesh, PartitionSpec(MESH_AXES[0]))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+@contextlib.contextmanager
+def mesh_context(mesh: Mesh, rules: Rules = LOGICAL_AXIS_RULES):
+  """Traces inside it see `mesh` and `rules`, so activation constraints
+  (`nn.with_logical_constraint`) become real sharding constraints."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield

@@ -1,0 +1,142 @@
+r"""Decode or rank-classify text with a T5 loaded from a checkpoint.
+
+  python -m prompt_tuning.predict \
+    --gin_file=models/t5_1_1_base.gin \
+    --gin.INITIAL_CHECKPOINT_PATH="'/path/to/t5_1_1_lm100k_base/checkpoint_1100000'" \
+    --vocab=/path/to/spiece.model \
+    --input="hypothesis: The cat sat. premise: A cat sat on the mat." \
+    --choices=entailment,not_entailment
+
+For every `--input` it prints the greedy (or `--num_decodes` beam) decode
+and, with `--choices`, each choice's log-likelihood as a target and the
+highest-scoring one (rank classification, as the evaluator scores).
+`INITIAL_CHECKPOINT_PATH` may be a T5X checkpoint directory (or a model
+directory holding `checkpoint_N` folders) or a Hugging Face T5 directory.
+"""
+
+import argparse
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_tuning import checkpoints
+from prompt_tuning import gin_utils
+from prompt_tuning.models.model import EncoderDecoderModel
+
+
+def _encode(vocab: Any, texts: Sequence[str], length: Optional[int],
+            what: str) -> np.ndarray:
+  """Tokenises with EOS appended, right-padded with 0 to `[n, length]`."""
+  ids = [list(vocab.encode(t)) + [vocab.eos_id] for t in texts]
+  longest = max(len(x) for x in ids)
+  length = longest if length is None else length
+  for text, x in zip(texts, ids):
+    if len(x) > length:
+      raise ValueError(
+          f"{what} {text[:60]!r}... is {len(x)} tokens (with EOS), longer "
+          f"than the feature length {length}; raise --{what}_length or "
+          "shorten the text.")
+  out = np.zeros((len(ids), length), np.int32)
+  for i, x in enumerate(ids):
+    out[i, :len(x)] = x
+  return out
+
+
+def predict(model: EncoderDecoderModel, params: Any, vocab: Any,
+            inputs: Sequence[str], choices: Sequence[str] = (),
+            max_decode_length: int = 32, num_decodes: int = 1,
+            input_length: Optional[int] = None) -> list[dict[str, Any]]:
+  """Decodes `inputs` and scores `choices` as targets for each of them.
+
+  Returns:
+    one dict per input: `input`, `prediction`, and with choices `scores`
+    (choice -> log-likelihood) and `choice` (the best).
+  """
+  encoder_tokens = _encode(vocab, inputs, input_length, "input")
+  decode = jax.jit(model.predict_batch,
+                   static_argnames=("max_decode_length", "num_decodes"))
+  tokens, _ = decode(params, {"encoder_input_tokens": encoder_tokens},
+                     max_decode_length=max_decode_length,
+                     num_decodes=num_decodes)
+  results = []
+  for text, row in zip(inputs, np.asarray(tokens)):
+    row = row.tolist()
+    row = row[:row.index(vocab.eos_id)] if vocab.eos_id in row else row
+    results.append({"input": text, "prediction": vocab.decode(row)})
+  if choices:
+    targets = _encode(vocab, choices, None, "target")
+    n, c = len(inputs), len(choices)
+    batch = {
+        "encoder_input_tokens": np.repeat(encoder_tokens, c, axis=0),
+        "decoder_target_tokens": np.tile(targets, (n, 1)),
+    }
+    batch["decoder_input_tokens"] = np.concatenate(
+        [np.zeros((n * c, 1), np.int32), batch["decoder_target_tokens"][:, :-1]],
+        axis=1)
+    scores = np.asarray(jax.jit(model.score_batch)(params, batch)).reshape(n, c)
+    for result, row in zip(results, scores):
+      result["scores"] = {ch: float(s) for ch, s in zip(choices, row)}
+      result["choice"] = choices[int(np.argmax(row))]
+  return results
+
+
+def load_vocabulary(path: str) -> Any:
+  """The T5 SentencePiece vocabulary (100 sentinel ids) from `path`."""
+  import seqio  # pylint: disable=g-import-not-at-top  (pulls TensorFlow)
+  if not os.path.exists(path) and not path.startswith("gs://"):
+    raise FileNotFoundError(
+        f"SentencePiece model {path} not found; pass --vocab=PATH to "
+        "spiece.model (e.g. a Hugging Face model directory's).")
+  return seqio.SentencePieceVocabulary(path, extra_ids=100)
+
+
+def main(argv: Sequence[str]) -> int:
+  files, bindings, search, rest = gin_utils.split_gin_args(argv)
+  parser = argparse.ArgumentParser(
+      prog="python -m prompt_tuning.predict", description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--vocab", required=True,
+                      help="SentencePiece model (spiece.model).")
+  parser.add_argument("--input", action="append", required=True,
+                      help="Input text; repeat for a batch.")
+  parser.add_argument("--choices", default="",
+                      help="Comma-separated targets to rank for each input.")
+  parser.add_argument("--max_decode_length", type=int, default=32)
+  parser.add_argument("--num_decodes", type=int, default=1,
+                      help="1: greedy; more: beam search with that many beams.")
+  parser.add_argument("--input_length", type=int, default=None,
+                      help="Pad inputs to this length (default: longest).")
+  args = parser.parse_args(rest)
+  if not files:
+    parser.error("--gin_file is required, e.g. --gin_file=models/t5_1_1_base.gin")
+
+  gin_utils.parse_gin(files, bindings, search)
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  checkpoint_path = gin_utils.query_macro("INITIAL_CHECKPOINT_PATH")
+  if not checkpoint_path:
+    parser.error("Set --gin.INITIAL_CHECKPOINT_PATH=\"'DIR'\" to a T5X or "
+                 "Hugging Face checkpoint directory.")
+  params = checkpoints.load_pretrained_params(checkpoint_path,
+                                              model.param_shapes())
+  params = jax.tree_util.tree_map(jnp.asarray, params)
+  vocab = load_vocabulary(args.vocab)
+  choices = [c for c in args.choices.split(",") if c]
+  for result in predict(model, params, vocab, args.input, choices,
+                        args.max_decode_length, args.num_decodes,
+                        args.input_length):
+    print(f"input:      {result['input']}")
+    print(f"prediction: {result['prediction']!r}")
+    if choices:
+      ranked = sorted(result["scores"].items(), key=lambda kv: -kv[1])
+      print("scores:     " + ", ".join(f"{c}={s:.3f}" for c, s in ranked))
+      print(f"choice:     {result['choice']}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

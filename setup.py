@@ -1,0 +1,46 @@
+"""Install prompt-tuning: `pip install -e '.[test]'` (see README.md)."""
+
+import setuptools
+
+# Versions known to install together on Python 3.11 (CPU). GPU users swap
+# jax[cpu] for jax[cuda12] at the same version.
+INSTALL_REQUIRES = [
+    "jax[cpu]==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "seqio==0.0.20",
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "gin-config==0.5.0",
+    "sentencepiece==0.2.3",
+    "tensorstore==0.1.86",
+    "safetensors==0.8.0",
+    "msgpack==1.2.4",
+    "numpy==2.4.6",
+    "tqdm==4.70.1",
+]
+
+setuptools.setup(
+    name="prompt-tuning",
+    version="0.1.0",
+    description=(
+        "Parameter-efficient prompt tuning of T5 in JAX/Flax, T5X style "
+        "(Lester et al. 2021; P-Tuning v2)."
+    ),
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["prompt_tuning", "prompt_tuning.*"])
+    + ["prompt_tuning.tasks", "prompt_tuning.configs"],
+    package_dir={
+        "prompt_tuning": "prompt_tuning",
+        "prompt_tuning.tasks": "tasks",
+        "prompt_tuning.configs": "configs",
+    },
+    package_data={"prompt_tuning.configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest==9.2.0"],
+    },
+)

@@ -1,0 +1,8 @@
+"""SeqIO task registrations, importable as `prompt_tuning.tasks`.
+
+Importing registers every task and mixture; no data is read and nothing is
+downloaded until a dataset is requested.
+"""
+
+from . import domain_shift
+from . import super_glue

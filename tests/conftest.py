@@ -1,0 +1,45 @@
+"""Shared pytest fixtures.
+
+Real files (SuperGLUE jsonl, the T5 vocabulary, a T5X checkpoint, prompts
+trained by the paper's authors) live in `../shared` beside the project root.
+`shared_dir()` is the only way tests find them; set `PROMPT_TUNING_SHARED` to
+point elsewhere. A missing directory fails the test loudly: it is never a skip.
+"""
+
+import os
+import pathlib
+
+# Eight virtual CPU devices for the partitioning tests; must precede any jax
+# import. Single-device code simply runs on the first one.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # Tests are CPU-only.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+TESTDATA = pathlib.Path(__file__).resolve().parent / "testdata"
+
+
+def shared_dir() -> pathlib.Path:
+  """Returns the shared test-file directory, failing loudly if absent."""
+  path = pathlib.Path(
+      os.environ.get("PROMPT_TUNING_SHARED", REPO_ROOT.parent / "shared"))
+  if not path.is_dir():
+    raise FileNotFoundError(
+        f"Shared test files not found at {path}. Put the project's shared/ "
+        "folder beside the repository root or set PROMPT_TUNING_SHARED.")
+  return path
+
+
+def shared_path(*parts: str) -> pathlib.Path:
+  """Returns `shared_dir()/parts...`, failing loudly if it does not exist."""
+  path = shared_dir().joinpath(*parts)
+  if not path.exists():
+    raise FileNotFoundError(f"Expected shared test file {path} is missing.")
+  return path
+
+
+@pytest.fixture
+def shared():
+  return shared_dir()
