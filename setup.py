@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "msgpack==1.2.4",
     "numpy==2.4.6",
     "tqdm==4.70.1",
+    # tensorflow-datasets imports it but declares it only for Python < 3.9.
+    "importlib_resources==7.1.0",
 ]
 
 setuptools.setup(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TESTDATA
+from prompt_tuning import checkpoints
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.models import Transformer
 from prompt_tuning.models.model import EncoderDecoderModel
@@ -52,3 +53,17 @@ def test_greedy_decodes_match_exactly(name):
       params, {"encoder_input_tokens": ref["encoder_input_tokens"]},
       max_decode_length=length)
   np.testing.assert_array_equal(tokens, ref["greedy_tokens"])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loader_tree_spec_is_the_models_tree(name):
+  # checkpoints.t5_param_shapes is written independently of the model; the
+  # two must agree name for name and shape for shape.
+  config, _ = hf.load_hf_t5(TESTDATA / name)
+  from_model = EncoderDecoderModel(Transformer(config)).param_shapes()
+  spec = checkpoints.t5_param_shapes(config)
+  flat_model = checkpoints.flatten_params(from_model)
+  flat_spec = checkpoints.flatten_params(spec)
+  assert sorted(flat_model) == sorted(flat_spec)
+  for key, value in flat_model.items():
+    assert tuple(value.shape) == tuple(flat_spec[key].shape), key

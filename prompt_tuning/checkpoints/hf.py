@@ -170,7 +170,10 @@ def hf_config_to_t5_config(hf_config: Mapping[str, Any]) -> config_lib.T5Config:
   if not hf_config.get("is_encoder_decoder", True):
     raise ValueError("The Hugging Face config has is_encoder_decoder=false; "
                      "only encoder-decoder T5 checkpoints can be loaded.")
-  get = lambda key: hf_config.get(key, _HF_DEFAULTS[key])
+
+  def get(key: str) -> Any:
+    return hf_config.get(key, _HF_DEFAULTS[key])
+
   num_layers = int(get("num_layers"))
   num_decoder_layers = get("num_decoder_layers")
   return config_lib.T5Config(
@@ -275,6 +278,12 @@ def param_name_to_hf_name(name: str) -> str | None:
       if proj:
         return f"{prefix}.{sub}.{module}.{proj}.weight"
   return None
+
+
+def _hf_name_hint(name: str) -> str | None:
+  """'HF <tensor name>' for one of our parameter names, for error messages."""
+  hf_name = param_name_to_hf_name(name)
+  return f"HF {hf_name}" if hf_name else None
 
 
 def _safetensors_files(model_dir: pathlib.Path) -> dict[str, list[str] | None]:
@@ -456,13 +465,12 @@ def load_hf_t5(
   params = hf_state_dict_to_params(
       iter_safetensors(model_dir), config, head_tied_to_embedding=tie,
       source=source)
-  hint = lambda name: (f"HF {hf}" if (hf := param_name_to_hf_name(name))
-                       else None)
   params = validation.check_params(
       param_tree.t5_param_shapes(config), params, source=source,
-      expected_source=f"its own {CONFIG_FILE} ({config})", name_hint=hint)
+      expected_source=f"its own {CONFIG_FILE} ({config})",
+      name_hint=_hf_name_hint)
   if expected_shapes is not None:
     params = validation.check_params(
         expected_shapes, params, source=f"{source} ({config})",
-        name_hint=hint)
+        name_hint=_hf_name_hint)
   return config, params

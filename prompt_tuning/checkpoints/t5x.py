@@ -63,7 +63,8 @@ class T5XCheckpoint:
   version: int | None
 
 
-def checkpoint_steps(model_dir: str | os.PathLike[str]) -> dict[int, pathlib.Path]:
+def checkpoint_steps(
+    model_dir: str | os.PathLike[str]) -> dict[int, pathlib.Path]:
   """Returns {step: dir} for the `checkpoint_<step>` dirs holding a checkpoint.
 
   Directories without a msgpack `checkpoint` file (T5X's `.tmp` write
@@ -94,7 +95,7 @@ def find_checkpoint_dir(path: str | os.PathLike[str]) -> pathlib.Path:
   Raises:
     FileNotFoundError: when `path` does not exist or holds no checkpoint.
   """
-  path = pathlib.Path(path)
+  path = pathlib.Path(path).resolve()  # tensorstore needs absolute paths.
   if not path.exists():
     raise FileNotFoundError(f"T5X checkpoint path {path} does not exist.")
   if path.is_file():

@@ -1,9 +1,12 @@
 """Examples-proportional mixing with a cap, as T5 mixes SuperGLUE.
 
 Each task is sampled in proportion to its number of training examples,
-clipped at `cap` so a very large task cannot drown the others (T5's
-examples-proportional mixing, with its default cap of 2**19 examples). Rates
-are computed when a mixture is read, so the gin-bound cap applies then.
+clipped at `cap` so a very large task cannot drown the others (the
+examples-proportional mixing of the T5 paper, Section 3.5.2). The default cap,
+2**19, is one of the limits T5 explored; no SuperGLUE train split reaches it
+(ReCoRD, the largest, has about 101k queries), so by default SuperGLUE is
+mixed purely in proportion to size. Bind `capped_examples_rate.cap` to change
+it; rates are computed when a mixture is read, so the binding applies then.
 """
 
 import gin

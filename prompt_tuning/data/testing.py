@@ -13,7 +13,7 @@
 import json
 import os
 import pathlib
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 from unittest import mock
 
 import sentencepiece as spm
@@ -109,8 +109,12 @@ def without_labels(folder: str, row: dict) -> dict:
   return row
 
 
-def write_release_subset(release_dir: PathLike, output_dir: PathLike,
-                         rows_per_split: int = 3) -> pathlib.Path:
+def write_release_subset(
+    release_dir: PathLike,
+    output_dir: PathLike,
+    rows_per_split: int = 3,
+    folders: Optional[Sequence[str]] = None,
+) -> pathlib.Path:
   """Writes a small SuperGLUE directory in the official release layout.
 
   Train and validation take the first rows of the source's files (ReCoRD's
@@ -121,13 +125,18 @@ def write_release_subset(release_dir: PathLike, output_dir: PathLike,
     release_dir: a SuperGLUE directory in the official layout.
     output_dir: where to write the subset.
     rows_per_split: rows (release lines) per split file.
+    folders: release folders to write (e.g. `("WSC",)`); default all.
 
   Returns:
     `output_dir` as a path.
   """
   release_dir, output_dir = pathlib.Path(release_dir), pathlib.Path(output_dir)
   for config, folder in schema.RELEASE_FOLDERS.items():
+    if folders is not None and folder not in folders:
+      continue
     if config in schema.DIAGNOSTIC_CONFIGS:
+      _write_jsonl(output_dir / folder / f"{folder}.jsonl",
+                   AXB_ROWS if config == "axb" else AXG_ROWS)
       continue
     source = release_dir / folder
     val_file = source / "val.jsonl"
@@ -139,8 +148,6 @@ def write_release_subset(release_dir: PathLike, output_dir: PathLike,
     _write_jsonl(output_dir / folder / "val.jsonl", val)
     _write_jsonl(output_dir / folder / "test.jsonl",
                  [without_labels(folder, r) for r in val])
-  _write_jsonl(output_dir / "AX-b" / "AX-b.jsonl", AXB_ROWS)
-  _write_jsonl(output_dir / "AX-g" / "AX-g.jsonl", AXG_ROWS)
   return output_dir
 
 
@@ -184,7 +191,10 @@ def prepare_tfds(name: str, data_dir: PathLike, downloaded: Any) -> None:
     data_dir: TFDS data directory to write.
     downloaded: the value the builder's download calls should return.
   """
-  serve = lambda self, urls: downloaded  # pylint: disable=unnecessary-lambda-assignment
+  def serve(self, urls):
+    del self, urls
+    return downloaded
+
   with mock.patch.object(tfds.download.DownloadManager,
                          "download_and_extract", serve), \
        mock.patch.object(tfds.download.DownloadManager, "download", serve):

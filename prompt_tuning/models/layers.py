@@ -199,7 +199,9 @@ class MultiHeadDotProductAttention(nn.Module):
                bias: Optional[Array] = None,
                *,
                enable_dropout: bool = False,
-               decode: bool = False) -> Array:
+               decode: bool = False,
+               prefix_key: Optional[Array] = None,
+               prefix_value: Optional[Array] = None) -> Array:
     """Attends from `inputs_q` `[b, q, e]` to `inputs_kv` `[b, k, e]`.
 
     Args:
@@ -213,6 +215,10 @@ class MultiHeadDotProductAttention(nn.Module):
       decode: autoregressive decoding with a key/value cache of the length
         given by `inputs_kv` at initialisation; `mask` is then ignored and
         positions up to the current one are attended.
+      prefix_key: optional deep-prompt keys `[b or 1, p, h, d]`, prepended
+        to the projected keys (after any decode cache, so the cache holds
+        token keys only). Requires `prefix_value`. See `prepend_prefix`.
+      prefix_value: the matching values `[b or 1, p, h, d]`.
 
     Returns:
       `[b, q, e]`.
@@ -259,6 +265,10 @@ class MultiHeadDotProductAttention(nn.Module):
         if bias is not None:
           bias = jax.lax.dynamic_slice_in_dim(bias, index, 1, axis=2)
 
+    if prefix_key is not None or prefix_value is not None:
+      key, value, mask, bias = prepend_prefix(key, value, mask, bias,
+                                              prefix_key, prefix_value)
+
     logits_dtype = jnp.float32 if self.float32_logits else self.dtype
     logits = jnp.einsum("bqhd,bkhd->bhqk", query.astype(logits_dtype),
                         key.astype(logits_dtype))
@@ -273,6 +283,55 @@ class MultiHeadDotProductAttention(nn.Module):
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
     out = out.reshape(out.shape[:2] + (joined,))
     return Dense(emb_dim, ("joined_kv", "embed"), self.dtype, name="out")(out)
+
+
+def prepend_prefix(key: Array, value: Array, mask: Optional[Array],
+                   bias: Optional[Array], prefix_key: Optional[Array],
+                   prefix_value: Optional[Array]
+                   ) -> tuple[Array, Array, Optional[Array], Optional[Array]]:
+  """Prepends `p` prefix positions to keys/values, mask and bias.
+
+  Every query may attend to every prefix position (the mask gets ones). The
+  prefix has no position, so its relative-position bias is zero: attention
+  to it is content-only. (Giving it positions before the first token, as
+  treating it like a decode cache would, ties a learned prefix to how far a
+  query is from the start.)
+
+  Args:
+    key: `[b, k, h, d]`.
+    value: `[b, k, h, d]`.
+    mask: `[b, 1 or h, q, k]` or None (attend everywhere).
+    bias: `[1 or b, h, q, k]` or None.
+    prefix_key: `[b or 1, p, h, d]`.
+    prefix_value: `[b or 1, p, h, d]`.
+
+  Returns:
+    (key, value `[b, p + k, h, d]`, mask `[b, 1 or h, q, p + k]` or None,
+    bias `[1 or b, h, q, p + k]` or None).
+  """
+  if prefix_key is None or prefix_value is None:
+    raise ValueError("prefix_key and prefix_value must be given together.")
+  if prefix_key.shape != prefix_value.shape:
+    raise ValueError(f"Prefix key {prefix_key.shape} and value "
+                     f"{prefix_value.shape} shapes differ.")
+  if prefix_key.ndim != 4 or prefix_key.shape[2:] != key.shape[2:]:
+    raise ValueError(f"Prefix shape {prefix_key.shape} must be [b or 1, p, "
+                     f"{key.shape[2]}, {key.shape[3]}].")
+  batch, plen = key.shape[0], prefix_key.shape[1]
+
+  def join(prefix, x):
+    prefix = jnp.broadcast_to(prefix.astype(x.dtype),
+                              (batch,) + prefix.shape[1:])
+    return jnp.concatenate([prefix, x], axis=1)
+
+  key, value = join(prefix_key, key), join(prefix_value, value)
+  if mask is not None:
+    ones = jnp.ones(mask.shape[:-1] + (plen,), mask.dtype)
+    mask = jnp.concatenate([ones, mask], axis=-1)
+  if bias is not None:
+    zeros = jnp.zeros(bias.shape[:-1] + (plen,), bias.dtype)
+    bias = jnp.concatenate([zeros, bias], axis=-1)
+  return key, value, mask, bias
 
 
 class MlpBlock(nn.Module):

@@ -64,12 +64,17 @@ class EncoderDecoderModel:
 
   def logits(self, params: Params, batch: Batch, *,
              dropout_rng: Optional[Array] = None) -> Array:
-    """Teacher-forced logits `[b, t, v]`; dropout on iff `dropout_rng`."""
+    """Teacher-forced logits `[b, t, v]`; dropout on iff `dropout_rng`.
+
+    An optional `batch['prompt_index']` `[b]` (int) selects each example's
+    prompt in a prompt model with a bank of prompts.
+    """
     rngs = None if dropout_rng is None else {"dropout": dropout_rng}
     return self.module.apply(
         {"params": params}, batch["encoder_input_tokens"],
         batch["decoder_input_tokens"], batch["decoder_target_tokens"],
-        enable_dropout=dropout_rng is not None, rngs=rngs)
+        enable_dropout=dropout_rng is not None, rngs=rngs,
+        prompt_index=batch.get("prompt_index"))
 
   def loss_fn(self, params: Params, batch: Batch,
               dropout_rng: Optional[Array] = None
@@ -119,7 +124,8 @@ class EncoderDecoderModel:
     Args:
       params: model parameters.
       batch: needs `encoder_input_tokens` `[b, l]`; `decoder_input_tokens`
-        `[b, t]` sets the decode length unless `max_decode_length` is given.
+        `[b, t]` sets the decode length unless `max_decode_length` is given;
+        optional `prompt_index` `[b]` picks each example's prompt.
       num_decodes: beams.
       alpha: brevity-penalty exponent for beam search.
       max_decode_length: L.
@@ -137,8 +143,10 @@ class EncoderDecoderModel:
     batch_size = inputs.shape[0]
     rows = batch_size * num_decodes
 
-    encoded, encoder_mask = self.module.apply({"params": params}, inputs,
-                                              method="encode")
+    # The prompt is consumed by the encoder; beams repeat its output below.
+    encoded, encoder_mask = self.module.apply(
+        {"params": params}, inputs, prompt_index=batch.get("prompt_index"),
+        method="encode")
     if num_decodes > 1:
       encoded = jnp.repeat(encoded, num_decodes, axis=0)
       encoder_mask = jnp.repeat(encoder_mask, num_decodes, axis=0)

@@ -31,21 +31,51 @@ def _dropout(config: T5Config, x: Array, enable_dropout: bool,
       x, deterministic=False)
 
 
+def _layer_prefix(config: T5Config, prefixes: Optional[Array], layer: int
+                  ) -> tuple[Optional[Array], Optional[Array]]:
+  """Layer `layer`'s deep-prompt (key, value), each `[1 or b, p, h, d]`.
+
+  `prefixes` is `[layers, 2, p, h*d]` (shared by the batch) or
+  `[layers, 2, b, p, h*d]`; index 0 of the second axis is keys, 1 values.
+  """
+  if prefixes is None:
+    return None, None
+
+  def split(x):  # [(b,) p, h*d] -> [1 or b, p, h, d]
+    x = x.reshape(x.shape[:-1] + (config.num_heads, config.head_dim))
+    return x if x.ndim == 4 else x[None]
+  return split(prefixes[layer, 0]), split(prefixes[layer, 1])
+
+
+def _check_prefixes(prefixes: Optional[Array], num_layers: int) -> None:
+  if prefixes is not None and (prefixes.ndim not in (4, 5) or
+                               prefixes.shape[:2] != (num_layers, 2)):
+    raise ValueError(f"Deep-prompt prefixes {prefixes.shape} must be "
+                     f"[{num_layers}, 2, (b,) p, heads*head_dim].")
+
+
 class EncoderLayer(nn.Module):
   """Pre-norm self-attention block then pre-norm MLP block."""
   config: T5Config
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, bias: Array, *,
-               enable_dropout: bool = False) -> Array:
-    """`[b, l, e]` with mask `[b, 1, l, l]` and bias `[1, h, l, l]`."""
+               enable_dropout: bool = False,
+               prefix_key: Optional[Array] = None,
+               prefix_value: Optional[Array] = None) -> Array:
+    """`[b, l, e]` with mask `[b, 1, l, l]` and bias `[1, h, l, l]`.
+
+    `prefix_key`/`prefix_value` `[1 or b, p, h, d]` are optional deep-prompt
+    keys/values for the self-attention (see `layers.prepend_prefix`).
+    """
     cfg = self.config
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_attention_layer_norm")(x)
     y = layers.MultiHeadDotProductAttention(
         cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
         cfg.float32_attention_logits, name="attention")(
-            y, y, mask, bias, enable_dropout=enable_dropout)
+            y, y, mask, bias, enable_dropout=enable_dropout,
+            prefix_key=prefix_key, prefix_value=prefix_value)
     x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_mlp_layer_norm")(x)
@@ -63,8 +93,15 @@ class DecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, encoded: Array, decoder_mask: Optional[Array],
                encoder_decoder_mask: Array, bias: Array, *,
-               enable_dropout: bool = False, decode: bool = False) -> Array:
-    """`x` `[b, t, e]`, `encoded` `[b, l, e]`; returns `[b, t, e]`."""
+               enable_dropout: bool = False, decode: bool = False,
+               prefix_key: Optional[Array] = None,
+               prefix_value: Optional[Array] = None) -> Array:
+    """`x` `[b, t, e]`, `encoded` `[b, l, e]`; returns `[b, t, e]`.
+
+    `prefix_key`/`prefix_value` `[1 or b, p, h, d]` are optional deep-prompt
+    keys/values for the self-attention only (also in decode mode, where they
+    are prepended to the cache at every step); cross-attention is unchanged.
+    """
     cfg = self.config
 
     def attention(name):
@@ -75,7 +112,8 @@ class DecoderLayer(nn.Module):
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_self_attention_layer_norm")(x)
     y = attention("self_attention")(
-        y, y, decoder_mask, bias, enable_dropout=enable_dropout, decode=decode)
+        y, y, decoder_mask, bias, enable_dropout=enable_dropout, decode=decode,
+        prefix_key=prefix_key, prefix_value=prefix_value)
     x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_cross_attention_layer_norm")(x)
@@ -97,12 +135,16 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, embedded: Array, input_mask: Array, *,
-               enable_dropout: bool = False) -> Array:
+               enable_dropout: bool = False,
+               prefixes: Optional[Array] = None) -> Array:
     """Encodes `embedded` `[b, l, e]` with `input_mask` `[b, l]` -> `[b, l, e]`.
 
     Dropout is applied to `embedded` first, i.e. after any prompt was joined.
+    `prefixes` `[layers, 2, (b,) p, h*d]` are optional deep-prompt keys and
+    values for each layer's self-attention; they add no output positions.
     """
     cfg = self.config
+    _check_prefixes(prefixes, cfg.num_encoder_layers)
     length = embedded.shape[1]
     bias = layers.RelativePositionBiases(
         cfg.relative_attention_num_buckets,
@@ -112,8 +154,10 @@ class Encoder(nn.Module):
     x = _dropout(cfg, embedded.astype(cfg.dtype), enable_dropout)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     for i in range(cfg.num_encoder_layers):
+      prefix_key, prefix_value = _layer_prefix(cfg, prefixes, i)
       x = EncoderLayer(cfg, name=f"layers_{i}")(
-          x, mask, bias, enable_dropout=enable_dropout)
+          x, mask, bias, enable_dropout=enable_dropout,
+          prefix_key=prefix_key, prefix_value=prefix_value)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="encoder_norm")(x)
     return _dropout(cfg, x, enable_dropout)
@@ -133,7 +177,8 @@ class Decoder(nn.Module):
                *,
                enable_dropout: bool = False,
                decode: bool = False,
-               max_decode_length: Optional[int] = None) -> Array:
+               max_decode_length: Optional[int] = None,
+               prefixes: Optional[Array] = None) -> Array:
     """Returns logits `[b, t, v]` (float32).
 
     Args:
@@ -146,8 +191,11 @@ class Decoder(nn.Module):
       enable_dropout: training mode.
       decode: one step of cached autoregressive decoding (`t == 1`).
       max_decode_length: cache length; required when `decode`.
+      prefixes: optional deep-prompt keys/values `[layers, 2, (b,) p, h*d]`
+        for each layer's self-attention (cross-attention is unaffected).
     """
     cfg = self.config
+    _check_prefixes(prefixes, cfg.num_decoder_layers)
     length = decoder_input_tokens.shape[1]
     if decode:
       if max_decode_length is None:
@@ -176,9 +224,11 @@ class Decoder(nn.Module):
     x = self.token_embedder(decoder_input_tokens)
     x = _dropout(cfg, x, enable_dropout)
     for i in range(cfg.num_decoder_layers):
+      prefix_key, prefix_value = _layer_prefix(cfg, prefixes, i)
       x = DecoderLayer(cfg, name=f"layers_{i}")(
           x, encoded, decoder_mask, encoder_decoder_mask, bias,
-          enable_dropout=enable_dropout, decode=decode)
+          enable_dropout=enable_dropout, decode=decode,
+          prefix_key=prefix_key, prefix_value=prefix_value)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="decoder_norm")(x)
     x = _dropout(cfg, x, enable_dropout)
@@ -208,20 +258,30 @@ class Transformer(nn.Module):
     self.decoder = Decoder(cfg, self.token_embedder, name="decoder")
 
   def embed_inputs(self, encoder_input_tokens: Array,
-                   enable_dropout: bool = False) -> tuple[Array, Array]:
+                   enable_dropout: bool = False,
+                   prompt_index: Optional[Array] = None
+                   ) -> tuple[Array, Array]:
     """The replaceable input step: tokens `[b, l]` -> (`[b, l', e]`, `[b, l']`).
 
     The base model embeds the tokens and masks padding (id 0). Prompt models
-    override this to join a prompt, returning the longer embedding and mask.
+    override this to join a prompt, returning the longer embedding and mask;
+    `prompt_index` `[b]` (int) picks each example's prompt from a bank there.
     """
     del enable_dropout  # Used by prompt variants.
+    if prompt_index is not None:
+      raise ValueError(
+          f"{type(self).__name__} has no prompts, but a prompt_index was "
+          "given (e.g. a 'prompt_index' batch feature); use a prompt model "
+          "such as prompt_tuning.prompts.PromptTransformer with num_prompts.")
     mask = (encoder_input_tokens > 0).astype(jnp.float32)
     return self.token_embedder(encoder_input_tokens), mask
 
   def encode(self, encoder_input_tokens: Array, *,
-             enable_dropout: bool = False) -> tuple[Array, Array]:
+             enable_dropout: bool = False,
+             prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
     """Returns the encoder output `[b, l', e]` and its mask `[b, l']`."""
-    embedded, mask = self.embed_inputs(encoder_input_tokens, enable_dropout)
+    embedded, mask = self.embed_inputs(encoder_input_tokens, enable_dropout,
+                                       prompt_index)
     return self.encoder(embedded, mask, enable_dropout=enable_dropout), mask
 
   def decode(self,
@@ -245,10 +305,15 @@ class Transformer(nn.Module):
                *,
                enable_dropout: bool = False,
                decode: bool = False,
-               max_decode_length: Optional[int] = None) -> Array:
-    """Teacher-forced logits `[b, t, v]` for inputs `[b, l]`, targets `[b, t]`."""
+               max_decode_length: Optional[int] = None,
+               prompt_index: Optional[Array] = None) -> Array:
+    """Teacher-forced logits `[b, t, v]` for inputs `[b, l]`, targets `[b, t]`.
+
+    `prompt_index` `[b]` (int, optional) is passed to `embed_inputs`.
+    """
     encoded, mask = self.encode(encoder_input_tokens,
-                                enable_dropout=enable_dropout)
+                                enable_dropout=enable_dropout,
+                                prompt_index=prompt_index)
     return self.decode(encoded, mask, decoder_input_tokens,
                        decoder_target_tokens, enable_dropout=enable_dropout,
                        decode=decode, max_decode_length=max_decode_length)

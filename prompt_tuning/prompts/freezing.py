@@ -1,0 +1,170 @@
+"""Training only some parameters: split by name, check, step.
+
+Parameters are named by their '/'-joined paths (`prompt/prompt`,
+`encoder/layers_0/attention/query/kernel`). A name is trainable when any of
+the regular expressions in `patterns` matches it *fully* (`re.fullmatch`),
+so `prompt/prompt` matches only that parameter and `.*prompt.*` any name
+containing "prompt".
+
+The train step differentiates with respect to the trainable subtree only:
+gradients and optimizer state never exist for frozen leaves, and frozen
+leaves are passed through untouched (bit-identical after any number of
+steps). Typical use:
+
+    trainable, frozen = split_params(params, PROMPT_PATTERNS)
+    check_split(params, PROMPT_PATTERNS, must_freeze=(r"token_embedder/.*",))
+    tx = optax.adafactor(0.3)
+    opt_state = tx.init(trainable)
+    step = jax.jit(make_train_step(model.loss_fn, tx))
+    trainable, opt_state, metrics = step(trainable, frozen, opt_state, batch,
+                                         rng)
+    params = merge_params(trainable, frozen)
+"""
+
+import re
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from prompt_tuning.checkpoints import param_tree
+
+Array = jax.Array
+Params = dict[str, Any]
+Batch = Mapping[str, Array]
+LossFn = Callable[[Params, Batch, Optional[Array]],
+                  tuple[Array, dict[str, Array]]]
+
+# The soft prompt of `PromptTransformer` (single prompt or bank).
+PROMPT_PATTERNS = (r"prompt/prompt",)
+
+
+def _compile(patterns: Sequence[str]) -> list[re.Pattern[str]]:
+  if isinstance(patterns, str):
+    raise TypeError(f"patterns must be a sequence of regexes, got the string "
+                    f"{patterns!r}; write ({patterns!r},).")
+  return [re.compile(p) for p in patterns]
+
+
+def is_trainable(name: str, patterns: Sequence[str]) -> bool:
+  """Whether '/'-joined `name` fully matches one of `patterns`."""
+  return any(p.fullmatch(name) for p in _compile(patterns))
+
+
+def trainable_names(params: Mapping[str, Any],
+                    patterns: Sequence[str]) -> list[str]:
+  """Names of the leaves of `params` that `patterns` make trainable."""
+  compiled = _compile(patterns)
+  return [name for name in param_tree.flatten_params(params)
+          if any(p.fullmatch(name) for p in compiled)]
+
+
+def split_params(params: Mapping[str, Any], patterns: Sequence[str]
+                 ) -> tuple[Params, Params]:
+  """Splits a nested parameter dict into (trainable, frozen) nested dicts.
+
+  Each output holds only its own leaves (no placeholders), so optimizer
+  state built on the trainable half has nothing for frozen leaves.
+  """
+  flat = param_tree.flatten_params(params)
+  chosen = set(trainable_names(params, patterns))
+  trainable = {k: v for k, v in flat.items() if k in chosen}
+  frozen = {k: v for k, v in flat.items() if k not in chosen}
+  return (param_tree.unflatten_params(trainable),
+          param_tree.unflatten_params(frozen))
+
+
+def merge_params(trainable: Mapping[str, Any],
+                 frozen: Mapping[str, Any]) -> Params:
+  """Inverse of `split_params`; raises if a name appears in both halves."""
+  flat_t = param_tree.flatten_params(trainable)
+  flat_f = param_tree.flatten_params(frozen)
+  both = sorted(set(flat_t) & set(flat_f))
+  if both:
+    raise ValueError(f"Parameters in both the trainable and frozen halves: "
+                     f"{both}.")
+  return param_tree.unflatten_params({**flat_f, **flat_t})
+
+
+def check_split(params: Mapping[str, Any], patterns: Sequence[str],
+                must_freeze: Sequence[str] = ()) -> list[str]:
+  """Asserts that `patterns` split `params` as intended; returns the trainable.
+
+  Raises ValueError, listing names, when a pattern matches nothing, when
+  nothing or everything is trainable, or when a name fully matching one of
+  `must_freeze` (e.g. `token_embedder/.*`) would be trained.
+  """
+  names = list(param_tree.flatten_params(params))
+  compiled = _compile(patterns)
+  problems = []
+  for pattern in compiled:
+    if not any(pattern.fullmatch(n) for n in names):
+      problems.append(f"pattern {pattern.pattern!r} matches no parameter")
+  chosen = [n for n in names if any(p.fullmatch(n) for p in compiled)]
+  if not chosen:
+    problems.append("no parameter is trainable")
+  elif len(chosen) == len(names):
+    problems.append("every parameter is trainable (nothing frozen)")
+  guarded = _compile(must_freeze)
+  leaked = [n for n in chosen if any(g.fullmatch(n) for g in guarded)]
+  if leaked:
+    problems.append(f"parameters that must stay frozen are trainable: "
+                    f"{leaked}")
+  if problems:
+    raise ValueError(
+        f"Trainable patterns {list(patterns)} split the parameters wrongly: "
+        + "; ".join(problems) + f". Parameter names: {names[:10]}"
+        + ("..." if len(names) > 10 else "."))
+  return chosen
+
+
+def count_params(params: Mapping[str, Any]) -> int:
+  """Number of scalars in a tree of arrays or `ShapeDtypeStruct`s."""
+  return int(sum(np.prod(leaf.shape, dtype=np.int64)
+                 for leaf in param_tree.flatten_params(params).values()))
+
+
+def count_trainable(params: Mapping[str, Any],
+                    patterns: Sequence[str]) -> int:
+  """Number of trainable scalars; works on `jax.eval_shape` output."""
+  return count_params(split_params(params, patterns)[0])
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation
+                    ) -> Callable[..., tuple[Params, Any, dict[str, Array]]]:
+  """A pure step that updates only the trainable half of the parameters.
+
+  Args:
+    loss_fn: `loss_fn(params, batch, dropout_rng) -> (loss, metrics)` over the
+      full (merged) parameters, e.g. `EncoderDecoderModel.loss_fn`.
+    tx: the optimizer; its state must come from `tx.init(trainable)`.
+
+  Returns:
+    `step(trainable, frozen, opt_state, batch, dropout_rng=None)` ->
+    `(new_trainable, new_opt_state, metrics)`; metrics gain `grad_norm`
+    (global norm of the trainable gradients). jit it as you like; `frozen`
+    is read, never returned.
+  """
+
+  def step(trainable: Params, frozen: Params, opt_state: Any, batch: Batch,
+           dropout_rng: Optional[Array] = None
+           ) -> tuple[Params, Any, dict[str, Array]]:
+
+    def loss_of_trainable(t):
+      return loss_fn(merge_params(t, frozen), batch, dropout_rng)
+
+    grads, metrics = jax.grad(loss_of_trainable, has_aux=True)(trainable)
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+    return trainable, opt_state, metrics
+  return step
+
+
+def trainable_gradients(loss_fn: LossFn, trainable: Params, frozen: Params,
+                        batch: Batch) -> Params:
+  """Gradients of `loss_fn` (without dropout) w.r.t. the trainable half."""
+  return jax.grad(lambda t: loss_fn(merge_params(t, frozen), batch, None)[0])(
+      trainable)
+

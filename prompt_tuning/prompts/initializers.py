@@ -1,0 +1,247 @@
+"""Prompt initialisers (Lester et al. 2021, Section 2.2 and Figure 3(b)).
+
+Every factory here returns a `PromptInitializer`, a function
+
+  init(rng, shape, embedding) -> float32 [*shape]
+
+where `shape` is `[prompt_length, embed]` or, for a bank of prompts,
+`[num_prompts, prompt_length, embed]` (each prompt of a bank is drawn with its
+own key, `jax.random.fold_in(rng, i)`), and `embedding` is the model's token
+embedding table `[vocab, embed]` (or None for initialisers that ignore it).
+
+The vocabulary-based initialisers must see the *pretrained* table. The
+`Prompt` module hands them the table it is built next to, which at
+`model.init` time is still random; after loading pretrained weights, call
+`initialize_prompt(params, init, rng)` to redraw the prompt from the loaded
+table. The factories are plain functions, so gin files configure them with
+`@initializers.sampled_vocab()` etc. and the library needs no gin.
+
+Tokenisation (class labels, strings) takes any `encode(text) -> ids`
+callable or an object with an `encode` method (a `seqio.Vocabulary`, a
+`sentencepiece.SentencePieceProcessor`); it runs once, in Python, when the
+initialiser is first called.
+"""
+
+import os
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_tuning.checkpoints import param_tree
+
+Array = jax.Array
+Shape = Sequence[int]
+Encoder = Union[Callable[[str], Sequence[int]], Any]
+
+# SentencePiece numbers pieces by frequency; T5's most common 5,000 pieces
+# are the population the paper samples prompt vectors from.
+DEFAULT_POPULATION = 5000
+
+
+class PromptInitializer(Protocol):
+
+  def __call__(self, rng: Array, shape: Shape,
+               embedding: Optional[Array] = None) -> Array:
+    ...
+
+
+def _per_prompt(fn: Callable[[Array, int, int, Optional[Array]], Array]
+                ) -> PromptInitializer:
+  """Lifts `fn(rng, length, embed, embedding) -> [length, embed]` to banks."""
+
+  def init(rng: Array, shape: Shape, embedding: Optional[Array] = None
+           ) -> Array:
+    shape = tuple(shape)
+    if len(shape) == 2:
+      return fn(rng, shape[0], shape[1], embedding).astype(jnp.float32)
+    if len(shape) == 3:
+      return jnp.stack([
+          fn(jax.random.fold_in(rng, i), shape[1], shape[2], embedding)
+          for i in range(shape[0])]).astype(jnp.float32)
+    raise ValueError(f"Prompt shape {shape} must be [length, embed] or "
+                     "[num_prompts, length, embed].")
+  return init
+
+
+def _need_embedding(embedding: Optional[Array], embed: int, what: str
+                    ) -> Array:
+  if embedding is None:
+    raise ValueError(f"The {what} prompt initialiser needs the token "
+                     "embedding table [vocab, embed]; none was given.")
+  if embedding.ndim != 2 or embedding.shape[1] != embed:
+    raise ValueError(f"The {what} prompt initialiser got an embedding table "
+                     f"of shape {tuple(embedding.shape)}, expected "
+                     f"[vocab, {embed}].")
+  return jnp.asarray(embedding, jnp.float32)
+
+
+def _encode_fn(encode: Encoder) -> Callable[[str], list[int]]:
+  fn = getattr(encode, "encode", encode)
+  if not callable(fn):
+    raise TypeError(f"Expected an encode(text) -> ids callable or an object "
+                    f"with an encode method, got {encode!r}.")
+  return lambda text: [int(i) for i in fn(text)]
+
+
+def random_uniform(scale: float = 0.5,
+                   symmetric: bool = False) -> PromptInitializer:
+  """Uniform noise: U[0, scale), or U[-scale, scale) when `symmetric`.
+
+  The paper's default random init is U[0, 0.5).
+  """
+  low = -scale if symmetric else 0.0
+
+  def fn(rng, length, embed, embedding):
+    del embedding
+    return jax.random.uniform(rng, (length, embed), jnp.float32, low, scale)
+  return _per_prompt(fn)
+
+
+def _sample_rows(rng: Array, table: Array, count: int,
+                 population: int) -> Array:
+  """`count` rows `[count, embed]` of `table[:population]`, distinct if able."""
+  population = min(population, table.shape[0])
+  ids = jax.random.choice(rng, population, (count,),
+                          replace=count > population)
+  return jnp.take(table, ids, axis=0)
+
+
+def sampled_vocab(population: int = DEFAULT_POPULATION) -> PromptInitializer:
+  """Rows of the (frozen) embedding table drawn from ids `[0, population)`.
+
+  Rows are distinct unless the prompt is longer than the population.
+  """
+
+  def fn(rng, length, embed, embedding):
+    table = _need_embedding(embedding, embed, "sampled-vocab")
+    return _sample_rows(rng, table, length, population)
+  return _per_prompt(fn)
+
+
+def _mean_embeddings(table: Array, id_lists: Sequence[Sequence[int]],
+                     texts: Sequence[str]) -> Array:
+  """Mean token embedding of each id list, `[len(id_lists), embed]`."""
+  rows = []
+  for ids, text in zip(id_lists, texts):
+    if not ids:
+      raise ValueError(f"Class label {text!r} tokenises to no ids.")
+    if max(ids) >= table.shape[0]:
+      raise ValueError(f"Class label {text!r} has token id {max(ids)} beyond "
+                       f"the embedding table's {table.shape[0]} rows.")
+    rows.append(jnp.mean(jnp.take(table, jnp.asarray(ids), axis=0), axis=0))
+  return jnp.stack(rows)
+
+
+def class_labels(labels: Sequence[str],
+                 encode: Encoder,
+                 population: int = DEFAULT_POPULATION) -> PromptInitializer:
+  """One position per class label, the rest sampled from the vocabulary.
+
+  Position i (for i < len(labels)) is the mean embedding of the tokens of
+  `labels[i]`; remaining positions are drawn as in `sampled_vocab`.
+
+  Args:
+    labels: the task's label strings in class order, e.g.
+      `prompt_tuning.data.super_glue.label_strings(task_name)`.
+    encode: tokeniser; see the module docstring.
+    population: ids the filler positions are drawn from.
+  """
+  labels = tuple(labels)
+  if not labels:
+    raise ValueError("class_labels needs at least one label string (free-"
+                     "text tasks such as ReCoRD have none; use "
+                     "sampled_vocab instead).")
+  tokenised: list[list[int]] = []
+
+  def fn(rng, length, embed, embedding):
+    table = _need_embedding(embedding, embed, "class-label")
+    if len(labels) > length:
+      raise ValueError(f"{len(labels)} class labels do not fit a prompt of "
+                       f"length {length}.")
+    if not tokenised:
+      tokenised.extend(_encode_fn(encode)(text) for text in labels)
+    label_rows = _mean_embeddings(table, tokenised, labels)
+    filler = _sample_rows(rng, table, length - len(labels), population)
+    return jnp.concatenate([label_rows, filler], axis=0)
+  return _per_prompt(fn)
+
+
+def from_string(text: str,
+                encode: Encoder,
+                population: int = DEFAULT_POPULATION) -> PromptInitializer:
+  """The embedded tokens of `text` first, the rest sampled from the vocabulary.
+
+  Raises ValueError (at initialisation) if `text` has more tokens than the
+  prompt has positions.
+  """
+  tokenised: list[list[int]] = []
+
+  def fn(rng, length, embed, embedding):
+    table = _need_embedding(embedding, embed, "from-string")
+    if not tokenised:
+      tokenised.append(_encode_fn(encode)(text))
+    ids = tokenised[0]
+    if len(ids) > length:
+      raise ValueError(f"Prompt text {text!r} is {len(ids)} tokens long, "
+                       f"more than the prompt length {length}.")
+    if ids and max(ids) >= table.shape[0]:
+      raise ValueError(f"Prompt text {text!r} has token id {max(ids)} beyond "
+                       f"the embedding table's {table.shape[0]} rows.")
+    text_rows = jnp.take(table, jnp.asarray(ids, jnp.int32), axis=0)
+    filler = _sample_rows(rng, table, length - len(ids), population)
+    return jnp.concatenate([text_rows, filler], axis=0)
+  return _per_prompt(fn)
+
+
+def from_file(path: Union[str, os.PathLike[str]]) -> PromptInitializer:
+  """A prompt saved with `numpy.save`, `[length, embed]`.
+
+  For a bank the file may hold the whole bank `[num_prompts, length, embed]`
+  or one `[length, embed]` prompt, copied to every slot.
+  """
+
+  def init(rng: Array, shape: Shape, embedding: Optional[Array] = None
+           ) -> Array:
+    del rng, embedding
+    shape = tuple(shape)
+    value = np.load(os.fspath(path))
+    if value.shape == shape:
+      return jnp.asarray(value, jnp.float32)
+    if len(shape) == 3 and value.shape == shape[1:]:
+      return jnp.broadcast_to(jnp.asarray(value, jnp.float32), shape)
+    expected = " or ".join(str(list(s)) for s in
+                           ([shape] if len(shape) == 2 else [shape, shape[1:]]))
+    raise ValueError(f"Prompt file {os.fspath(path)} holds an array of shape "
+                     f"{list(value.shape)}, expected {expected} "
+                     "([length, embed]).")
+  return init
+
+
+def initialize_prompt(params: dict[str, Any],
+                      init: PromptInitializer,
+                      rng: Array,
+                      prompt_name: str = "prompt/prompt",
+                      embedding_name: str = "token_embedder/embedding"
+                      ) -> dict[str, Any]:
+  """Redraws the prompt of a (pretrained) parameter tree; returns a new tree.
+
+  The prompt's shape and the embedding table are read from `params`, so
+  vocabulary-based initialisers see the loaded, frozen table. Unboxed
+  parameters only; no leaf other than the prompt changes.
+
+  Args:
+    params: nested parameter dict holding `prompt_name` and `embedding_name`.
+    init: the initialiser, e.g. `PromptTransformer.prompt_init`.
+    rng: key; the same key gives the same prompt.
+    prompt_name: '/'-joined name of the prompt parameter.
+    embedding_name: '/'-joined name of the token embedding `[vocab, embed]`.
+  """
+  flat = param_tree.flatten_params(params)
+  for name in (prompt_name, embedding_name):
+    if name not in flat:
+      raise KeyError(f"Parameter {name!r} not found; have "
+                     f"{sorted(flat)[:8]}...")
+  flat[prompt_name] = init(rng, flat[prompt_name].shape, flat[embedding_name])
+  return param_tree.unflatten_params(flat)

@@ -1,0 +1,62 @@
+"""Optimizers: Adafactor as the paper trains prompts, via optax.
+
+The paper (and T5X's prompt-tuning configs) use Adafactor with a constant
+learning rate of 0.3, second-moment decay exponent 0.8, weight decay 1e-5,
+no momentum, no parameter-scale multiplication and update clipping at 1.0.
+"""
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+
+def adafactor(learning_rate: float = 0.3,
+              decay_rate: float = 0.8,
+              weight_decay_rate: Optional[float] = 1e-5,
+              clipping_threshold: Optional[float] = 1.0,
+              multiply_by_parameter_scale: bool = False,
+              momentum: Optional[float] = None,
+              min_dim_size_to_factor: int = 128) -> optax.GradientTransformation:
+  """Adafactor with the paper's defaults (see module docstring).
+
+  The second-moment decay at step t is `1 - (t + 1) ** -decay_rate`, so the
+  step counter in the optimizer state matters: see `set_optimizer_step`.
+  """
+  return optax.adafactor(
+      learning_rate=learning_rate,
+      decay_rate=decay_rate,
+      clipping_threshold=clipping_threshold,
+      multiply_by_parameter_scale=multiply_by_parameter_scale,
+      momentum=momentum,
+      weight_decay_rate=weight_decay_rate,
+      min_dim_size_to_factor=min_dim_size_to_factor)
+
+
+def set_optimizer_step(opt_state: Any, step: int) -> Any:
+  """Sets every step counter (`count`) in an optax state to `step`.
+
+  The original prompt-tuning runs restore Adafactor's step from the
+  pretrained T5X checkpoint (about 1.1M for T5 1.1 LM-adapted), which makes
+  the new prompt's second-moment decay `1 - 1.1e6 ** -0.8`, i.e. a very long
+  average; starting at 0 adapts quickly instead.
+  """
+
+  def reset(path, leaf):
+    if path and getattr(path[-1], "name", None) == "count":
+      return jnp.full_like(leaf, step)
+    return leaf
+  return jax.tree_util.tree_map_with_path(reset, opt_state)
+
+
+def optimizer_step(opt_state: Any) -> Optional[int]:
+  """The first step counter found in `opt_state`, or None."""
+  found = []
+
+  def visit(path, leaf):
+    if path and getattr(path[-1], "name", None) == "count":
+      found.append(int(leaf))
+  jax.tree_util.tree_map_with_path(visit, opt_state)
+  return found[0] if found else None
