@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "tensorflow-cpu==2.21.0",
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
+    "tensorboard==2.21.0",
     "gin-config==0.5.0",
     "sentencepiece==0.2.3",
     "tensorstore==0.1.86",

@@ -10,6 +10,7 @@ import sentencepiece
 
 from conftest import shared_path
 from prompt_tuning import gin_utils
+from prompt_tuning.models import T5Config
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import PromptTransformer
 from prompt_tuning.prompts import initializers
@@ -71,6 +72,7 @@ def test_sampled_vocab_draws_distinct_frequent_rows():
 
 
 def test_class_labels_average_label_tokens_then_sample(spiece):
+  # Imported here: the data package loads TensorFlow.
   from prompt_tuning.data import super_glue  # pylint: disable=g-import-not-at-top
   labels = super_glue.label_strings("taskless_super_glue_cb_v102")
   assert labels == ("entailment", "contradiction", "neutral")
@@ -114,7 +116,8 @@ def test_from_file_loads_the_authors_prompt(tmp_path):
   np.testing.assert_allclose(x, expected.astype(np.float32))
   bank = initializers.from_file(path)(KEY, (2, 5, 256))
   np.testing.assert_allclose(bank[1], expected.astype(np.float32))
-  with pytest.raises(ValueError, match=r"shape \[5, 256\], expected \[6, 256\]"):
+  with pytest.raises(ValueError,
+                     match=r"shape \[5, 256\], expected \[6, 256\]"):
     initializers.from_file(path)(KEY, (6, 256))
   with pytest.raises(ValueError, match=r"expected \[5, 512\]"):
     initializers.from_file(path)(KEY, (5, 512))
@@ -127,7 +130,6 @@ def test_from_file_loads_the_authors_prompt(tmp_path):
 
 
 def _config():
-  from prompt_tuning.models import T5Config  # pylint: disable=g-import-not-at-top
   return T5Config(vocab_size=6000, emb_dim=4, num_heads=2, head_dim=2,
                   mlp_dim=8, num_encoder_layers=1, num_decoder_layers=1,
                   relative_attention_num_buckets=4,
@@ -203,9 +205,9 @@ def test_gin_initialiser_files(clean_gin, gin_file, bindings, check):
 def test_gin_class_label_file(clean_gin, monkeypatch):
   monkeypatch.setenv("PROMPT_TUNING_VOCAB",
                      str(shared_path("models", "t5_vocab", "spiece.model")))
-  model = _gin_model(["models/t5_1_1_tiny.gin", "prompts/from_class_labels.gin"],
-                     ["PROMPT_LENGTH = 4",
-                      "CLASS_LABELS = ('entailment', 'not_entailment')"])
+  model = _gin_model(
+      ["models/t5_1_1_tiny.gin", "prompts/from_class_labels.gin"],
+      ["PROMPT_LENGTH = 4", "CLASS_LABELS = ('entailment', 'not_entailment')"])
   table = jax.random.normal(KEY, (32128, 4))
   prompt = model.module.prompt_init(KEY, (4, 4), table)
   ids = sentencepiece.SentencePieceProcessor(

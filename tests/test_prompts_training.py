@@ -1,5 +1,7 @@
 """Prompt-only training: the trainable/frozen split, the step, the counts."""
 
+import functools
+
 import flax.linen as nn
 import gin
 import jax
@@ -14,6 +16,8 @@ from prompt_tuning.models import T5Config
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import PromptTransformer
 from prompt_tuning.prompts import freezing
+from prompt_tuning.training import steps
+from prompt_tuning.training import train_state
 
 CONFIG = T5Config(vocab_size=48, emb_dim=16, num_heads=2, head_dim=8,
                   mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1,
@@ -70,16 +74,15 @@ def test_check_split_catches_bad_patterns():
 @pytest.mark.parametrize("num_prompts", [None, 2])
 def test_one_step_trains_only_the_prompt(num_prompts):
   model, params, batch = _setup(num_prompts)
-  trainable, frozen = freezing.split_params(params, freezing.PROMPT_PATTERNS)
   tx = optax.adam(0.1)
-  opt_state = tx.init(trainable)
-  step = jax.jit(freezing.make_train_step(model.loss_fn, tx))
-  new_trainable, new_state, metrics = step(trainable, frozen, opt_state,
-                                           batch, jax.random.PRNGKey(2))
+  state = train_state.create_train_state(params, freezing.PROMPT_PATTERNS, tx)
+  step = jax.jit(functools.partial(steps.train_step, loss_fn=model.loss_fn,
+                                   tx=tx))
+  new_state, metrics = step(state, batch, jax.random.PRNGKey(2))
   assert metrics["grad_norm"] > 0 and np.isfinite(metrics["loss"])
-  new = freezing.merge_params(new_trainable, frozen)
+  assert int(new_state.step) == 1
   flat_old = param_tree.flatten_params(params)
-  flat_new = param_tree.flatten_params(new)
+  flat_new = param_tree.flatten_params(new_state.params)
   assert flat_old.keys() == flat_new.keys()
   for name, old in flat_old.items():
     if name == "prompt/prompt":
@@ -87,30 +90,38 @@ def test_one_step_trains_only_the_prompt(num_prompts):
     else:
       np.testing.assert_array_equal(flat_new[name], old, err_msg=name)
   # Optimizer state exists for the prompt only (Adam: count, mu, nu).
-  state_shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(new_state)}
-  assert state_shapes == {(), params["prompt"]["prompt"].shape}
-  mu = new_state[0].mu
+  shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(
+      new_state.opt_state)}
+  assert shapes == {(), params["prompt"]["prompt"].shape}
+  mu = new_state.opt_state[0].mu
   assert list(param_tree.flatten_params(mu)) == ["prompt/prompt"]
   # For a bank, every slot the batch uses gets a gradient.
   if num_prompts:
-    grads = freezing.trainable_gradients(model.loss_fn, trainable, frozen,
-                                         batch)
+    grads, _ = steps.trainable_gradients(model.loss_fn, state, batch, None, 1)
     assert np.all(np.abs(np.asarray(grads["prompt"]["prompt"])) > 0)
 
 
 def test_gradients_exist_only_for_trainable_leaves():
   model, params, batch = _setup()
-  trainable, frozen = freezing.split_params(params, freezing.PROMPT_PATTERNS)
-  grads = freezing.trainable_gradients(model.loss_fn, trainable, frozen,
-                                       batch)
+  tx = optax.sgd(0.1)
+  state = train_state.create_train_state(params, freezing.PROMPT_PATTERNS, tx)
+  grads, _ = steps.trainable_gradients(model.loss_fn, state, batch, None, 1)
   assert list(param_tree.flatten_params(grads)) == ["prompt/prompt"]
   assert float(jnp.abs(grads["prompt"]["prompt"]).sum()) > 0
-  # The jaxpr of the step has no output of a frozen leaf's shape besides
-  # the prompt-shaped ones: frozen parameters are inputs only.
+  # Microbatched accumulation gives the full batch's gradient (summed loss).
+  micro, _ = steps.trainable_gradients(model.loss_fn, state, batch, None, 2)
+  np.testing.assert_allclose(micro["prompt"]["prompt"],
+                             grads["prompt"]["prompt"], rtol=1e-5, atol=1e-6)
+
+
+def test_full_finetuning_must_be_asked_for():
+  _, params, _ = _setup()
   tx = optax.sgd(0.1)
-  step = freezing.make_train_step(model.loss_fn, tx)
-  out = jax.eval_shape(step, trainable, frozen, tx.init(trainable), batch)
-  assert param_tree.flatten_params(out[0]).keys() == {"prompt/prompt"}
+  with pytest.raises(ValueError, match="nothing frozen"):
+    train_state.create_train_state(params, (".*",), tx)
+  state = train_state.create_train_state(params, (".*",), tx,
+                                         allow_all_trainable=True)
+  assert not state.frozen
 
 
 def _gin_param_shapes(size: str):

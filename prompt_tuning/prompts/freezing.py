@@ -1,4 +1,4 @@
-"""Training only some parameters: split by name, check, step.
+"""Training only some parameters: split by name and check the split.
 
 Parameters are named by their '/'-joined paths (`prompt/prompt`,
 `encoder/layers_0/attention/query/kernel`). A name is trainable when any of
@@ -6,35 +6,24 @@ the regular expressions in `patterns` matches it *fully* (`re.fullmatch`),
 so `prompt/prompt` matches only that parameter and `.*prompt.*` any name
 containing "prompt".
 
-The train step differentiates with respect to the trainable subtree only:
-gradients and optimizer state never exist for frozen leaves, and frozen
-leaves are passed through untouched (bit-identical after any number of
-steps). Typical use:
+The trainer (`prompt_tuning.training`) keeps the two halves apart and
+differentiates with respect to the trainable one only, so gradients and
+optimizer state never exist for frozen leaves, which stay bit-identical:
 
-    trainable, frozen = split_params(params, PROMPT_PATTERNS)
     check_split(params, PROMPT_PATTERNS, must_freeze=(r"token_embedder/.*",))
-    tx = optax.adafactor(0.3)
-    opt_state = tx.init(trainable)
-    step = jax.jit(make_train_step(model.loss_fn, tx))
-    trainable, opt_state, metrics = step(trainable, frozen, opt_state, batch,
-                                         rng)
+    trainable, frozen = split_params(params, PROMPT_PATTERNS)
+    ...
     params = merge_params(trainable, frozen)
 """
 
 import re
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
-import jax
 import numpy as np
-import optax
 
 from prompt_tuning.checkpoints import param_tree
 
-Array = jax.Array
 Params = dict[str, Any]
-Batch = Mapping[str, Array]
-LossFn = Callable[[Params, Batch, Optional[Array]],
-                  tuple[Array, dict[str, Array]]]
 
 # The soft prompt of `PromptTransformer` (single prompt or bank).
 PROMPT_PATTERNS = (r"prompt/prompt",)
@@ -88,11 +77,13 @@ def merge_params(trainable: Mapping[str, Any],
 
 
 def check_split(params: Mapping[str, Any], patterns: Sequence[str],
-                must_freeze: Sequence[str] = ()) -> list[str]:
+                must_freeze: Sequence[str] = (),
+                allow_all_trainable: bool = False) -> list[str]:
   """Asserts that `patterns` split `params` as intended; returns the trainable.
 
   Raises ValueError, listing names, when a pattern matches nothing, when
-  nothing or everything is trainable, or when a name fully matching one of
+  nothing is trainable, when everything is (unless `allow_all_trainable`,
+  for full fine-tuning), or when a name fully matching one of
   `must_freeze` (e.g. `token_embedder/.*`) would be trained.
   """
   names = list(param_tree.flatten_params(params))
@@ -104,7 +95,7 @@ def check_split(params: Mapping[str, Any], patterns: Sequence[str],
   chosen = [n for n in names if any(p.fullmatch(n) for p in compiled)]
   if not chosen:
     problems.append("no parameter is trainable")
-  elif len(chosen) == len(names):
+  elif len(chosen) == len(names) and not allow_all_trainable:
     problems.append("every parameter is trainable (nothing frozen)")
   guarded = _compile(must_freeze)
   leaked = [n for n in chosen if any(g.fullmatch(n) for g in guarded)]
@@ -129,42 +120,3 @@ def count_trainable(params: Mapping[str, Any],
                     patterns: Sequence[str]) -> int:
   """Number of trainable scalars; works on `jax.eval_shape` output."""
   return count_params(split_params(params, patterns)[0])
-
-
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation
-                    ) -> Callable[..., tuple[Params, Any, dict[str, Array]]]:
-  """A pure step that updates only the trainable half of the parameters.
-
-  Args:
-    loss_fn: `loss_fn(params, batch, dropout_rng) -> (loss, metrics)` over the
-      full (merged) parameters, e.g. `EncoderDecoderModel.loss_fn`.
-    tx: the optimizer; its state must come from `tx.init(trainable)`.
-
-  Returns:
-    `step(trainable, frozen, opt_state, batch, dropout_rng=None)` ->
-    `(new_trainable, new_opt_state, metrics)`; metrics gain `grad_norm`
-    (global norm of the trainable gradients). jit it as you like; `frozen`
-    is read, never returned.
-  """
-
-  def step(trainable: Params, frozen: Params, opt_state: Any, batch: Batch,
-           dropout_rng: Optional[Array] = None
-           ) -> tuple[Params, Any, dict[str, Array]]:
-
-    def loss_of_trainable(t):
-      return loss_fn(merge_params(t, frozen), batch, dropout_rng)
-
-    grads, metrics = jax.grad(loss_of_trainable, has_aux=True)(trainable)
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
-    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
-    return trainable, opt_state, metrics
-  return step
-
-
-def trainable_gradients(loss_fn: LossFn, trainable: Params, frozen: Params,
-                        batch: Batch) -> Params:
-  """Gradients of `loss_fn` (without dropout) w.r.t. the trainable half."""
-  return jax.grad(lambda t: loss_fn(merge_params(t, frozen), batch, None)[0])(
-      trainable)
-

@@ -33,7 +33,7 @@ def _split_microbatches(batch: Batch, num_microbatches: int) -> Batch:
   return jax.tree_util.tree_map(split, batch)
 
 
-def _gradients(loss_fn: LossFn, state: TrainState, batch: Batch,
+def trainable_gradients(loss_fn: LossFn, state: TrainState, batch: Batch,
                dropout_rng: Optional[Array], num_microbatches: int):
   """Summed gradients and metrics, optionally accumulated over microbatches.
 
@@ -89,7 +89,7 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: Optional[Array],
   """
   rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng,
                                                             state.step)
-  grads, metrics = _gradients(loss_fn, state, batch, rng, num_microbatches)
+  grads, metrics = trainable_gradients(loss_fn, state, batch, rng, num_microbatches)
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
   trainable = optax.apply_updates(state.trainable, updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads))

@@ -39,7 +39,8 @@ class TrainState:
 
 def create_train_state(params: Params, trainable_patterns: Sequence[str],
                        tx: optax.GradientTransformation,
-                       optimizer_step: int = 0) -> TrainState:
+                       optimizer_step: int = 0,
+                       allow_all_trainable: bool = False) -> TrainState:
   """Splits `params` by `trainable_patterns` and initialises the optimizer.
 
   Args:
@@ -49,8 +50,11 @@ def create_train_state(params: Params, trainable_patterns: Sequence[str],
     tx: optimizer for the trainable half.
     optimizer_step: initial value of the optimizer's step counter (e.g. the
       pretrained checkpoint's step, as the original runs do; 0 otherwise).
+    allow_all_trainable: permit patterns that train every parameter (full
+      fine-tuning); otherwise that is rejected as a likely mistake.
   """
-  freezing.check_split(params, trainable_patterns)
+  freezing.check_split(params, trainable_patterns,
+                       allow_all_trainable=allow_all_trainable)
   trainable, frozen = freezing.split_params(params, trainable_patterns)
   opt_state = tx.init(trainable)
   if optimizer_step:

@@ -1,0 +1,112 @@
+"""SeqIO evaluation: greedy decoding for predict metrics, scoring for
+rank-classification metrics, results as JSON and TensorBoard.
+
+`Evaluation(...)(params, step)` runs every task of a task or mixture on one
+split and returns `{task_name: {metric: value}}`; SeqIO's loggers write
+`<log_dir>/<task>-metrics.jsonl`, the decoded inferences, and TensorBoard
+events.
+"""
+
+import json
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+import seqio
+from jax.sharding import Mesh
+
+from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.prompts import freezing
+from prompt_tuning.training import data
+from prompt_tuning.training import partitioned
+
+
+def _value(metric: Any) -> Any:
+  """Unwraps seqio's metric value objects to plain numbers."""
+  value = getattr(metric, "value", metric)
+  if isinstance(value, np.ndarray) and value.size == 1:
+    return float(value)
+  if isinstance(value, (np.floating, np.integer)):
+    return float(value)
+  return value
+
+
+class Evaluation:
+  """Evaluates a model on the tasks of `task_name` (a task or mixture).
+
+  Attributes:
+    evaluator: the underlying `seqio.Evaluator`.
+  """
+
+  def __init__(self, task_name: str, model: EncoderDecoderModel, mesh: Mesh,
+               param_shardings: Any, *, batch_size: int,
+               feature_lengths: Optional[Mapping[str, int]] = None,
+               split: str = "validation", log_dir: Optional[str] = None,
+               num_examples: Optional[int] = None):
+    data.get_task(task_name)  # Clear error for unknown names.
+    loggers = ()
+    if log_dir:
+      os.makedirs(log_dir, exist_ok=True)
+      loggers = (seqio.JSONLogger, seqio.TensorBoardLogger)
+    self.evaluator = seqio.Evaluator(
+        mixture_or_task_name=task_name,
+        feature_converter=data.feature_converter(),
+        eval_split=split,
+        sequence_length=None if feature_lengths is None else
+        dict(feature_lengths),
+        num_examples=num_examples,
+        logger_cls=loggers,
+        log_dir=log_dir,
+        use_memory_cache=True)
+    self.batch_size = batch_size
+    self._predict = partitioned.compile_model_fn(model.predict_batch, mesh,
+                                                 param_shardings)
+    self._score = partitioned.compile_model_fn(model.score_batch, mesh,
+                                               param_shardings)
+
+  def _run(self, fn, params, ds):
+    outputs = []
+    for indices, batch, n in data.numpy_batches(ds, self.batch_size):
+      result = fn(params, batch)
+      if isinstance(result, tuple):
+        result = result[0]
+      result = np.asarray(jax.device_get(result))[:n]
+      outputs.extend(zip(indices[:n].tolist(), result.tolist()))
+    return outputs
+
+  def __call__(self, params: Any, step: int) -> dict[str, dict[str, Any]]:
+    metrics, _ = self.evaluator.evaluate(
+        compute_metrics=True, step=step,
+        predict_fn=lambda ds: self._run(self._predict, params, ds),
+        score_fn=lambda ds: self._run(self._score, params, ds))
+    results = metrics.result()
+    return {task: {name: _value(v) for name, v in task_metrics.items()}
+            for task, task_metrics in results.items()}
+
+
+def evaluate(*, model: EncoderDecoderModel, mixture_or_task_name: str,
+             task_feature_lengths: Mapping[str, int], batch_size: int,
+             model_dir: Optional[str], initial_checkpoint_path: Optional[str],
+             output_dir: Optional[str] = None,
+             checkpoint_step: Optional[int] = None, split: str = "validation",
+             trainable_patterns: Sequence[str] = freezing.PROMPT_PATTERNS,
+             num_examples: Optional[int] = None, num_partitions: int = 1,
+             allow_all_trainable: bool = False) -> dict[str, Any]:
+  """Returns `{task: {metric: value}}` and writes it to output_dir."""
+  output_dir = output_dir or os.path.join(model_dir or ".", "eval")
+  # Imported here: the trainer builds on this module.
+  from prompt_tuning.training import trainer  # pylint: disable=g-import-not-at-top
+  trained = trainer.load_trained_params(
+      model, task_feature_lengths, model_dir, initial_checkpoint_path,
+      trainable_patterns, checkpoint_step, num_partitions=num_partitions,
+      allow_all_trainable=allow_all_trainable)
+  run = Evaluation(
+      mixture_or_task_name, model, trained.mesh, trained.param_shardings,
+      batch_size=batch_size, feature_lengths=task_feature_lengths,
+      split=split, log_dir=output_dir, num_examples=num_examples)
+  results = run(trained.params, trained.step)
+  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+    json.dump({"step": trained.step, "split": split, "results": results}, f,
+              indent=2, default=str)
+  return results

@@ -1,0 +1,401 @@
+"""The training loop: build a partitioned state, resume, step, checkpoint,
+evaluate.
+
+`train(...)` is a plain function (gin binds it in `prompt_tuning.train`):
+
+  1. build the mesh and the model's boxed parameter shapes (logical axes
+     checked), initialise, restore the frozen base from
+     `initial_checkpoint_path` (strict: only trainable parameters may be
+     absent from it) and draw the prompt from the loaded embedding table;
+  2. split trainable/frozen, create the optimizer state (step counter 0 or
+     the pretrained checkpoint's), place everything with named shardings;
+  3. resume from `model_dir/checkpoints` if a checkpoint is there (state,
+     data position; the frozen base must match the recorded one);
+  4. loop: jitted `train_step`, tqdm with loss, steps/s and tokens/s,
+     TensorBoard scalars every `log_period` steps; a NaN/Inf loss stops the
+     run before any further checkpoint is written; checkpoints every
+     `checkpoint_period` steps and at the end; evaluation every
+     `eval_period` steps, keeping the best checkpoint by `best_metric`.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from prompt_tuning import partitioning
+from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import pretrained
+from prompt_tuning.checkpoints import t5x
+from prompt_tuning.checkpoints import training as train_ckpt
+from prompt_tuning.checkpoints import validation
+from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.prompts import freezing
+from prompt_tuning.prompts import initializers
+from prompt_tuning.training import data
+from prompt_tuning.training import evaluation
+from prompt_tuning.training import optimizers
+from prompt_tuning.training import partitioned
+from prompt_tuning.training.train_state import TrainState, create_train_state
+
+OPTIMIZER_STEP_ZERO = "zero"
+OPTIMIZER_STEP_RESTORED = "restored"
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or Inf loss."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  metrics: dict[str, float]
+  eval_results: dict[int, Any]
+
+
+def load_initial_params(model: EncoderDecoderModel, boxed_params: Any,
+                        path: Optional[str], trainable_patterns: Sequence[str],
+                        rng: jax.Array) -> tuple[Any, Optional[int]]:
+  """Random init overlaid with a pretrained checkpoint, prompt redrawn.
+
+  Every parameter of the model must come from the checkpoint except
+  trainable ones it lacks (the prompt); a checkpoint parameter the model
+  does not have, or of another shape, is an error.
+
+  Returns:
+    (params, the checkpoint's step if it is a T5X checkpoint else None).
+  """
+  init_rng, prompt_rng = jax.random.split(rng)
+  shapes = nn.unbox(boxed_params)
+  params = jax.jit(lambda r: nn.unbox(model.init(r, 1, 1))["params"])(init_rng)
+  step = None
+  if path:
+    loaded = pretrained.load_pretrained_params(path)
+    flat_loaded = param_tree.flatten_params(loaded)
+    expected = {k: v for k, v in param_tree.flatten_params(shapes).items()
+                if k in flat_loaded or
+                not freezing.is_trainable(k, trainable_patterns)}
+    loaded = validation.check_params(
+        param_tree.unflatten_params(expected), loaded, source=str(path),
+        expected_source="the gin model config")
+    flat = param_tree.flatten_params(params)
+    flat.update(param_tree.flatten_params(loaded))
+    params = param_tree.unflatten_params(flat)
+    if pretrained.detect_checkpoint_format(path) == (
+        pretrained.CheckpointFormat.T5X):
+      step = t5x.load_t5x_checkpoint(path, restore_optimizer_state=False).step
+  init = getattr(model.module, "prompt_init", None)
+  if init is not None and path:
+    params = initializers.initialize_prompt(params, init, prompt_rng)
+  return jax.tree_util.tree_map(jnp.asarray, params), step
+
+
+@dataclasses.dataclass
+class BuiltState:
+  state: TrainState
+  shardings: TrainState
+  boxed_params: Any
+  frozen_record: dict[str, Any]
+
+
+def initialize_state(model: EncoderDecoderModel,
+                     task_feature_lengths: Mapping[str, int],
+                     mesh: jax.sharding.Mesh,
+                     tx: optax.GradientTransformation,
+                     initial_checkpoint_path: Optional[str],
+                     trainable_patterns: Sequence[str],
+                     optimizer_step: str = OPTIMIZER_STEP_ZERO,
+                     rng: Optional[jax.Array] = None,
+                     allow_all_trainable: bool = False) -> BuiltState:
+  """The sharded initial `TrainState` (before any resume), see module doc."""
+  if optimizer_step not in (OPTIMIZER_STEP_ZERO, OPTIMIZER_STEP_RESTORED):
+    raise ValueError(f"optimizer_step must be 'zero' or 'restored', got "
+                     f"{optimizer_step!r}.")
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  boxed = model.init_shapes(task_feature_lengths["inputs"],
+                            task_feature_lengths["targets"])["params"]
+  partitioning.check_logical_axes(boxed)
+  params, ckpt_step = load_initial_params(model, boxed, initial_checkpoint_path,
+                                          trainable_patterns, rng)
+  if optimizer_step == OPTIMIZER_STEP_RESTORED and ckpt_step is None:
+    raise ValueError("optimizer_step='restored' needs a T5X "
+                     "INITIAL_CHECKPOINT_PATH with a step counter.")
+  start = ckpt_step if optimizer_step == OPTIMIZER_STEP_RESTORED else 0
+
+  def make_state(p):
+    return create_train_state(p, trainable_patterns, tx, start or 0,
+                              allow_all_trainable)
+
+  state_shapes = jax.eval_shape(make_state, params)
+  shardings = partitioned.state_shardings(boxed, state_shapes,
+                                          trainable_patterns, mesh)
+  state = jax.jit(make_state, out_shardings=shardings)(params)
+  record = train_ckpt.frozen_base_record(state.frozen, initial_checkpoint_path)
+  return BuiltState(state, shardings, boxed, record)
+
+
+@dataclasses.dataclass
+class TrainedParams:
+  params: Any
+  param_shardings: Any
+  step: int
+  mesh: jax.sharding.Mesh
+
+
+def load_trained_params(model: EncoderDecoderModel,
+                        task_feature_lengths: Mapping[str, int],
+                        model_dir: Optional[str],
+                        initial_checkpoint_path: Optional[str],
+                        trainable_patterns: Sequence[str] = (
+                            freezing.PROMPT_PATTERNS),
+                        step: Optional[int] = None,
+                        optimizer: Optional[optax.GradientTransformation] = None,
+                        num_partitions: int = 1,
+                        mesh_shape: Optional[tuple[int, int]] = None,
+                        allow_all_trainable: bool = False) -> TrainedParams:
+  """Frozen base from `initial_checkpoint_path` + trained parameters from
+  `model_dir`'s checkpoint (`step`, default latest), sharded on a new mesh.
+
+  With `model_dir=None` the untrained initial parameters are returned (the
+  prompt freshly initialised), e.g. to evaluate a zero-shot baseline.
+  """
+  mesh = partitioning.create_mesh(num_partitions, mesh_shape)
+  built = initialize_state(model, task_feature_lengths, mesh,
+                           optimizer or optimizers.adafactor(),
+                           initial_checkpoint_path, trainable_patterns,
+                           allow_all_trainable=allow_all_trainable)
+  state, restored_step = built.state, 0
+  if model_dir is not None:
+    if not os.path.isdir(os.path.join(model_dir, "checkpoints")):
+      raise FileNotFoundError(
+          f"No training checkpoints under {model_dir}/checkpoints; set "
+          "MODEL_DIR to the directory a prompt_tuning.train run wrote.")
+    checkpointer = train_ckpt.TrainCheckpointer(model_dir)
+    try:
+      restored = checkpointer.restore(state, step,
+                                      frozen_record=built.frozen_record)
+    finally:
+      checkpointer.close()
+    state, restored_step = restored.state, int(restored.state.step)
+  return TrainedParams(
+      params=state.params,
+      param_shardings=partitioning.param_shardings(built.boxed_params, mesh),
+      step=restored_step, mesh=mesh)
+
+
+def _write_scalars(writer: Any, step: int, scalars: Mapping[str, float]):
+  if writer is not None:
+    writer.write_scalars(step, dict(scalars))
+    writer.flush()
+
+
+def train(*,
+          model: EncoderDecoderModel,
+          mixture_or_task_name: str,
+          task_feature_lengths: Mapping[str, int],
+          train_steps: int,
+          batch_size: int,
+          model_dir: str,
+          initial_checkpoint_path: Optional[str] = None,
+          trainable_patterns: Sequence[str] = freezing.PROMPT_PATTERNS,
+          allow_all_trainable: bool = False,
+          optimizer: Optional[optax.GradientTransformation] = None,
+          optimizer_step: str = OPTIMIZER_STEP_ZERO,
+          num_partitions: int = 1,
+          mesh_shape: Optional[tuple[int, int]] = None,
+          num_microbatches: int = 1,
+          seed: int = 0,
+          log_period: int = 10,
+          checkpoint_period: int = 1000,
+          keep_checkpoints: int = 3,
+          save_frozen: bool = False,
+          eval_period: int = 0,
+          eval_mixture_or_task_name: Optional[str] = None,
+          eval_split: str = "validation",
+          eval_batch_size: Optional[int] = None,
+          eval_num_examples: Optional[int] = None,
+          best_metric: Optional[str] = None,
+          progress: bool = True) -> TrainResult:
+  """Trains the parameters matching `trainable_patterns`; see module doc.
+
+  Args:
+    model: the model (e.g. gin's MODEL).
+    mixture_or_task_name: SeqIO task or mixture to train on.
+    task_feature_lengths: `{'inputs': ..., 'targets': ...}`.
+    train_steps: total steps; a resumed run continues up to it.
+    batch_size: global batch size.
+    model_dir: checkpoints, metrics and TensorBoard events go here.
+    initial_checkpoint_path: pretrained weights (T5X or Hugging Face
+      directory); None trains from random initialisation.
+    trainable_patterns: regexes over parameter names to train.
+    allow_all_trainable: permit patterns matching every parameter (full
+      fine-tuning, runs/model_finetune.gin).
+    optimizer: default `optimizers.adafactor()` (the paper's settings).
+    optimizer_step: 'zero' starts Adafactor's step counter at 0; 'restored'
+      uses the pretrained T5X checkpoint's step, as the original runs do.
+    num_partitions: size of the mesh's `model` axis.
+    mesh_shape: explicit `(data, model)` mesh shape.
+    num_microbatches: gradient accumulation steps per batch.
+    seed: parameter init, prompt init, data order and dropout.
+    log_period: steps between metric logs (and NaN checks).
+    checkpoint_period: steps between checkpoints.
+    keep_checkpoints: recent checkpoints kept.
+    save_frozen: also checkpoint the frozen parameters (full fine-tuning).
+    eval_period: steps between evaluations; 0 evaluates only at the end if
+      `eval_mixture_or_task_name` is set, never otherwise.
+    eval_mixture_or_task_name: what to evaluate; default none.
+    eval_split: split to evaluate.
+    eval_batch_size: default `batch_size`.
+    eval_num_examples: evaluate on the first N examples only.
+    best_metric: `task/metric` to keep the best checkpoint by (under
+      `model_dir/best`), e.g. 'taskless_super_glue_rte_v102/accuracy'.
+    progress: show a tqdm bar.
+  """
+  os.makedirs(model_dir, exist_ok=True)
+  tx = optimizer or optimizers.adafactor()
+  mesh = partitioning.create_mesh(num_partitions, mesh_shape)
+  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+  built = initialize_state(model, task_feature_lengths, mesh, tx,
+                           initial_checkpoint_path, trainable_patterns,
+                           optimizer_step, init_rng, allow_all_trainable)
+  state, shardings, boxed = built.state, built.shardings, built.boxed_params
+  frozen_record = built.frozen_record
+
+  checkpointer = train_ckpt.TrainCheckpointer(
+      model_dir, keep=keep_checkpoints, save_frozen=save_frozen)
+  data_position = 0
+  if checkpointer.latest_step() is not None:
+    restored = checkpointer.restore(state, frozen_record=frozen_record)
+    state, data_position = restored.state, restored.data_position
+  start_step = int(jax.device_get(state.step))
+
+  train_fn = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings,
+                                            num_microbatches)
+  evaluator = None
+  best = None
+  if eval_mixture_or_task_name:
+    param_shardings = partitioning.param_shardings(boxed, mesh)
+    evaluator = evaluation.Evaluation(
+        eval_mixture_or_task_name, model, mesh, param_shardings,
+        batch_size=eval_batch_size or batch_size,
+        feature_lengths=task_feature_lengths, split=eval_split,
+        log_dir=os.path.join(model_dir, "inference_eval"),
+        num_examples=eval_num_examples)
+    if best_metric:
+      best = train_ckpt.TrainCheckpointer(
+          model_dir, keep=1, save_frozen=save_frozen, subdir="best",
+          best_metric=best_metric)
+
+  writer = None
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    writer = metric_writers.create_default_writer(
+        os.path.join(model_dir, "train"), just_logging=jax.process_index() > 0)
+  except ImportError:
+    pass
+
+  batches = data.train_batches(mixture_or_task_name, task_feature_lengths,
+                               batch_size, seed=seed,
+                               start_position=data_position)
+  last_good_checkpoint = checkpointer.latest_step()
+  summed: dict[str, jax.Array] = {}
+  last_metrics: dict[str, float] = {}
+  eval_results: dict[int, Any] = {}
+  window_start, window_steps = time.time(), 0
+
+  def check_and_log(step: int) -> None:
+    nonlocal summed, window_start, window_steps, last_metrics
+    if not summed:
+      return
+    host = {k: float(v) for k, v in jax.device_get(summed).items()}
+    summed = {}
+    if not np.isfinite(host["loss"]):
+      raise NonFiniteLossError(
+          f"Loss became {host['loss']} by step {step}; stopped without "
+          "writing another checkpoint. The last good checkpoint is step "
+          f"{last_good_checkpoint} in {checkpointer.directory}. Lower "
+          "LEARNING_RATE or check the data.")
+    elapsed = max(time.time() - window_start, 1e-9)
+    tokens = host.pop("num_tokens_total", 0.0)
+    last_metrics = {
+        "loss": host["loss"] / window_steps,
+        "loss_per_token": host["loss"] / max(host["num_tokens"], 1.0),
+        "z_loss": host["z_loss"] / window_steps,
+        "accuracy": host["accuracy_correct"] / max(host["num_tokens"], 1.0),
+        "grad_norm": host["grad_norm"] / window_steps,
+        "steps_per_second": window_steps / elapsed,
+        "tokens_per_second": tokens / elapsed,
+    }
+    _write_scalars(writer, step, last_metrics)
+    if bar is not None:
+      bar.set_postfix(loss=f"{last_metrics['loss']:.3f}",
+                      steps_s=f"{last_metrics['steps_per_second']:.2f}",
+                      tokens_s=f"{last_metrics['tokens_per_second']:.0f}")
+    window_start, window_steps = time.time(), 0
+
+  def save(step: int) -> None:
+    nonlocal last_good_checkpoint
+    check_and_log(step)  # Never checkpoint past a non-finite loss.
+    if checkpointer.latest_step() != step:
+      checkpointer.save(state, data_position=data_position,
+                        frozen_record=frozen_record,
+                        trainable_patterns=trainable_patterns)
+    last_good_checkpoint = step
+
+  def run_eval(step: int) -> None:
+    results = evaluator(state.params, step)
+    eval_results[step] = results
+    flat = {f"{task}/{name}": value for task, metrics in results.items()
+            for name, value in metrics.items() if np.isscalar(value)}
+    _write_scalars(writer, step, {f"eval/{k}": v for k, v in flat.items()})
+    with open(os.path.join(model_dir, "eval_metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": step, **flat}) + "\n")
+    if best is not None:
+      if best_metric not in flat:
+        raise KeyError(f"best_metric {best_metric!r} is not among the eval "
+                       f"metrics {sorted(flat)}.")
+      best.save(state, data_position=data_position, frozen_record=frozen_record,
+                trainable_patterns=trainable_patterns,
+                metrics={best_metric: flat[best_metric]})
+
+  bar = tqdm.tqdm(total=train_steps, initial=start_step, disable=not progress,
+                  desc="train", dynamic_ncols=True)
+  try:
+    for step in range(start_step, train_steps):
+      batch = next(batches)
+      state, metrics = train_fn(state, batch, dropout_rng)
+      data_position += 1
+      metrics["num_tokens_total"] = jnp.asarray(
+          batch["decoder_target_tokens"].size +
+          batch["encoder_input_tokens"].size, jnp.float32)
+      summed = metrics if not summed else jax.tree_util.tree_map(
+          jnp.add, summed, metrics)
+      window_steps += 1
+      bar.update(1)
+      done = step + 1
+      if done % log_period == 0:
+        check_and_log(done)
+      if done % checkpoint_period == 0 or done == train_steps:
+        save(done)
+      if evaluator is not None and (
+          (eval_period and done % eval_period == 0) or done == train_steps):
+        run_eval(done)
+    if start_step >= train_steps and checkpointer.latest_step() is None:
+      save(start_step)
+  finally:
+    bar.close()
+    checkpointer.close()
+    if best is not None:
+      best.close()
+    if writer is not None:
+      writer.close()
+  return TrainResult(state=state, metrics=last_metrics,
+                     eval_results=eval_results)
