@@ -77,3 +77,25 @@ def test_create_mesh_rejects_impossible_shapes():
     partitioning.create_mesh(num_partitions=3)
   with pytest.raises(ValueError, match="needs 6 devices"):
     partitioning.create_mesh(mesh_shape=(2, 3))
+
+
+def test_dimensions_the_mesh_cannot_split_are_replicated():
+  # 2 heads cannot be split 4 ways: they stay whole, the rest still shards.
+  config = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=4,
+                    mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1)
+  model = EncoderDecoderModel(Transformer(config))
+  boxed = model.init(jax.random.PRNGKey(0), 12, 6)
+  params = nn.unbox(boxed)["params"]
+  mesh = partitioning.create_mesh(mesh_shape=(2, 4))
+  shardings = partitioning.param_shardings(boxed["params"], mesh)
+  rel = shardings["encoder"]["relpos_bias"]["rel_embedding"]
+  assert rel.spec == jax.sharding.PartitionSpec(None, None)
+  mlp = shardings["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+  assert mlp.spec == jax.sharding.PartitionSpec(None, "model")
+  batch = _batch(jax.random.PRNGKey(1))
+  expected = model.logits(params, batch)
+  with partitioning.mesh_context(mesh):
+    logits = jax.jit(model.logits, in_shardings=(
+        shardings, partitioning.batch_sharding(mesh)))(
+            jax.device_put(params, shardings), batch)
+  np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-5)

@@ -141,14 +141,20 @@ class TrainCheckpointer:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                        sharding=getattr(x, "sharding", None)),
         self._saved_tree(template))
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract, strict=True),
-            meta=ocp.args.JsonRestore()))
-    meta = dict(restored["meta"])
+    meta = dict(self._manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
     if frozen_record is not None:
       check_frozen_base(meta["frozen_base"], frozen_record)
-    tree = restored["state"]
+    try:
+      tree = self._manager.restore(
+          step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract, strict=True)))["state"]
+    except ValueError as e:
+      raise ValueError(
+          f"Checkpoint {self.directory}/{step} does not match this model's "
+          f"trainable parameters or optimizer ({e}). Was PROMPT_LENGTH, the "
+          "prompt type or the optimizer changed? Use the run's own gin "
+          "config (MODEL_DIR/config.gin) or a new MODEL_DIR.") from e
     state = template.replace(step=tree["step"], trainable=tree["trainable"],
                              opt_state=tree["opt_state"],
                              frozen=tree.get("frozen", template.frozen))

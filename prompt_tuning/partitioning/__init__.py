@@ -2,6 +2,7 @@
 
 from prompt_tuning.partitioning.mesh import (batch_sharding,
                                              check_logical_axes, create_mesh,
+                                             fit_spec, mesh_specs,
                                              logical_specs, mesh_context,
                                              param_shardings,
                                              replicated)

@@ -83,10 +83,37 @@ def logical_specs(boxed_tree: Any) -> Any:
   return nn.get_partition_spec(boxed_tree)
 
 
+def fit_spec(spec: PartitionSpec, shape: Sequence[int],
+             mesh: Mesh) -> PartitionSpec:
+  """Replicates the dimensions of `spec` that `mesh` cannot split evenly.
+
+  E.g. 2 heads on a 4-way `model` axis stay whole instead of failing, so one
+  configuration runs on a laptop and on a pod.
+  """
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    ways = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    fitted.append(axes if ways and dim % ways == 0 else None)
+  return PartitionSpec(*fitted)
+
+
+def mesh_specs(boxed_tree: Any, mesh: Mesh,
+               rules: Rules = LOGICAL_AXIS_RULES) -> Any:
+  """Mesh `PartitionSpec`s for a boxed tree, fitted to its shapes."""
+  specs = nn.logical_to_mesh(logical_specs(boxed_tree), rules)
+  values = nn.unbox(boxed_tree)
+  return jax.tree_util.tree_map(
+      lambda spec, x: fit_spec(spec, x.shape, mesh), specs, values,
+      is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
 def param_shardings(boxed_tree: Any, mesh: Mesh,
                     rules: Rules = LOGICAL_AXIS_RULES) -> Any:
   """`NamedSharding`s for a tree boxed with logical names."""
-  return nn.logical_to_mesh_sharding(logical_specs(boxed_tree), mesh, rules)
+  return jax.tree_util.tree_map(
+      lambda spec: NamedSharding(mesh, spec), mesh_specs(boxed_tree, mesh, rules),
+      is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

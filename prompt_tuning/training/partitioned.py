@@ -9,7 +9,6 @@ the factored dimension); batches are sharded over `data`.
 import functools
 from typing import Any, Callable, Sequence
 
-import flax.linen as nn
 import jax
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -62,8 +61,7 @@ def state_shardings(boxed_params: Any, state_shapes: TrainState,
                     trainable_patterns: Sequence[str], mesh: Mesh) -> TrainState:
   """A `TrainState` of `NamedSharding`s matching `state_shapes`."""
   partitioning.check_logical_axes(boxed_params)
-  mesh_specs = nn.logical_to_mesh(partitioning.logical_specs(boxed_params),
-                                  partitioning.LOGICAL_AXIS_RULES)
+  mesh_specs = partitioning.mesh_specs(boxed_params, mesh)
   to_sharding = lambda spec: NamedSharding(mesh, spec)
   shardings = jax.tree_util.tree_map(
       to_sharding, mesh_specs,

@@ -85,14 +85,18 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: Optional[Array],
 
   Returns:
     (new state, metrics summed over the batch, plus `grad_norm` and
-    `learning_rate`-free scalars).
+    `nonfinite_params`, the count of NaN/Inf trainable values after the
+    update, so a run can stop before checkpointing a broken state).
   """
   rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng,
                                                             state.step)
   grads, metrics = trainable_gradients(loss_fn, state, batch, rng, num_microbatches)
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
   trainable = optax.apply_updates(state.trainable, updates)
-  metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+  nonfinite = sum(jnp.sum(~jnp.isfinite(x)) for x in
+                  jax.tree_util.tree_leaves(trainable))
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+                 nonfinite_params=nonfinite.astype(jnp.float32))
   new_state = state.replace(step=state.step + 1, trainable=trainable,
                             opt_state=opt_state)
   return new_state, metrics

@@ -59,6 +59,7 @@ class TrainResult:
   state: TrainState
   metrics: dict[str, float]
   eval_results: dict[int, Any]
+  history: list[tuple[int, dict[str, float]]]  # Every logged window.
 
 
 def load_initial_params(model: EncoderDecoderModel, boxed_params: Any,
@@ -262,6 +263,14 @@ def train(*,
   os.makedirs(model_dir, exist_ok=True)
   tx = optimizer or optimizers.adafactor()
   mesh = partitioning.create_mesh(num_partitions, mesh_shape)
+  data_ways = mesh.shape[partitioning.MESH_AXES[0]]
+  for name, size in (("BATCH_SIZE", batch_size),
+                     ("eval batch size", eval_batch_size or batch_size)):
+    if size % data_ways:
+      raise ValueError(
+          f"{name} {size} is not divisible by the mesh's {data_ways}-way "
+          f"'data' axis ({jax.device_count()} devices, {num_partitions} "
+          "model partitions); change the batch size or NUM_PARTITIONS.")
   init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
   built = initialize_state(model, task_feature_lengths, mesh, tx,
                            initial_checkpoint_path, trainable_patterns,
@@ -309,6 +318,7 @@ def train(*,
   summed: dict[str, jax.Array] = {}
   last_metrics: dict[str, float] = {}
   eval_results: dict[int, Any] = {}
+  history: list[tuple[int, dict[str, float]]] = []
   window_start, window_steps = time.time(), 0
 
   def check_and_log(step: int) -> None:
@@ -317,9 +327,10 @@ def train(*,
       return
     host = {k: float(v) for k, v in jax.device_get(summed).items()}
     summed = {}
-    if not np.isfinite(host["loss"]):
+    if not np.isfinite(host["loss"]) or host["nonfinite_params"]:
       raise NonFiniteLossError(
-          f"Loss became {host['loss']} by step {step}; stopped without "
+          f"Loss became {host['loss']} (and {host['nonfinite_params']:.0f} "
+          f"trainable values NaN/Inf) by step {step}; stopped without "
           "writing another checkpoint. The last good checkpoint is step "
           f"{last_good_checkpoint} in {checkpointer.directory}. Lower "
           "LEARNING_RATE or check the data.")
@@ -334,6 +345,7 @@ def train(*,
         "steps_per_second": window_steps / elapsed,
         "tokens_per_second": tokens / elapsed,
     }
+    history.append((step, last_metrics))
     _write_scalars(writer, step, last_metrics)
     if bar is not None:
       bar.set_postfix(loss=f"{last_metrics['loss']:.3f}",
@@ -398,4 +410,4 @@ def train(*,
     if writer is not None:
       writer.close()
   return TrainResult(state=state, metrics=last_metrics,
-                     eval_results=eval_results)
+                     eval_results=eval_results, history=history)

@@ -1,0 +1,282 @@
+"""The trainer end to end on real SuperGLUE RTE files and the real T5
+vocabulary, with tiny models: loss goes down, frozen weights never move,
+meshes agree, NaN stops cleanly, a killed run resumes bit-identically, and
+evaluation/inference write what they promise."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO_ROOT, shared_path
+from prompt_tuning import partitioning
+from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import t5x
+from prompt_tuning.models import T5Config
+from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.prompts.models import PromptTransformer
+from prompt_tuning.training import evaluation
+from prompt_tuning.training import inference
+from prompt_tuning.training import optimizers
+from prompt_tuning.training import partitioned
+from prompt_tuning.training import trainer
+from prompt_tuning.training import train_state
+
+RTE = "taskless_super_glue_rte_v102"
+LENGTHS = {"inputs": 64, "targets": 4}
+T5X_TINY = ("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
+
+
+@pytest.fixture(autouse=True)
+def local_data(monkeypatch):
+  env = {
+      "PROMPT_TUNING_SUPER_GLUE_DIR": str(shared_path("data", "super_glue")),
+      "PROMPT_TUNING_VOCAB": str(shared_path("models", "t5_vocab",
+                                             "spiece.model")),
+  }
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  return env
+
+
+def random_prompt_model(prompt_length=4, dropout_rate=0.0):
+  config = T5Config(vocab_size=32128, emb_dim=32, num_heads=2, head_dim=8,
+                    mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1,
+                    dropout_rate=dropout_rate)
+  return EncoderDecoderModel(PromptTransformer(config,
+                                               prompt_length=prompt_length))
+
+
+def tiny_fixture_model(prompt_length=3):
+  """The shape of the T5X-written checkpoint, with a prompt."""
+  config = T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2,
+                    mlp_dim=8, num_encoder_layers=2, num_decoder_layers=2,
+                    relative_attention_num_buckets=4,
+                    relative_attention_max_distance=8)
+  return EncoderDecoderModel(PromptTransformer(config,
+                                               prompt_length=prompt_length))
+
+
+def test_loss_decreases_on_rte(tmp_path):
+  result = trainer.train(
+      model=random_prompt_model(dropout_rate=0.1), mixture_or_task_name=RTE,
+      task_feature_lengths=LENGTHS, train_steps=30, batch_size=8,
+      model_dir=str(tmp_path), log_period=10, checkpoint_period=100,
+      progress=False)
+  losses = [m["loss_per_token"] for _, m in result.history]
+  assert len(losses) == 3 and all(np.isfinite(losses))
+  assert losses[-1] < losses[0] - 0.1, losses
+  assert result.metrics["tokens_per_second"] > 0
+  # TensorBoard events were written.
+  assert list((tmp_path / "train").glob("events.out.tfevents*"))
+
+
+def test_frozen_weights_are_bit_identical_after_training(tmp_path):
+  ckpt = shared_path(*T5X_TINY)
+  result = trainer.train(
+      model=tiny_fixture_model(), mixture_or_task_name=RTE,
+      task_feature_lengths=LENGTHS, train_steps=5, batch_size=8,
+      model_dir=str(tmp_path), initial_checkpoint_path=str(ckpt),
+      log_period=5, progress=False)
+  pretrained = param_tree.flatten_params(
+      t5x.load_t5x_checkpoint(ckpt, restore_optimizer_state=False).params)
+  trained = param_tree.flatten_params(jax.device_get(result.state.params))
+  assert set(trained) - set(pretrained) == {"prompt/prompt"}
+  for name, value in pretrained.items():
+    np.testing.assert_array_equal(trained[name], value, err_msg=name)
+  # Only the prompt and its optimizer state are in the checkpoint.
+  saved = ocp.StandardCheckpointer().metadata(
+      tmp_path / "checkpoints" / "5" / "state")
+  names = param_tree.flatten_params(saved.item_metadata.tree)
+  assert {n.split("/")[0] for n in names} == {"step", "trainable",
+                                                "opt_state"}
+  assert "trainable/prompt/prompt" in names
+
+
+@pytest.mark.parametrize("mesh_shape", [(8, 1), (2, 4)])
+def test_train_step_on_meshes_matches_one_device(mesh_shape):
+  model = random_prompt_model()
+  boxed = model.init_shapes(LENGTHS["inputs"], LENGTHS["targets"])["params"]
+  params, _ = trainer.load_initial_params(model, boxed, None,
+                                          ("prompt/prompt",),
+                                          jax.random.PRNGKey(0))
+  tx = optimizers.adafactor()
+  rng = np.random.RandomState(0)
+  targets = rng.randint(2, 32000, (8, 4)).astype(np.int32)
+  batch = {"encoder_input_tokens": rng.randint(2, 32000, (8, 16)).astype(
+               np.int32),
+           "decoder_target_tokens": targets,
+           "decoder_input_tokens": np.concatenate(
+               [np.zeros((8, 1), np.int32), targets[:, :-1]], 1)}
+
+  def run(shape):
+    devices = jax.devices()[:shape[0] * shape[1]]
+    mesh = partitioning.create_mesh(mesh_shape=shape, devices=devices)
+    make = lambda p: train_state.create_train_state(p, ("prompt/prompt",), tx)
+    shardings = partitioned.state_shardings(
+        boxed, jax.eval_shape(make, params), ("prompt/prompt",), mesh)
+    state = jax.jit(make, out_shardings=shardings)(params)
+    step = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings)
+    losses = []
+    for _ in range(3):
+      state, metrics = step(state, batch, jax.random.PRNGKey(1))
+      losses.append(float(metrics["loss"]))
+    return losses, jax.device_get(state.trainable)
+
+  base_losses, base_prompt = run((1, 1))
+  losses, prompt = run(mesh_shape)
+  np.testing.assert_allclose(losses, base_losses, rtol=1e-5)
+  np.testing.assert_allclose(prompt["prompt"]["prompt"],
+                             base_prompt["prompt"]["prompt"], atol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  with pytest.raises(trainer.NonFiniteLossError, match="last good checkpoint "
+                     "is step 2"):
+    trainer.train(
+        model=random_prompt_model(), mixture_or_task_name=RTE,
+        task_feature_lengths=LENGTHS, train_steps=6, batch_size=8,
+        model_dir=str(tmp_path), log_period=1, checkpoint_period=1,
+        # Updates blow up from the third step on.
+        optimizer=optax.chain(optimizers.adafactor(), optax.scale_by_schedule(
+            lambda count: jnp.where(count >= 2, jnp.inf, 1.0))),
+        progress=False)
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                if p.name.isdigit()) == [1, 2]
+
+
+def _train_command(model_dir, train_steps, checkpoint_period=2):
+  return [
+      sys.executable, "-m", "prompt_tuning.train",
+      "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=prompts/prompt.gin",
+      "--gin_file=runs/prompt_finetune.gin",
+      f"--gin.MODEL_DIR='{model_dir}'",
+      f"--gin.MIXTURE_OR_TASK_NAME='{RTE}'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path(*T5X_TINY)}'",
+      f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
+      f"--gin.TRAIN_STEPS={train_steps}", "--gin.BATCH_SIZE=4",
+      "--gin.PROMPT_LENGTH=3", "--gin.EVAL_PERIOD=0",
+      f"--gin.CHECKPOINT_PERIOD={checkpoint_period}",
+      "--gin.trainer.train.eval_mixture_or_task_name=None",
+      "--gin.trainer.train.progress=False",
+  ]
+
+
+def _saved_prompt(model_dir, step):
+  tree = ocp.StandardCheckpointer().restore(
+      pathlib.Path(model_dir) / "checkpoints" / str(step) / "state")
+  return np.asarray(tree["trainable"]["prompt"]["prompt"]), tree
+
+
+def test_killed_run_resumes_bit_identically(tmp_path, local_data):
+  env = {**os.environ, **local_data, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": ""}
+  full, killed = tmp_path / "full", tmp_path / "killed"
+  subprocess.run(_train_command(full, 8), env=env, cwd=REPO_ROOT, check=True,
+                 capture_output=True, timeout=600)
+
+  # Kill -9 a long run as soon as its step-4 checkpoint is complete.
+  proc = subprocess.Popen(_train_command(killed, 1000), env=env,
+                          cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  marker = killed / "checkpoints" / "4" / "commit_success.txt"
+  deadline = time.time() + 300
+  while not marker.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert marker.exists(), "the interrupted run never reached step 4"
+  steps = [int(p.name) for p in (killed / "checkpoints").iterdir()
+           if p.name.isdigit()]
+  assert 4 <= max(steps) <= 8, steps
+
+  subprocess.run(_train_command(killed, 8), env=env, cwd=REPO_ROOT,
+                 check=True, capture_output=True, timeout=600)
+  expected, expected_tree = _saved_prompt(full, 8)
+  resumed, resumed_tree = _saved_prompt(killed, 8)
+  np.testing.assert_array_equal(resumed, expected)
+  for a, b in zip(jax.tree_util.tree_leaves(expected_tree["opt_state"]),
+                  jax.tree_util.tree_leaves(resumed_tree["opt_state"])):
+    np.testing.assert_array_equal(a, b)
+  meta = json.loads((killed / "checkpoints" / "8" / "meta" /
+                     "metadata").read_text())
+  assert meta["data_position"] == 8
+
+
+def test_evaluate_and_infer_write_their_outputs(tmp_path):
+  ckpt = str(shared_path(*T5X_TINY))
+  model = tiny_fixture_model()
+  trainer.train(model=model, mixture_or_task_name=RTE,
+                task_feature_lengths=LENGTHS, train_steps=2, batch_size=8,
+                model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
+                progress=False)
+  results = evaluation.evaluate(
+      model=model, mixture_or_task_name=RTE, task_feature_lengths=LENGTHS,
+      batch_size=16, model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
+      num_examples=32)
+  assert set(results) == {RTE} and set(results[RTE]) == {"accuracy"}
+  written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert written["step"] == 2 and "accuracy" in written["results"][RTE]
+
+  paths = inference.infer(
+      model=model, mixture_or_task_name=RTE, task_feature_lengths=LENGTHS,
+      batch_size=16, model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
+      split="validation")
+  lines = pathlib.Path(paths[RTE]).read_text().splitlines()
+  assert len(lines) == 277
+  first = json.loads(lines[0])
+  assert set(first) == {"index", "idx", "inputs", "prediction",
+                        "postprocessed"}
+  assert first["inputs"].startswith("hypothesis:")
+
+
+def test_batch_size_must_split_over_the_data_axis(tmp_path):
+  with pytest.raises(ValueError, match="BATCH_SIZE 4 is not divisible by the "
+                     "mesh's 8-way 'data' axis"):
+    trainer.train(model=random_prompt_model(), mixture_or_task_name=RTE,
+                  task_feature_lengths=LENGTHS, train_steps=1, batch_size=4,
+                  model_dir=str(tmp_path), progress=False)
+
+
+def test_submission_lines_follow_the_leaderboard_format():
+  rte = inference.submission_lines("rte", [
+      {"idx": 0, "postprocessed": 1, "prediction": "not_entailment"},
+      {"idx": 1, "postprocessed": -1, "prediction": "garbage"}])
+  assert rte == [{"idx": 0, "label": "not_entailment"},
+                 {"idx": 1, "label": "not_entailment"}]
+  boolq = inference.submission_lines("boolq", [
+      {"idx": 3, "postprocessed": 1, "prediction": "True"}])
+  assert boolq == [{"idx": 3, "label": "true"}]
+  multirc = inference.submission_lines("multirc", [
+      {"idx": {"paragraph": 0, "question": 0, "answer": 0},
+       "postprocessed": {"value": 1, "group": (0, 0)}},
+      {"idx": {"paragraph": 0, "question": 0, "answer": 1},
+       "postprocessed": {"value": 0, "group": (0, 0)}},
+      {"idx": {"paragraph": 0, "question": 1, "answer": 2},
+       "postprocessed": {"value": 1, "group": (0, 1)}}])
+  assert multirc == [{"idx": 0, "passage": {"questions": [
+      {"idx": 0, "answers": [{"idx": 0, "label": 1}, {"idx": 1, "label": 0}]},
+      {"idx": 1, "answers": [{"idx": 2, "label": 1}]}]}}]
+
+
+def test_restore_rejects_a_different_frozen_base(tmp_path):
+  ckpt = str(shared_path(*T5X_TINY))
+  trainer.train(model=tiny_fixture_model(), mixture_or_task_name=RTE,
+                task_feature_lengths=LENGTHS, train_steps=1, batch_size=8,
+                model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
+                progress=False)
+  with pytest.raises(Exception, match="different frozen model|mismatch"):
+    trainer.train(model=random_prompt_model(prompt_length=3),
+                  mixture_or_task_name=RTE, task_feature_lengths=LENGTHS,
+                  train_steps=2, batch_size=8, model_dir=str(tmp_path),
+                  progress=False)
