@@ -1,0 +1,165 @@
+"""Prompts as `.npy` files: export from a training run, import into another.
+
+A trained prompt lives in `MODEL_DIR/checkpoints/<step>/state` under
+`trainable/`. Exported arrays are float32:
+
+  soft prompt   `prompt/prompt`                [length, embed]
+  bank          `prompt/prompt`                [num_prompts, length, embed]
+  deep prompt   `deep_prompt/encoder/prefix`   [layers, 2, length, heads*head_dim]
+
+A soft prompt (or bank) goes back into a run through the from-file
+initialiser (`configs/prompts/from_file.gin`, `PROMPT_FILE`). Prompts are
+portable between models with the same embedding width; `check_portable`
+turns a width mismatch into an explicit error. Files written by other code
+(e.g. the paper authors' float64 `[5, 256]` or float32 `[100, 768]` prompts)
+load the same way.
+"""
+
+import os
+import pathlib
+from typing import Any, Optional, Union
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from prompt_tuning.checkpoints import param_tree
+
+PathLike = Union[str, os.PathLike[str]]
+
+SOFT_PROMPT = "prompt/prompt"
+DEEP_PROMPT = "deep_prompt/encoder/prefix"
+# Searched in this order when no parameter name is given.
+DEFAULT_NAMES = (SOFT_PROMPT, DEEP_PROMPT)
+
+
+class PromptShapeError(ValueError):
+  """A prompt does not fit the model it is meant for."""
+
+
+def checkpoint_steps(model_dir: PathLike, subdir: str = "checkpoints"
+                     ) -> list[int]:
+  """Completed checkpoint steps under `model_dir/subdir`, ascending."""
+  root = pathlib.Path(model_dir) / subdir
+  if not root.is_dir():
+    raise FileNotFoundError(
+        f"No {subdir}/ directory in {model_dir}; give the MODEL_DIR of a "
+        "prompt_tuning.train run.")
+  # Orbax writes `<step>.orbax-checkpoint-tmp-*` first and renames it when
+  # complete, so only all-digit names are finished checkpoints.
+  return sorted(int(p.name) for p in root.iterdir()
+                if p.name.isdigit() and (p / "state").is_dir())
+
+
+def read_trainable(model_dir: PathLike, step: Optional[int] = None,
+                   subdir: str = "checkpoints") -> tuple[dict[str, np.ndarray],
+                                                         int]:
+  """The trained parameters of a checkpoint, flat `{name: array}`.
+
+  Args:
+    model_dir: a training run's MODEL_DIR.
+    step: checkpoint step; default the latest.
+    subdir: `checkpoints` or `best`.
+
+  Returns:
+    (flat trainable parameters as numpy arrays, the step read).
+  """
+  steps = checkpoint_steps(model_dir, subdir)
+  if not steps:
+    raise FileNotFoundError(f"No completed checkpoint in {model_dir}/{subdir}.")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise FileNotFoundError(f"No checkpoint for step {step} in "
+                            f"{model_dir}/{subdir}; have {steps}.")
+  path = pathlib.Path(model_dir).absolute() / subdir / str(step) / "state"
+  tree = ocp.StandardCheckpointer().restore(path)
+  flat = param_tree.flatten_params(tree.get("trainable", {}))
+  return {k: np.asarray(v) for k, v in flat.items()}, step
+
+
+def export_prompt(model_dir: PathLike, step: Optional[int] = None,
+                  name: Optional[str] = None,
+                  subdir: str = "checkpoints") -> tuple[np.ndarray, str, int]:
+  """Reads a prompt from a training run's checkpoint.
+
+  Args:
+    model_dir: MODEL_DIR of the run.
+    step: checkpoint step; default the latest.
+    name: the '/'-joined parameter; default the first of `DEFAULT_NAMES`
+      that the checkpoint holds. A reparameterised deep prompt has no
+      `prefix`: materialise it first (`prompts.deep.materialize`) or export
+      `deep_prompt/encoder/embedding`.
+    subdir: `checkpoints` or `best`.
+
+  Returns:
+    (float32 array, its parameter name, the step).
+  """
+  flat, step = read_trainable(model_dir, step, subdir)
+  names = [name] if name else list(DEFAULT_NAMES)
+  for candidate in names:
+    if candidate in flat:
+      return flat[candidate].astype(np.float32), candidate, step
+  raise KeyError(f"Checkpoint step {step} of {model_dir} holds no "
+                 f"{' or '.join(names)}; its trainable parameters are "
+                 f"{sorted(flat)}. Pass the parameter name.")
+
+
+def save_prompt(path: PathLike, prompt: Any) -> pathlib.Path:
+  """Writes `prompt` as a float32 `.npy` file (parents created)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.save(path, np.asarray(prompt, np.float32))
+  return path
+
+
+def load_prompt(path: PathLike) -> np.ndarray:
+  """A `[length, embed]` or `[num_prompts, length, embed]` prompt, float32.
+
+  Accepts any float dtype (the authors' fixtures include float64).
+  """
+  value = np.load(os.fspath(path))
+  if value.ndim not in (2, 3):
+    raise PromptShapeError(
+        f"{os.fspath(path)} holds an array of shape {list(value.shape)}; a "
+        "prompt is [length, embed] or a bank [num_prompts, length, embed].")
+  if not np.issubdtype(value.dtype, np.floating):
+    raise PromptShapeError(f"{os.fspath(path)} holds {value.dtype} values; "
+                           "a prompt is floating point.")
+  return value.astype(np.float32)
+
+
+def check_portable(prompt: np.ndarray, embed_dim: int,
+                   length: Optional[int] = None,
+                   source: str = "the prompt") -> None:
+  """Raises `PromptShapeError` unless `prompt` fits a model's input.
+
+  Args:
+    prompt: `[length, embed]` or `[num_prompts, length, embed]`.
+    embed_dim: the target model's embedding width (`T5Config.emb_dim`).
+    length: the target run's PROMPT_LENGTH, if it is fixed already.
+    source: how to name the prompt in the message (e.g. its path).
+  """
+  shape = list(np.shape(prompt))
+  if len(shape) not in (2, 3):
+    raise PromptShapeError(f"{source} has shape {shape}; expected [length, "
+                           "embed] or [num_prompts, length, embed].")
+  if shape[-1] != embed_dim:
+    raise PromptShapeError(
+        f"{source} has embedding width {shape[-1]} (shape {shape}) but the "
+        f"model's is {embed_dim}: prompts carry over only between models "
+        "with the same embedding width (e.g. T5 1.1 base is 768, large "
+        "1024, small 512).")
+  if length is not None and shape[-2] != length:
+    raise PromptShapeError(
+        f"{source} has {shape[-2]} positions (shape {shape}) but "
+        f"PROMPT_LENGTH is {length}; set --gin.PROMPT_LENGTH={shape[-2]}.")
+
+
+def from_file_flags(path: PathLike, prompt: np.ndarray) -> list[str]:
+  """The gin flags that start a run from the prompt file at `path`."""
+  flags = ["--gin_file=prompts/from_file.gin",
+           f"--gin.PROMPT_FILE=\"'{os.fspath(path)}'\"",
+           f"--gin.PROMPT_LENGTH={prompt.shape[-2]}"]
+  if prompt.ndim == 3:
+    flags.append(f"--gin.NUM_PROMPTS={prompt.shape[0]}")
+  return flags
