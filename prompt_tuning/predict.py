@@ -26,6 +26,7 @@ import numpy as np
 
 from prompt_tuning import checkpoints
 from prompt_tuning import gin_utils
+from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 
 
@@ -85,23 +86,15 @@ def predict(model: EncoderDecoderModel, params: Any, vocab: Any,
   return results
 
 
-def load_vocabulary(path: str) -> Any:
-  """The T5 SentencePiece vocabulary (100 sentinel ids) from `path`."""
-  import seqio  # pylint: disable=g-import-not-at-top  (pulls TensorFlow)
-  if not os.path.exists(path) and not path.startswith("gs://"):
-    raise FileNotFoundError(
-        f"SentencePiece model {path} not found; pass --vocab=PATH to "
-        "spiece.model (e.g. a Hugging Face model directory's).")
-  return seqio.SentencePieceVocabulary(path, extra_ids=100)
-
-
 def main(argv: Sequence[str]) -> int:
   files, bindings, search, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(
       prog="python -m prompt_tuning.predict", description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--vocab", required=True,
-                      help="SentencePiece model (spiece.model).")
+  parser.add_argument("--vocab", default=None,
+                      help="SentencePiece model (spiece.model) or a directory "
+                      "holding one; default PROMPT_TUNING_VOCAB, then the "
+                      "public T5 vocabulary.")
   parser.add_argument("--input", action="append", required=True,
                       help="Input text; repeat for a batch.")
   parser.add_argument("--choices", default="",
@@ -124,7 +117,10 @@ def main(argv: Sequence[str]) -> int:
   params = checkpoints.load_pretrained_params(checkpoint_path,
                                               model.param_shapes())
   params = jax.tree_util.tree_map(jnp.asarray, params)
-  vocab = load_vocabulary(args.vocab)
+  if args.vocab is not None and not os.path.exists(args.vocab):
+    parser.error(f"--vocab {args.vocab} does not exist; pass the T5 "
+                 "spiece.model (or a model directory holding one).")
+  vocab = vocab_lib.get_vocabulary(args.vocab)
   choices = [c for c in args.choices.split(",") if c]
   for result in predict(model, params, vocab, args.input, choices,
                         args.max_decode_length, args.num_decodes,

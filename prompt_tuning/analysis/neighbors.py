@@ -79,8 +79,8 @@ def piece_namer(vocabulary: Any) -> Callable[[int], str]:
   shown as `<extra_id_N>` or `<unused_N>`.
   """
   processor = vocabulary.tokenizer
-  base = processor.get_piece_size()
   extra = getattr(vocabulary, "extra_ids", 0)
+  base = vocabulary.vocab_size - extra
 
   def name(token_id: int) -> str:
     if token_id < base:

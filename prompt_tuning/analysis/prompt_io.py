@@ -128,6 +128,14 @@ def load_prompt(path: PathLike) -> np.ndarray:
   return value.astype(np.float32)
 
 
+def resolve_prompt(source: PathLike, step: Optional[int] = None
+                   ) -> np.ndarray:
+  """A prompt from a `.npy` file or from a training run's MODEL_DIR."""
+  if os.path.isdir(source):
+    return export_prompt(source, step, SOFT_PROMPT)[0]
+  return load_prompt(source)
+
+
 def check_portable(prompt: np.ndarray, embed_dim: int,
                    length: Optional[int] = None,
                    source: str = "the prompt") -> None:

@@ -1,0 +1,552 @@
+r"""Train-step time and peak memory: our prompt tuning vs full fine-tuning vs PEFT.
+
+Measures, for the T5 1.1-small shape (vocab 32128, d_model 512, 6 heads x 64,
+d_ff 1024, 8 + 8 layers, gated GELU, untied logits), batch 8, inputs 128,
+prompt 100, targets 8, float32, random weights:
+
+  jax/prompt   our real compiled train step
+               (`training.partitioned.compile_train_step` on a 1-device mesh,
+               state from `train_state.create_train_state` with trainable
+               patterns `('prompt/prompt',)`, Adafactor from
+               `training.optimizers.adafactor()`), PromptTransformer with a
+               100-token prompt;
+  jax/full     the same step for full fine-tuning: plain T5 `Transformer`
+               (no prompt, 128 encoder positions), patterns `('.*',)` with
+               `allow_all_trainable=True`;
+  jax/full_p   (with --configs=...,full_p) full fine-tuning of the prompt
+               model: same 228 encoder positions as jax/prompt, everything
+               trainable; isolates the cost of the weight gradients and
+               optimizer from the cost of the longer sequence;
+  peft/prompt  (with --peer_python) Hugging Face PEFT prompt tuning
+               (`PromptTuningConfig(num_virtual_tokens=100)`) of a randomly
+               initialised `T5ForConditionalGeneration` of the same shape,
+               `transformers.optimization.Adafactor` with the same
+               hyper-parameters, torch threads = number of cores; run by
+               `benchmarks/peft_step.py` in the peer venv.
+
+Each configuration runs in its own subprocess, so that peak RSS
+(`resource.getrusage(RUSAGE_SELF).ru_maxrss`, i.e. imports + init + compile
++ steps) does not bleed between them; the worker also samples RSS during the
+timed steps only (`/proc/self/statm`) and, for JAX, reports
+`compiled.memory_analysis()` and the compiled step's FLOP count
+(`compiled.cost_analysis()`). Timing: `--warmup` untimed steps (the first
+one includes tracing and compilation and is reported separately), then the
+median of `--steps` steps, each ended by `jax.block_until_ready`.
+
+It also writes a prompt-only training checkpoint (`TrainCheckpointer`) and a
+full fine-tuning checkpoint into a temporary directory and reports `du`.
+
+Usage (from the repository root, main venv active):
+
+  python benchmarks/step_time.py \
+      --peer_python=/work/main/.venv-peer/bin/python
+
+See benchmarks/README.md.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Optional, Sequence
+
+# Shape of T5 1.1-small and of the benchmark batch (shared with the peer).
+SHAPE = {
+    "vocab_size": 32128,
+    "d_model": 512,
+    "num_heads": 6,
+    "head_dim": 64,
+    "d_ff": 1024,
+    "num_encoder_layers": 8,
+    "num_decoder_layers": 8,
+    "batch_size": 8,
+    "inputs_length": 128,
+    "prompt_length": 100,
+    "targets_length": 8,
+}
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_MIB = 1024.0 * 1024.0
+JAX_CONFIGS = ("prompt", "full", "full_p")
+
+
+def num_cores() -> int:
+  """CPU cores this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def peak_rss_bytes() -> int:
+  """This process's peak resident set size so far (Linux: KiB -> bytes)."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return int(peak) * (1 if sys.platform == "darwin" else 1024)
+
+
+def current_rss_bytes() -> int:
+  """This process's current resident set size (Linux, via /proc)."""
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except OSError:
+    return 0
+
+
+class RssSampler:
+  """Samples the current RSS in a background thread; keeps the maximum."""
+
+  def __init__(self, interval_s: float = 0.005):
+    self._interval = interval_s
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self.peak = 0
+
+  def _run(self) -> None:
+    while not self._stop.is_set():
+      self.peak = max(self.peak, current_rss_bytes())
+      self._stop.wait(self._interval)
+
+  def __enter__(self) -> "RssSampler":
+    self.peak = current_rss_bytes()
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, current_rss_bytes())
+
+
+def summarize_times(times_s: Sequence[float]) -> dict[str, float]:
+  """Median / min / max step time in milliseconds."""
+  ms = [t * 1e3 for t in times_s]
+  return {"median_ms": statistics.median(ms), "min_ms": min(ms),
+          "max_ms": max(ms), "steps_per_s": 1e3 / statistics.median(ms)}
+
+
+# --------------------------------------------------------------------------
+# JAX worker (runs in a subprocess of the main venv).
+# --------------------------------------------------------------------------
+
+
+def _jax_model(config_name: str, dropout_rate: float):
+  """(EncoderDecoderModel, trainable patterns, allow_all_trainable)."""
+  from prompt_tuning.models import config as t5_config  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.models import model as models  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.models import t5  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.prompts import models as prompt_models  # pylint: disable=g-import-not-at-top
+
+  cfg = t5_config.T5Config(
+      vocab_size=SHAPE["vocab_size"], emb_dim=SHAPE["d_model"],
+      num_heads=SHAPE["num_heads"], head_dim=SHAPE["head_dim"],
+      mlp_dim=SHAPE["d_ff"], num_encoder_layers=SHAPE["num_encoder_layers"],
+      num_decoder_layers=SHAPE["num_decoder_layers"],
+      mlp_activations=t5_config.GATED_GELU, dropout_rate=dropout_rate,
+      logits_via_embedding=False, dtype="float32")
+  if config_name == "prompt":
+    module = prompt_models.PromptTransformer(
+        cfg, prompt_length=SHAPE["prompt_length"])
+    return models.EncoderDecoderModel(module), ("prompt/prompt",), False
+  if config_name == "full":
+    return models.EncoderDecoderModel(t5.Transformer(cfg)), (".*",), True
+  if config_name == "full_p":
+    module = prompt_models.PromptTransformer(
+        cfg, prompt_length=SHAPE["prompt_length"])
+    return models.EncoderDecoderModel(module), (".*",), True
+  raise ValueError(f"Unknown config {config_name!r}; use one of "
+                   f"{JAX_CONFIGS}.")
+
+
+def _jax_batch(seed: int):
+  """A random batch of int32 features (no padding)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  b, l, t = (SHAPE["batch_size"], SHAPE["inputs_length"],
+             SHAPE["targets_length"])
+  targets = rng.integers(2, SHAPE["vocab_size"], (b, t), dtype=np.int32)
+  decoder_inputs = np.concatenate(
+      [np.zeros((b, 1), np.int32), targets[:, :-1]], axis=1)
+  return {
+      "encoder_input_tokens": rng.integers(
+          2, SHAPE["vocab_size"], (b, l), dtype=np.int32),
+      "decoder_input_tokens": decoder_inputs,
+      "decoder_target_tokens": targets,
+  }
+
+
+def build_jax_state(config_name: str, dropout_rate: float, seed: int = 0):
+  """Random-weight train state on a 1-device mesh, as the trainer builds it.
+
+  Returns:
+    (model, tx, mesh, shardings, state, patterns).
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from prompt_tuning import partitioning  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import optimizers  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import partitioned  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import train_state  # pylint: disable=g-import-not-at-top
+
+  model, patterns, allow_all = _jax_model(config_name, dropout_rate)
+  tx = optimizers.adafactor()
+  mesh = partitioning.create_mesh(devices=jax.devices()[:1])
+  boxed = model.init_shapes(SHAPE["inputs_length"],
+                            SHAPE["targets_length"])["params"]
+  params = jax.jit(lambda r: nn.unbox(model.init(r, 1, 1))["params"])(
+      jax.random.PRNGKey(seed))
+
+  def make_state(p):
+    return train_state.create_train_state(p, patterns, tx,
+                                          allow_all_trainable=allow_all)
+
+  state_shapes = jax.eval_shape(make_state, params)
+  shardings = partitioned.state_shardings(boxed, state_shapes, patterns, mesh)
+  state = jax.jit(make_state, out_shardings=shardings)(params)
+  del params
+  return model, tx, mesh, shardings, state, patterns
+
+
+def _time_calls(fn, steps: int) -> list[float]:
+  """Seconds per call of `fn()` (which must block), after one warm-up call."""
+  fn()
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return times
+
+
+def jax_breakdown(model, mesh, state, batch, rng, steps: int
+                  ) -> dict[str, float]:
+  """Median ms of the loss forward alone, of forward + backward, of the step.
+
+  Jits `model.loss_fn` and `jax.grad` of it w.r.t. `state.trainable` (as
+  `steps.trainable_gradients` takes it), with the same mesh and axis rules;
+  the difference to the full step is the optimizer update and bookkeeping.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from prompt_tuning import partitioning  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
+
+  with partitioning.mesh_context(mesh):
+    forward = jax.jit(lambda s, b, r: model.loss_fn(s.params, b, r)[0])
+    grads = jax.jit(lambda s, b, r: steps_lib.trainable_gradients(
+        model.loss_fn, s, b, r, 1))
+    out = {}
+    for name, fn in (("forward", forward), ("forward_backward", grads)):
+      times = _time_calls(
+          lambda fn=fn: jax.block_until_ready(fn(state, batch, rng)), steps)
+      out[f"{name}_median_ms"] = statistics.median(times) * 1e3
+  return out
+
+
+def run_jax_worker(config_name: str, steps: int, warmup: int,
+                   dropout_rate: float, xla_analysis: bool,
+                   breakdown: bool = False) -> dict[str, Any]:
+  """Times our compiled train step for one configuration."""
+  load_start = os.getloadavg()
+  rss_start = current_rss_bytes()
+  import jax  # pylint: disable=g-import-not-at-top
+  from prompt_tuning import partitioning  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.prompts import freezing  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import partitioned  # pylint: disable=g-import-not-at-top
+  rss_imported = current_rss_bytes()
+
+  model, tx, mesh, shardings, state, _ = build_jax_state(config_name,
+                                                         dropout_rate)
+  rss_state = current_rss_bytes()
+  step_fn = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings)
+  batch = jax.device_put(_jax_batch(0), partitioning.batch_sharding(mesh))
+  rng = (jax.device_put(jax.random.PRNGKey(1), partitioning.replicated(mesh))
+         if dropout_rate > 0 else None)
+
+  result: dict[str, Any] = {
+      "framework": "jax", "config": config_name,
+      "trainable_params": freezing.count_params(state.trainable),
+      "total_params": (freezing.count_params(state.trainable) +
+                       freezing.count_params(state.frozen)),
+      "dropout_rate": dropout_rate,
+      "devices": str(jax.devices()[0]),
+      "jax_version": jax.__version__,
+  }
+
+  if xla_analysis:
+    # Same jit object as `step_fn`; lowered under the mesh and axis rules as
+    # `step_fn` traces it.
+    with partitioning.mesh_context(mesh):
+      t0 = time.perf_counter()
+      compiled = step_fn.__wrapped__.lower(state, batch, rng).compile()
+      result["aot_compile_s"] = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    if mem is not None:
+      result["xla_memory"] = {
+          k: int(getattr(mem, k)) for k in (
+              "argument_size_in_bytes", "output_size_in_bytes",
+              "alias_size_in_bytes", "temp_size_in_bytes",
+              "generated_code_size_in_bytes")
+          if hasattr(mem, k)}
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0] if cost else None
+    if cost:
+      result["xla_flops"] = float(cost.get("flops", 0.0))
+      result["xla_bytes_accessed"] = float(cost.get("bytes accessed", 0.0))
+    del compiled
+
+  t0 = time.perf_counter()
+  state, metrics = step_fn(state, batch, rng)
+  jax.block_until_ready((state, metrics))
+  result["first_step_s"] = time.perf_counter() - t0
+  for _ in range(max(warmup - 1, 0)):
+    state, metrics = step_fn(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+  rss_before_steps = current_rss_bytes()
+
+  times = []
+  with RssSampler() as sampler:
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      state, metrics = step_fn(state, batch, rng)
+      jax.block_until_ready((state, metrics))
+      times.append(time.perf_counter() - t0)
+  result.update(summarize_times(times))
+  result["times_ms"] = [t * 1e3 for t in times]
+  result["loss"] = float(metrics["loss"])
+  result["rss_mib"] = {
+      "start": rss_start / _MIB, "after_imports": rss_imported / _MIB,
+      "after_state": rss_state / _MIB, "before_steps": rss_before_steps / _MIB,
+      "peak_during_steps": sampler.peak / _MIB,
+      "peak_process": peak_rss_bytes() / _MIB}
+  result["loadavg_start"], result["loadavg_end"] = load_start, os.getloadavg()
+  if breakdown:
+    result["breakdown"] = jax_breakdown(model, mesh, state, batch, rng,
+                                        max(steps // 2, 3))
+  if result.get("xla_flops"):
+    result["achieved_gflop_s"] = (result["xla_flops"] /
+                                  (result["median_ms"] * 1e-3) / 1e9)
+  return result
+
+
+def _du_bytes(path: str) -> int:
+  """Disk usage of `path` in bytes (`du -sb`, else a walk of file sizes)."""
+  du = shutil.which("du")
+  if du:
+    out = subprocess.run([du, "-sb", path], check=True, capture_output=True,
+                         text=True).stdout
+    return int(out.split()[0])
+  return sum(os.path.getsize(os.path.join(d, f))
+             for d, _, files in os.walk(path) for f in files)
+
+
+def run_checkpoint_worker() -> dict[str, Any]:
+  """Sizes of a prompt-only and of full-model training checkpoints."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.checkpoints import training as train_ckpt  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.prompts import freezing  # pylint: disable=g-import-not-at-top
+
+  rows = []
+  cases = (
+      # (label, jax config, save_frozen)
+      ("prompt-only (prompt + Adafactor state)", "prompt", False),
+      ("prompt model incl. frozen base (save_frozen=True)", "prompt", True),
+      ("full fine-tuning (all params + Adafactor state)", "full", False),
+  )
+  with tempfile.TemporaryDirectory() as tmp:
+    for i, (label, config_name, save_frozen) in enumerate(cases):
+      _, _, _, _, state, patterns = build_jax_state(config_name, 0.0)
+      model_dir = os.path.join(tmp, f"run_{i}")
+      ckpt = train_ckpt.TrainCheckpointer(model_dir, save_frozen=save_frozen)
+      ckpt.save(state, data_position=0,
+                frozen_record=train_ckpt.frozen_base_record(state.frozen,
+                                                            None),
+                trainable_patterns=patterns)
+      ckpt.close()
+      rows.append({
+          "label": label,
+          "saved_params": (freezing.count_params(state.trainable) +
+                           (freezing.count_params(state.frozen)
+                            if save_frozen else 0)),
+          "bytes": _du_bytes(ckpt.directory),
+      })
+      del state
+      jax.clear_caches()
+  return {"checkpoints": rows}
+
+
+# --------------------------------------------------------------------------
+# Orchestration (runs each configuration in its own subprocess).
+# --------------------------------------------------------------------------
+
+
+def _run_subprocess(cmd: list[str], label: str,
+                    env: Optional[dict[str, str]] = None) -> Optional[dict]:
+  """Runs a worker; returns the JSON it wrote, or None (stderr echoed)."""
+  with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+    out_path = f.name
+  try:
+    print(f"[step_time] running {label}: {' '.join(cmd)}", file=sys.stderr,
+          flush=True)
+    proc = subprocess.run(cmd + ["--json_out", out_path], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+      print(f"[step_time] {label} failed (exit {proc.returncode}):\n"
+            f"{proc.stderr[-4000:]}", file=sys.stderr)
+      return None
+    with open(out_path) as f:
+      return json.load(f)
+  finally:
+    os.unlink(out_path)
+
+
+def _fmt(x: Optional[float], spec: str = ".1f") -> str:
+  return "-" if x is None else format(x, spec)
+
+
+def print_table(rows: list[dict], ckpt: Optional[dict], ncores: int) -> None:
+  """Prints the step-time table, the ratio and the checkpoint sizes."""
+  print(f"\nT5 1.1-small shape, batch {SHAPE['batch_size']}, inputs "
+        f"{SHAPE['inputs_length']}, prompt {SHAPE['prompt_length']}, targets "
+        f"{SHAPE['targets_length']}, float32, CPU, {ncores} cores\n")
+  header = ("config", "trainable", "ms/step", "min..max", "steps/s",
+            "1st step s", "peak RSS", "RSS steps", "XLA temp", "XLA args",
+            "GFLOP/s", "load")
+  widths = (13, 11, 9, 15, 8, 10, 10, 10, 9, 9, 8, 9)
+  print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+  for r in rows:
+    mem = r.get("xla_memory", {})
+    rss = r.get("rss_mib", {})
+    cells = (
+        f"{r['framework']}/{r['config']}",
+        f"{r['trainable_params']:,}",
+        _fmt(r["median_ms"]),
+        f"{r['min_ms']:.0f}..{r['max_ms']:.0f}",
+        _fmt(r["steps_per_s"], ".3f"),
+        _fmt(r.get("first_step_s"), ".1f"),
+        _fmt(rss.get("peak_process"), ".0f") + "M",
+        _fmt(rss.get("peak_during_steps"), ".0f") + "M",
+        (_fmt(mem["temp_size_in_bytes"] / _MIB, ".0f") + "M"
+         if "temp_size_in_bytes" in mem else "-"),
+        (_fmt(mem["argument_size_in_bytes"] / _MIB, ".0f") + "M"
+         if "argument_size_in_bytes" in mem else "-"),
+        _fmt(r.get("achieved_gflop_s"), ".1f"),
+        (f"{r['loadavg_start'][0]:.1f}/{r['loadavg_end'][0]:.1f}"
+         if "loadavg_start" in r else "-"))
+    print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+  print("\npeak RSS: whole worker process (imports + init + compile + steps);"
+        " RSS steps: max RSS sampled during the timed steps;\nXLA temp/args:"
+        " compiled.memory_analysis(); GFLOP/s: XLA cost_analysis flops / "
+        "median step time;\nload: 1-minute load average at the worker's start"
+        f"/end (other processes share the {ncores} cores when it exceeds 0"
+        " before the start).")
+  for r in rows:
+    if "breakdown" in r:
+      b = r["breakdown"]
+      print(f"{r['framework']}/{r['config']} breakdown (median ms): forward "
+            f"{b['forward_median_ms']:.0f}, forward+backward "
+            f"{b['forward_backward_median_ms']:.0f}, full step "
+            f"{r['median_ms']:.0f}")
+
+  by_key = {f"{r['framework']}/{r['config']}": r for r in rows}
+  ours, peer = by_key.get("jax/prompt"), by_key.get("peft/prompt")
+  if ours and peer:
+    ratio = ours["steps_per_s"] / peer["steps_per_s"]
+    verdict = "meets" if ratio >= 1.5 else "BELOW"
+    print(f"\nratio ours/PEFT (prompt tuning, steps/s): {ratio:.2f}x "
+          f"({verdict} the 1.5x target)")
+  full = by_key.get("jax/full")
+  if ours and full:
+    print(f"ratio prompt/full fine-tuning (ours, steps/s): "
+          f"{ours['steps_per_s'] / full['steps_per_s']:.2f}x")
+  if ckpt:
+    print("\ncheckpoint sizes on disk (TrainCheckpointer, du -sb):")
+    for c in ckpt["checkpoints"]:
+      print(f"  {c['label']:<52} {c['saved_params']:>12,} params  "
+            f"{c['bytes'] / _MIB:>9.2f} MiB ({c['bytes']:,} bytes)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--configs", default="prompt,full",
+                      help=f"comma-separated JAX configs from {JAX_CONFIGS}.")
+  parser.add_argument("--steps", type=int, default=10,
+                      help="timed steps per configuration (median reported).")
+  parser.add_argument("--warmup", type=int, default=2,
+                      help="untimed steps first (the first one compiles).")
+  parser.add_argument("--dropout_rate", type=float, default=0.1,
+                      help="dropout in both models (training configs: 0.1).")
+  parser.add_argument("--peer_python", default=None,
+                      help="python of a venv with benchmarks/"
+                      "requirements-peer.txt; runs the PEFT peer.")
+  parser.add_argument("--no_checkpoint", action="store_true",
+                      help="skip the checkpoint-size measurement.")
+  parser.add_argument("--no_xla_analysis", action="store_true",
+                      help="skip compiled.memory_analysis()/cost_analysis() "
+                      "(saves one compilation per config).")
+  parser.add_argument("--breakdown", action="store_true",
+                      help="also time the jitted forward alone and forward +"
+                      " backward (no optimizer) of each JAX config.")
+  parser.add_argument("--peer_configs", default="1",
+                      help="PEFT num_transformer_submodules values to run, "
+                      "comma-separated: 1 (matched: one 100-row prompt) "
+                      "and/or 2 (PEFT's SEQ_2_SEQ_LM default).")
+  parser.add_argument("--json_out", default=None,
+                      help="write all results as JSON here.")
+  parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+
+  if args.worker:  # Internal: one configuration in this process.
+    if args.worker == "checkpoint":
+      result = run_checkpoint_worker()
+    else:
+      result = run_jax_worker(args.worker, args.steps, args.warmup,
+                              args.dropout_rate, not args.no_xla_analysis,
+                              args.breakdown)
+    with open(args.json_out, "w") as f:
+      json.dump(result, f)
+    return 0
+
+  ncores = num_cores()
+  rows = []
+  common = ["--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--dropout_rate", str(args.dropout_rate)]
+  for name in [c for c in args.configs.split(",") if c]:
+    if name not in JAX_CONFIGS:
+      parser.error(f"unknown config {name!r}; use {JAX_CONFIGS}")
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name]
+    cmd += common + (["--no_xla_analysis"] if args.no_xla_analysis else [])
+    cmd += ["--breakdown"] if args.breakdown else []
+    res = _run_subprocess(cmd, f"jax/{name}")
+    if res:
+      rows.append(res)
+  for submodules in ([c for c in args.peer_configs.split(",") if c]
+                     if args.peer_python else []):
+    cmd = [args.peer_python, os.path.join(_HERE, "peft_step.py"),
+           "--threads", str(ncores), "--num_transformer_submodules",
+           submodules] + common
+    cmd += [f"--{k}={v}" for k, v in SHAPE.items()]
+    res = _run_subprocess(cmd, f"peft/prompt (submodules={submodules})")
+    if res:
+      rows.append(res)
+  ckpt = None
+  if not args.no_checkpoint:
+    ckpt = _run_subprocess([sys.executable, os.path.abspath(__file__),
+                            "--worker", "checkpoint"], "checkpoints")
+  print_table(rows, ckpt, ncores)
+  if args.json_out:
+    with open(args.json_out, "w") as f:
+      json.dump({"shape": SHAPE, "cores": ncores, "rows": rows,
+                 "checkpoints": ckpt}, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
