@@ -276,13 +276,26 @@ class Transformer(nn.Module):
     mask = (encoder_input_tokens > 0).astype(jnp.float32)
     return self.token_embedder(encoder_input_tokens), mask
 
+  def layer_prefixes(self, stack: str,
+                     enable_dropout: bool = False) -> Optional[Array]:
+    """The replaceable per-layer step: deep-prompt keys/values for `stack`.
+
+    Returns `[layers, 2, p, h*d]` for 'encoder' or 'decoder' self-attention,
+    or None (the base model). Deep-prompt models (P-Tuning v2) override it.
+    """
+    del stack, enable_dropout
+    return None
+
   def encode(self, encoder_input_tokens: Array, *,
              enable_dropout: bool = False,
              prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
     """Returns the encoder output `[b, l', e]` and its mask `[b, l']`."""
     embedded, mask = self.embed_inputs(encoder_input_tokens, enable_dropout,
                                        prompt_index)
-    return self.encoder(embedded, mask, enable_dropout=enable_dropout), mask
+    encoded = self.encoder(
+        embedded, mask, enable_dropout=enable_dropout,
+        prefixes=self.layer_prefixes("encoder", enable_dropout))
+    return encoded, mask
 
   def decode(self,
              encoded: Array,
@@ -296,7 +309,9 @@ class Transformer(nn.Module):
     """Decoder logits `[b, t, v]`; see `Decoder.__call__`."""
     return self.decoder(encoded, encoder_mask, decoder_input_tokens,
                         decoder_target_tokens, enable_dropout=enable_dropout,
-                        decode=decode, max_decode_length=max_decode_length)
+                        decode=decode, max_decode_length=max_decode_length,
+                        prefixes=self.layer_prefixes("decoder",
+                                                     enable_dropout))
 
   def __call__(self,
                encoder_input_tokens: Array,

@@ -190,38 +190,23 @@ class DeepPromptTransformer(Transformer):
       self.classifier = classification.ClassificationHead(
           self.num_classes, self.config.dtype)
 
+  def layer_prefixes(self, stack: str,
+                     enable_dropout: bool = False) -> Optional[Array]:
+    """This model's encoder (and optionally decoder) prefixes."""
+    if stack == "encoder":
+      return self.deep_prompt.encoder_prefixes(enable_dropout)
+    return self.deep_prompt.decoder_prefixes(enable_dropout)
+
   def encode(self, encoder_input_tokens: Array, *,
              enable_dropout: bool = False,
              prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
-    """Encoder output `[b, l', e]` and mask `[b, l']`, with deep prompts.
-
-    Same contract as `Transformer.encode` (`prompt_index` goes to
-    `embed_inputs`); only the encoder additionally gets the prefixes.
-    """
-    embedded, mask = self.embed_inputs(encoder_input_tokens, enable_dropout,
-                                       prompt_index)
-    prefixes = self.deep_prompt.encoder_prefixes(enable_dropout)
-    encoded = self.encoder(embedded, mask, enable_dropout=enable_dropout,
-                           prefixes=prefixes)
+    """`Transformer.encode`, also creating the head's parameters at `init`."""
+    encoded, mask = super().encode(encoder_input_tokens,
+                                   enable_dropout=enable_dropout,
+                                   prompt_index=prompt_index)
     if self.num_classes > 0 and self.is_initializing():
       self.classifier(encoded, mask)  # So `init` via __call__ creates it.
     return encoded, mask
-
-  def decode(self,
-             encoded: Array,
-             encoder_mask: Array,
-             decoder_input_tokens: Array,
-             decoder_target_tokens: Optional[Array] = None,
-             *,
-             enable_dropout: bool = False,
-             decode: bool = False,
-             max_decode_length: Optional[int] = None) -> Array:
-    """Decoder logits `[b, t, v]`; see `t5.Decoder.__call__`."""
-    return self.decoder(encoded, encoder_mask, decoder_input_tokens,
-                        decoder_target_tokens, enable_dropout=enable_dropout,
-                        decode=decode, max_decode_length=max_decode_length,
-                        prefixes=self.deep_prompt.decoder_prefixes(
-                            enable_dropout))
 
   def classify(self, encoder_input_tokens: Array, *,
                enable_dropout: bool = False,
