@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "msgpack==1.2.4",
     "numpy==2.4.6",
     "tqdm==4.70.1",
+    "matplotlib==3.11.2",  # Ablation plots (imported only when drawing).
+    "clu==0.0.12",  # TensorBoard metric writers.
     # tensorflow-datasets imports it but declares it only for Python < 3.9.
     "importlib_resources==7.1.0",
 ]

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import gin
 
+# Task modules declare gin configurables; import them before gin locks.
+import prompt_tuning.tasks  # pylint: disable=unused-import
 from prompt_tuning import gin_utils
 from prompt_tuning.models import model as models
 
