@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+from clu import metric_writers
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -193,9 +194,8 @@ def load_trained_params(model: EncoderDecoderModel,
 
 
 def _write_scalars(writer: Any, step: int, scalars: Mapping[str, float]):
-  if writer is not None:
-    writer.write_scalars(step, dict(scalars))
-    writer.flush()
+  writer.write_scalars(step, dict(scalars))
+  writer.flush()
 
 
 def train(*,
@@ -303,13 +303,8 @@ def train(*,
           model_dir, keep=1, save_frozen=save_frozen, subdir="best",
           best_metric=best_metric)
 
-  writer = None
-  try:
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
-    writer = metric_writers.create_default_writer(
-        os.path.join(model_dir, "train"), just_logging=jax.process_index() > 0)
-  except ImportError:
-    pass
+  writer = metric_writers.create_default_writer(
+      os.path.join(model_dir, "train"), just_logging=jax.process_index() > 0)
 
   batches = data.train_batches(mixture_or_task_name, task_feature_lengths,
                                batch_size, seed=seed,
@@ -407,7 +402,6 @@ def train(*,
     checkpointer.close()
     if best is not None:
       best.close()
-    if writer is not None:
-      writer.close()
+    writer.close()
   return TrainResult(state=state, metrics=last_metrics,
                      eval_results=eval_results, history=history)
