@@ -22,7 +22,13 @@ environment variable, then the default):
   `gs://t5-data/vocabs/cc_all.32000/sentencepiece.model`.
 """
 
-import tensorflow as tf
+import os
+
+# TensorFlow's C++ start-up chatter (no CUDA here, CPU flags) is noise for a
+# data pipeline; real errors still surface as Python exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 try:
   tf.config.set_visible_devices([], "GPU")
