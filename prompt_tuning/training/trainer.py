@@ -139,7 +139,9 @@ def initialize_state(model: EncoderDecoderModel,
   state_shapes = jax.eval_shape(make_state, params)
   shardings = partitioned.state_shardings(boxed, state_shapes,
                                           trainable_patterns, mesh)
-  state = jax.jit(make_state, out_shardings=shardings)(params)
+  # Donated: the state's halves reuse the loaded weights' buffers.
+  state = jax.jit(make_state, out_shardings=shardings,
+                  donate_argnums=(0,))(params)
   record = train_ckpt.frozen_base_record(state.frozen, initial_checkpoint_path)
   return BuiltState(state, shardings, boxed, record)
 
