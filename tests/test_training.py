@@ -280,3 +280,37 @@ def test_restore_rejects_a_different_frozen_base(tmp_path):
                   mixture_or_task_name=RTE, task_feature_lengths=LENGTHS,
                   train_steps=2, batch_size=8, model_dir=str(tmp_path),
                   progress=False)
+
+
+def test_evaluation_scores_targets_for_score_metrics():
+  # A rank-classification style metric reads the model's log-likelihood of
+  # each example's target; the evaluator must call the scoring path.
+  import seqio  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.data import registration  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import data  # pylint: disable=g-import-not-at-top
+  rte = data.get_task(RTE)  # Registers the tasks.
+  received = {}
+
+  def mean_log_likelihood(targets, scores):
+    received["n"] = len(scores)
+    return {"mean_log_likelihood": float(np.mean(scores))}
+
+  registration.add_task("test_rte_scored", rte.source,
+                        rte.preprocessors[0], metric_fns=[mean_log_likelihood])
+  try:
+    model = random_prompt_model()
+    boxed = model.init_shapes(LENGTHS["inputs"], LENGTHS["targets"])["params"]
+    params, _ = trainer.load_initial_params(model, boxed, None,
+                                            ("prompt/prompt",),
+                                            jax.random.PRNGKey(0))
+    mesh = partitioning.create_mesh()
+    run = evaluation.Evaluation(
+        "test_rte_scored", model, mesh,
+        partitioning.param_shardings(boxed, mesh), batch_size=8,
+        feature_lengths=LENGTHS, num_examples=16)
+    results = run(params, step=0)
+  finally:
+    seqio.TaskRegistry.remove("test_rte_scored")
+  assert received["n"] == 16
+  # Each target is a few tokens of a 32k vocabulary under a random model.
+  assert -60 < results["test_rte_scored"]["mean_log_likelihood"] < -5
