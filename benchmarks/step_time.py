@@ -39,7 +39,7 @@ full fine-tuning checkpoint into a temporary directory and reports `du`.
 Usage (from the repository root, main venv active):
 
   python benchmarks/step_time.py \
-      --peer_python=/work/main/.venv-peer/bin/python
+      --peer_python=.venv-peer/bin/python
 
 See benchmarks/README.md.
 """

@@ -56,8 +56,8 @@ Environment (kept apart from the project's JAX venv, which must not get
 torch). Versions this was generated with: torch 2.13.0+cpu,
 transformers 5.23.0, safetensors 0.8.0, numpy 2.4.6:
 
-  python3 -m venv /work/main/.venv-ref
-  . /work/main/.venv-ref/bin/activate
+  python3 -m venv .venv-ref
+  . .venv-ref/bin/activate
   pip install torch==2.13.0 transformers==5.23.0 safetensors numpy
 
 (pip picks the local CPU wheel torch-2.13.0+cpu.) Then, from the repository

@@ -17,6 +17,7 @@ from prompt_tuning import partitioning
 from prompt_tuning.analysis import bank
 from prompt_tuning.analysis import task_examples as task_lib
 from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.training import inference
 
 
 def interleave(sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -32,18 +33,6 @@ def interleave(sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         task_ids.append(t)
         positions.append(i)
   return np.asarray(task_ids, np.int32), np.asarray(positions, np.int64)
-
-
-def _plain(value: Any) -> Any:
-  if isinstance(value, bytes):
-    return value.decode("utf-8")
-  if isinstance(value, np.generic):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  if isinstance(value, Mapping):
-    return {k: _plain(v) for k, v in value.items()}
-  return value
 
 
 def serve_mixed(model: EncoderDecoderModel, base_params: Any,
@@ -92,11 +81,12 @@ def serve_mixed(model: EncoderDecoderModel, base_params: Any,
                                   row)
     outputs[names[t]][i] = {
         "index": i,
-        "idx": _plain(example.get("idx")),
-        "inputs": _plain(example.get("inputs_pretokenized", b"")),
+        "idx": inference.to_json_value(example.get("idx")),
+        "inputs": inference.to_json_value(
+            example.get("inputs_pretokenized", b"")),
         "prediction": text,
-        "postprocessed": _plain(task_lib.postprocess(examples.task, text,
-                                                     example)),
+        "postprocessed": inference.to_json_value(
+            task_lib.postprocess(examples.task, text, example)),
     }
   return outputs
 

@@ -38,7 +38,8 @@ _CLASS_LABELS = {
 }
 
 
-def _plain(value: Any) -> Any:
+def to_json_value(value: Any) -> Any:
+  """Numpy scalars/arrays and bytes (nested too) as plain JSON values."""
   if isinstance(value, bytes):
     return value.decode("utf-8")
   if isinstance(value, np.generic):
@@ -46,9 +47,9 @@ def _plain(value: Any) -> Any:
   if isinstance(value, np.ndarray):
     return value.tolist()
   if isinstance(value, Mapping):
-    return {k: _plain(v) for k, v in value.items()}
+    return {k: to_json_value(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_plain(v) for v in value]
+    return [to_json_value(v) for v in value]
   return value
 
 
@@ -75,10 +76,10 @@ def predict_task(task: seqio.Task, predict, params: Any,
       text = vocab.decode(row)
       yield {
           "index": index,
-          "idx": _plain(example.get("idx")),
-          "inputs": _plain(example.get("inputs_pretokenized", b"")),
+          "idx": to_json_value(example.get("idx")),
+          "inputs": to_json_value(example.get("inputs_pretokenized", b"")),
           "prediction": text,
-          "postprocessed": _plain(task.postprocess_fn(
+          "postprocessed": to_json_value(task.postprocess_fn(
               text, example=example, is_target=False)),
       }
 
