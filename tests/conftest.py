@@ -43,3 +43,26 @@ def shared_path(*parts: str) -> pathlib.Path:
 @pytest.fixture
 def shared():
   return shared_dir()
+
+
+def load_script(name: str):
+  """Imports `scripts/<name>.py` as a module (scripts are not a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      name, REPO_ROOT / "scripts" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture
+def local_super_glue(monkeypatch) -> dict[str, str]:
+  """Points the SuperGLUE tasks and the T5 vocabulary at ../shared."""
+  env = {
+      "PROMPT_TUNING_SUPER_GLUE_DIR": str(shared_path("data", "super_glue")),
+      "PROMPT_TUNING_VOCAB": str(shared_path("models", "t5_vocab",
+                                             "spiece.model")),
+  }
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  return env

@@ -2,7 +2,6 @@
 runs on RTE, a well-formed CSV (with the class-label skip rule) and a PNG."""
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpl_image
 
-from conftest import REPO_ROOT, shared_path
+from conftest import load_script
 from prompt_tuning.analysis import ablation
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.models import T5Config
@@ -21,19 +20,11 @@ RTE = "taskless_super_glue_rte_v102"
 
 
 @pytest.fixture(autouse=True)
-def local_data(monkeypatch):
-  monkeypatch.setenv("PROMPT_TUNING_SUPER_GLUE_DIR",
-                     str(shared_path("data", "super_glue")))
-  monkeypatch.setenv("PROMPT_TUNING_VOCAB",
-                     str(shared_path("models", "t5_vocab", "spiece.model")))
+def local_data(local_super_glue):
+  return local_super_glue
 
 
-def _script(name):
-  spec = importlib.util.spec_from_file_location(
-      name, REPO_ROOT / "scripts" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_script = load_script
 
 
 def tiny_model():

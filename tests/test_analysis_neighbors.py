@@ -1,13 +1,12 @@
 """Nearest neighbours by cosine similarity on a hand-built embedding table,
 the paper's two summary counts, and the command line on a real checkpoint."""
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, shared_path
+from conftest import load_script, shared_path
 from prompt_tuning.analysis import neighbors
 from prompt_tuning.data import vocab as vocab_lib
 
@@ -85,12 +84,7 @@ def test_t5_pieces_and_label_first_pieces():
   assert namer(ids[1]).lstrip("▁") == "not"
 
 
-def _script(name):
-  spec = importlib.util.spec_from_file_location(
-      name, REPO_ROOT / "scripts" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_script = load_script
 
 
 def test_command_line_on_the_tiny_checkpoint(tmp_path, capsys):

@@ -2,7 +2,6 @@
 into a new run via prompts/from_file.gin; banks, deep prompts and the
 authors' prompt files load; width mismatches are clear errors."""
 
-import importlib.util
 
 import gin
 import jax
@@ -10,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO_ROOT, shared_path
+from conftest import load_script, shared_path
 from prompt_tuning.analysis import gin_model
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.checkpoints import param_tree
@@ -27,11 +26,8 @@ AUTHORS = ("fixtures", "prompts")
 
 
 @pytest.fixture(autouse=True)
-def local_data(monkeypatch):
-  monkeypatch.setenv("PROMPT_TUNING_SUPER_GLUE_DIR",
-                     str(shared_path("data", "super_glue")))
-  monkeypatch.setenv("PROMPT_TUNING_VOCAB",
-                     str(shared_path("models", "t5_vocab", "spiece.model")))
+def local_data(local_super_glue):
+  return local_super_glue
 
 
 @pytest.fixture
@@ -99,12 +95,7 @@ def test_trained_prompt_round_trips_into_another_model(tmp_path, clean_gin):
                                    "--embed_dim=768"])
 
 
-def _script(name):
-  spec = importlib.util.spec_from_file_location(
-      name, REPO_ROOT / "scripts" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_script = load_script
 
 
 def _write_fake_checkpoint(model_dir, step, trainable):

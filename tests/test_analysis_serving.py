@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import shared_path
 from prompt_tuning import partitioning
 from prompt_tuning.analysis import bank
 from prompt_tuning.analysis import serving
@@ -25,11 +24,8 @@ LENGTHS = {"inputs": 48, "targets": 4}
 
 
 @pytest.fixture(autouse=True)
-def local_data(monkeypatch):
-  monkeypatch.setenv("PROMPT_TUNING_SUPER_GLUE_DIR",
-                     str(shared_path("data", "super_glue")))
-  monkeypatch.setenv("PROMPT_TUNING_VOCAB",
-                     str(shared_path("models", "t5_vocab", "spiece.model")))
+def local_data(local_super_glue):
+  return local_super_glue
 
 
 def test_interleave_mixes_tasks_round_robin():

@@ -38,15 +38,8 @@ T5X_TINY = ("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
 
 
 @pytest.fixture(autouse=True)
-def local_data(monkeypatch):
-  env = {
-      "PROMPT_TUNING_SUPER_GLUE_DIR": str(shared_path("data", "super_glue")),
-      "PROMPT_TUNING_VOCAB": str(shared_path("models", "t5_vocab",
-                                             "spiece.model")),
-  }
-  for key, value in env.items():
-    monkeypatch.setenv(key, value)
-  return env
+def local_data(local_super_glue):
+  return local_super_glue
 
 
 def random_prompt_model(prompt_length=4, dropout_rate=0.0):
