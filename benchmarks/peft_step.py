@@ -22,63 +22,25 @@ torch uses `--threads` intra-op threads (default: all cores).
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
-import threading
 import time
 from typing import Any, Optional, Sequence
 
+import memory  # benchmarks/memory.py (this script's directory is on sys.path)
+
 _MIB = 1024.0 * 1024.0
-
-
-def _current_rss_bytes() -> int:
-  try:
-    with open("/proc/self/statm") as f:
-      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-  except OSError:
-    return 0
-
-
-def _peak_rss_bytes() -> int:
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return int(peak) * (1 if sys.platform == "darwin" else 1024)
-
-
-class _RssSampler:
-  """Max RSS over a block, sampled every few milliseconds in a thread."""
-
-  def __init__(self, interval_s: float = 0.005):
-    self._interval = interval_s
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-    self.peak = 0
-
-  def _run(self) -> None:
-    while not self._stop.is_set():
-      self.peak = max(self.peak, _current_rss_bytes())
-      self._stop.wait(self._interval)
-
-  def __enter__(self) -> "_RssSampler":
-    self.peak = _current_rss_bytes()
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self._stop.set()
-    self._thread.join()
-    self.peak = max(self.peak, _current_rss_bytes())
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
   """Builds the PEFT model and times `args.steps` optimizer steps."""
   load_start = os.getloadavg()
-  rss_start = _current_rss_bytes()
+  rss_start = memory.current_rss_bytes()
   import peft  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   from transformers.optimization import Adafactor  # pylint: disable=g-import-not-at-top
-  rss_imported = _current_rss_bytes()
+  rss_imported = memory.current_rss_bytes()
 
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
@@ -112,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
       trainable, lr=0.3, eps=(1e-30, 1e-3), clip_threshold=1.0,
       decay_rate=-0.8, beta1=None, weight_decay=1e-5, scale_parameter=False,
       relative_step=False, warmup_init=False)
-  rss_state = _current_rss_bytes()
+  rss_state = memory.current_rss_bytes()
 
   gen = torch.Generator().manual_seed(0)
   b, l, t = args.batch_size, args.inputs_length, args.targets_length
@@ -133,9 +95,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   first_step_s = time.perf_counter() - t0
   for _ in range(max(args.warmup - 1, 0)):
     step()
-  rss_before_steps = _current_rss_bytes()
+  rss_before_steps = memory.current_rss_bytes()
   times = []
-  with _RssSampler() as sampler:
+  with memory.RssSampler() as sampler:
     for _ in range(args.steps):
       t0 = time.perf_counter()
       loss = step()
@@ -165,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           "after_state": rss_state / _MIB,
           "before_steps": rss_before_steps / _MIB,
           "peak_during_steps": sampler.peak / _MIB,
-          "peak_process": _peak_rss_bytes() / _MIB},
+          "peak_process": memory.peak_rss_bytes() / _MIB},
   }
 
 

@@ -47,15 +47,15 @@ See benchmarks/README.md.
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any, Optional, Sequence
+
+import memory  # benchmarks/memory.py (this script's directory is on sys.path)
 
 # Shape of T5 1.1-small and of the benchmark batch (shared with the peer).
 SHAPE = {
@@ -83,46 +83,6 @@ def num_cores() -> int:
     return len(os.sched_getaffinity(0))
   except AttributeError:
     return os.cpu_count() or 1
-
-
-def peak_rss_bytes() -> int:
-  """This process's peak resident set size so far (Linux: KiB -> bytes)."""
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return int(peak) * (1 if sys.platform == "darwin" else 1024)
-
-
-def current_rss_bytes() -> int:
-  """This process's current resident set size (Linux, via /proc)."""
-  try:
-    with open("/proc/self/statm") as f:
-      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-  except OSError:
-    return 0
-
-
-class RssSampler:
-  """Samples the current RSS in a background thread; keeps the maximum."""
-
-  def __init__(self, interval_s: float = 0.005):
-    self._interval = interval_s
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-    self.peak = 0
-
-  def _run(self) -> None:
-    while not self._stop.is_set():
-      self.peak = max(self.peak, current_rss_bytes())
-      self._stop.wait(self._interval)
-
-  def __enter__(self) -> "RssSampler":
-    self.peak = current_rss_bytes()
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self._stop.set()
-    self._thread.join()
-    self.peak = max(self.peak, current_rss_bytes())
 
 
 def summarize_times(times_s: Sequence[float]) -> dict[str, float]:
@@ -254,16 +214,16 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
                    breakdown: bool = False) -> dict[str, Any]:
   """Times our compiled train step for one configuration."""
   load_start = os.getloadavg()
-  rss_start = current_rss_bytes()
+  rss_start = memory.current_rss_bytes()
   import jax  # pylint: disable=g-import-not-at-top
   from prompt_tuning import partitioning  # pylint: disable=g-import-not-at-top
   from prompt_tuning.prompts import freezing  # pylint: disable=g-import-not-at-top
   from prompt_tuning.training import partitioned  # pylint: disable=g-import-not-at-top
-  rss_imported = current_rss_bytes()
+  rss_imported = memory.current_rss_bytes()
 
   model, tx, mesh, shardings, state, _ = build_jax_state(config_name,
                                                          dropout_rate)
-  rss_state = current_rss_bytes()
+  rss_state = memory.current_rss_bytes()
   step_fn = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings)
   batch = jax.device_put(_jax_batch(0), partitioning.batch_sharding(mesh))
   rng = (jax.device_put(jax.random.PRNGKey(1), partitioning.replicated(mesh))
@@ -309,10 +269,10 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
   for _ in range(max(warmup - 1, 0)):
     state, metrics = step_fn(state, batch, rng)
     jax.block_until_ready((state, metrics))
-  rss_before_steps = current_rss_bytes()
+  rss_before_steps = memory.current_rss_bytes()
 
   times = []
-  with RssSampler() as sampler:
+  with memory.RssSampler() as sampler:
     for _ in range(steps):
       t0 = time.perf_counter()
       state, metrics = step_fn(state, batch, rng)
@@ -325,7 +285,7 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
       "start": rss_start / _MIB, "after_imports": rss_imported / _MIB,
       "after_state": rss_state / _MIB, "before_steps": rss_before_steps / _MIB,
       "peak_during_steps": sampler.peak / _MIB,
-      "peak_process": peak_rss_bytes() / _MIB}
+      "peak_process": memory.peak_rss_bytes() / _MIB}
   result["loadavg_start"], result["loadavg_end"] = load_start, os.getloadavg()
   if breakdown:
     result["breakdown"] = jax_breakdown(model, mesh, state, batch, rng,

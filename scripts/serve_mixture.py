@@ -28,14 +28,8 @@ from prompt_tuning.analysis import serving
 def main(argv: Sequence[str]) -> int:
   files, bindings, search, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--checkpoint", required=True)
+  gin_model.add_decoding_flags(parser)
   parser.add_argument("--task_prompt", action="append", required=True)
-  parser.add_argument("--split", default="validation")
-  parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--inputs_length", type=int, default=512)
-  parser.add_argument("--targets_length", type=int, default=8)
-  parser.add_argument("--num_examples", type=int, default=None)
-  parser.add_argument("--num_partitions", type=int, default=1)
   parser.add_argument("--output_dir", required=True)
   args = parser.parse_args(rest)
 

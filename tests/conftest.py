@@ -66,3 +66,19 @@ def local_super_glue(monkeypatch) -> dict[str, str]:
   for key, value in env.items():
     monkeypatch.setenv(key, value)
   return env
+
+
+def random_batch(vocab_size: int, batch: int = 3, inputs: int = 10,
+                 targets: int = 6, seed: int = 1) -> dict:
+  """A seq2seq batch of random ids >= 2: input row 1 ends in 3 padding
+  positions, target row 0 in 2; decoder inputs are targets shifted right."""
+  import jax  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS above)
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  enc = jax.random.randint(k1, (batch, inputs), 2, vocab_size)
+  enc = enc.at[1, inputs - 3:].set(0)
+  tgt = jax.random.randint(k2, (batch, targets), 2, vocab_size)
+  tgt = tgt.at[0, targets - 2:].set(0)
+  dec = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), tgt[:, :-1]], 1)
+  return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
+          "decoder_target_tokens": tgt}

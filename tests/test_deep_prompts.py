@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import random_batch
 from prompt_tuning import gin_utils
 from prompt_tuning import partitioning
 from prompt_tuning.models import T5Config, Transformer, layers
@@ -21,15 +22,10 @@ CONFIG = T5Config(vocab_size=48, emb_dim=16, num_heads=2, head_dim=8,
 
 def make_batch(batch: int = 3, inputs: int = 10, targets: int = 6,
                seed: int = 1):
-  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
-  enc = jax.random.randint(k1, (batch, inputs), 2, CONFIG.vocab_size)
-  enc = enc.at[1, inputs - 3:].set(0)
-  tgt = jax.random.randint(k2, (batch, targets), 2, CONFIG.vocab_size)
-  tgt = tgt.at[0, targets - 2:].set(0)
-  dec = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), tgt[:, :-1]], 1)
-  return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-          "decoder_target_tokens": tgt,
-          "label": jax.random.randint(k3, (batch,), 0, 3)}
+  """`conftest.random_batch` plus a class `label` in [0, 3)."""
+  label = jax.random.randint(jax.random.PRNGKey(seed + 100), (batch,), 0, 3)
+  return dict(random_batch(CONFIG.vocab_size, batch, inputs, targets, seed),
+              label=label)
 
 
 def make(seed: int = 0, **kwargs):

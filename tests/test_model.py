@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import random_batch
 from prompt_tuning.models import GATED_GELU, RELU, T5Config, Transformer
 from prompt_tuning.models import decoding, layers
 from prompt_tuning.models.model import EncoderDecoderModel
@@ -24,18 +25,6 @@ def make_model(config: T5Config, seed: int = 0):
   model = EncoderDecoderModel(Transformer(config))
   params = nn.unbox(model.init(jax.random.PRNGKey(seed), 10, 6))["params"]
   return model, params
-
-
-def make_batch(vocab_size: int, batch: int = 3, inputs: int = 10,
-               targets: int = 6, seed: int = 1):
-  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-  enc = jax.random.randint(k1, (batch, inputs), 2, vocab_size)
-  enc = enc.at[1, inputs - 3:].set(0)
-  tgt = jax.random.randint(k2, (batch, targets), 2, vocab_size)
-  tgt = tgt.at[0, targets - 2:].set(0)
-  dec = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), tgt[:, :-1]], 1)
-  return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-          "decoder_target_tokens": tgt}
 
 
 def test_relative_position_buckets_follow_t5_bucketing():
@@ -57,7 +46,7 @@ def test_relative_position_buckets_follow_t5_bucketing():
 def test_encoder_takes_embedded_inputs_and_mask(activations, tied):
   config = tiny_config(mlp_activations=activations, logits_via_embedding=tied)
   model, params = make_model(config)
-  batch = make_batch(config.vocab_size)
+  batch = random_batch(config.vocab_size)
   encoded, mask = model.module.apply({"params": params},
                                      batch["encoder_input_tokens"],
                                      method="encode")
@@ -74,7 +63,7 @@ def test_encoder_takes_embedded_inputs_and_mask(activations, tied):
 def test_padding_does_not_change_real_positions():
   config = tiny_config()
   model, params = make_model(config)
-  batch = make_batch(config.vocab_size)
+  batch = random_batch(config.vocab_size)
   logits = model.logits(params, batch)
   # Row 1 has 3 padded inputs: dropping them must not change its logits.
   short = {k: v[1:2] for k, v in batch.items()}
@@ -86,7 +75,7 @@ def test_padding_does_not_change_real_positions():
 def test_bfloat16_activations_track_float32():
   config = tiny_config()
   model, params = make_model(config)
-  batch = make_batch(config.vocab_size)
+  batch = random_batch(config.vocab_size)
   model_bf16 = EncoderDecoderModel(Transformer(tiny_config(dtype="bfloat16")))
   logits32 = model.logits(params, batch)
   logits16 = model_bf16.logits(params, batch)
@@ -98,7 +87,7 @@ def test_loss_is_negative_log_likelihood_without_z_loss():
   config = tiny_config()
   model, params = make_model(config)
   model = EncoderDecoderModel(model.module, z_loss=0.0)
-  batch = make_batch(config.vocab_size)
+  batch = random_batch(config.vocab_size)
   loss, metrics = model.loss_fn(params, batch)
   scores = model.score_batch(params, batch)
   np.testing.assert_allclose(loss, -jnp.sum(scores), rtol=1e-5)
@@ -111,7 +100,7 @@ def test_loss_is_negative_log_likelihood_without_z_loss():
 def test_dropout_only_in_training():
   config = tiny_config(dropout_rate=0.3)
   model, params = make_model(config)
-  batch = make_batch(config.vocab_size)
+  batch = random_batch(config.vocab_size)
   a = model.logits(params, batch)
   np.testing.assert_array_equal(a, model.logits(params, batch))
   b = model.logits(params, batch, dropout_rng=jax.random.PRNGKey(3))
@@ -121,7 +110,7 @@ def test_dropout_only_in_training():
 def test_cached_decoding_matches_full_forward():
   config = tiny_config()
   model, params = make_model(config)
-  batch = make_batch(config.vocab_size, targets=7)
+  batch = random_batch(config.vocab_size, targets=7)
   tokens, scores = jax.jit(model.predict_batch)(params, batch)
   assert tokens.shape == (3, 7)
   # Re-score the greedy output teacher-forced: every token is the argmax and
@@ -161,7 +150,7 @@ def test_greedy_stops_at_eos_and_pads():
 def test_beam_search_with_one_beam_is_greedy():
   config = tiny_config()
   model, params = make_model(config)
-  batch = make_batch(config.vocab_size, targets=8)
+  batch = random_batch(config.vocab_size, targets=8)
   greedy, greedy_scores = model.predict_batch(params, batch)
   beam, beam_scores = model.predict_batch(params, batch, num_decodes=1)
   np.testing.assert_array_equal(greedy, beam)
@@ -171,7 +160,7 @@ def test_beam_search_with_one_beam_is_greedy():
 def test_beam_search_finds_at_least_the_greedy_likelihood():
   config = tiny_config()
   model, params = make_model(config, seed=4)
-  batch = make_batch(config.vocab_size, targets=8)
+  batch = random_batch(config.vocab_size, targets=8)
   _, greedy_scores = model.predict_batch(params, batch)
   beams, beam_scores = jax.jit(
       lambda p, b: model.predict_batch(p, b, num_decodes=4, alpha=0.0,

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import random_batch
 from prompt_tuning import partitioning
 from prompt_tuning.models import T5Config, Transformer
 from prompt_tuning.models.model import EncoderDecoderModel
@@ -22,14 +23,7 @@ PLACEMENTS = (combine.PREFIX, combine.SUFFIX, combine.PREFIX_AFTER_FIRST)
 
 def make_batch(batch: int = 3, inputs: int = 8, targets: int = 5,
                seed: int = 1):
-  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-  enc = jax.random.randint(k1, (batch, inputs), 2, CONFIG.vocab_size)
-  enc = enc.at[1, inputs - 3:].set(0)
-  tgt = jax.random.randint(k2, (batch, targets), 2, CONFIG.vocab_size)
-  tgt = tgt.at[0, targets - 2:].set(0)
-  dec = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), tgt[:, :-1]], 1)
-  return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-          "decoder_target_tokens": tgt}
+  return random_batch(CONFIG.vocab_size, batch, inputs, targets, seed)
 
 
 def prompt_model(seed: int = 0, **kwargs):

@@ -60,6 +60,15 @@ def tiny_fixture_model(prompt_length=3):
                                                prompt_length=prompt_length))
 
 
+def _random_init(model):
+  """(boxed parameter shapes, randomly initialised parameters)."""
+  boxed = model.init_shapes(LENGTHS["inputs"], LENGTHS["targets"])["params"]
+  params, _ = trainer.load_initial_params(model, boxed, None,
+                                          ("prompt/prompt",),
+                                          jax.random.PRNGKey(0))
+  return boxed, params
+
+
 def test_loss_decreases_on_rte(tmp_path):
   result = trainer.train(
       model=random_prompt_model(dropout_rate=0.1), mixture_or_task_name=RTE,
@@ -99,10 +108,7 @@ def test_frozen_weights_are_bit_identical_after_training(tmp_path):
 @pytest.mark.parametrize("mesh_shape", [(8, 1), (2, 4)])
 def test_train_step_on_meshes_matches_one_device(mesh_shape):
   model = random_prompt_model()
-  boxed = model.init_shapes(LENGTHS["inputs"], LENGTHS["targets"])["params"]
-  params, _ = trainer.load_initial_params(model, boxed, None,
-                                          ("prompt/prompt",),
-                                          jax.random.PRNGKey(0))
+  boxed, params = _random_init(model)
   tx = optimizers.adafactor()
   rng = np.random.RandomState(0)
   targets = rng.randint(2, 32000, (8, 4)).astype(np.int32)
@@ -292,10 +298,7 @@ def test_evaluation_scores_targets_for_score_metrics():
                         rte.preprocessors[0], metric_fns=[mean_log_likelihood])
   try:
     model = random_prompt_model()
-    boxed = model.init_shapes(LENGTHS["inputs"], LENGTHS["targets"])["params"]
-    params, _ = trainer.load_initial_params(model, boxed, None,
-                                            ("prompt/prompt",),
-                                            jax.random.PRNGKey(0))
+    boxed, params = _random_init(model)
     mesh = partitioning.create_mesh()
     run = evaluation.Evaluation(
         "test_rte_scored", model, mesh,

@@ -7,6 +7,7 @@ returns the `EncoderDecoderModel` those files bind, the same one `%MODEL`
 names in the run configs.
 """
 
+import argparse
 from typing import Sequence
 
 import gin
@@ -27,3 +28,17 @@ def model_from_gin(files: Sequence[str], bindings: Sequence[str] = (),
                      "--gin_file=prompts/prompt.gin.")
   gin_utils.parse_gin(files, bindings, search_paths)
   return gin.get_configurable(models.EncoderDecoderModel)()
+
+
+def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags shared by tools that decode a task split with a frozen model:
+  --checkpoint, --split, --batch_size, --inputs_length, --targets_length,
+  --num_examples, --num_partitions."""
+  parser.add_argument("--checkpoint", required=True,
+                      help="the frozen pretrained model (T5X or HF)")
+  parser.add_argument("--split", default="validation")
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--inputs_length", type=int, default=512)
+  parser.add_argument("--targets_length", type=int, default=8)
+  parser.add_argument("--num_examples", type=int, default=None)
+  parser.add_argument("--num_partitions", type=int, default=1)

@@ -316,10 +316,11 @@ def train(*,
   last_metrics: dict[str, float] = {}
   eval_results: dict[int, Any] = {}
   history: list[tuple[int, dict[str, float]]] = []
-  window_start, window_steps = time.time(), 0
+  window_start, window_steps, window_tokens = time.time(), 0, 0
 
   def check_and_log(step: int) -> None:
-    nonlocal summed, window_start, window_steps, last_metrics
+    nonlocal summed, window_start, window_steps, window_tokens
+    nonlocal last_metrics
     if not summed:
       return
     host = {k: float(v) for k, v in jax.device_get(summed).items()}
@@ -332,7 +333,6 @@ def train(*,
           f"{last_good_checkpoint} in {checkpointer.directory}. Lower "
           "LEARNING_RATE or check the data.")
     elapsed = max(time.time() - window_start, 1e-9)
-    tokens = host.pop("num_tokens_total", 0.0)
     last_metrics = {
         "loss": host["loss"] / window_steps,
         "loss_per_token": host["loss"] / max(host["num_tokens"], 1.0),
@@ -340,15 +340,14 @@ def train(*,
         "accuracy": host["accuracy_correct"] / max(host["num_tokens"], 1.0),
         "grad_norm": host["grad_norm"] / window_steps,
         "steps_per_second": window_steps / elapsed,
-        "tokens_per_second": tokens / elapsed,
+        "tokens_per_second": window_tokens / elapsed,
     }
     history.append((step, last_metrics))
     _write_scalars(writer, step, last_metrics)
-    if bar is not None:
-      bar.set_postfix(loss=f"{last_metrics['loss']:.3f}",
-                      steps_s=f"{last_metrics['steps_per_second']:.2f}",
-                      tokens_s=f"{last_metrics['tokens_per_second']:.0f}")
-    window_start, window_steps = time.time(), 0
+    bar.set_postfix(loss=f"{last_metrics['loss']:.3f}",
+                    steps_s=f"{last_metrics['steps_per_second']:.2f}",
+                    tokens_s=f"{last_metrics['tokens_per_second']:.0f}")
+    window_start, window_steps, window_tokens = time.time(), 0, 0
 
   def save(step: int) -> None:
     nonlocal last_good_checkpoint
@@ -382,12 +381,11 @@ def train(*,
       batch = next(batches)
       state, metrics = train_fn(state, batch, dropout_rng)
       data_position += 1
-      metrics["num_tokens_total"] = jnp.asarray(
-          batch["decoder_target_tokens"].size +
-          batch["encoder_input_tokens"].size, jnp.float32)
       summed = metrics if not summed else jax.tree_util.tree_map(
           jnp.add, summed, metrics)
       window_steps += 1
+      window_tokens += (batch["encoder_input_tokens"].size +
+                        batch["decoder_target_tokens"].size)
       bar.update(1)
       done = step + 1
       if done % log_period == 0:
