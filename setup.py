@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "tensorboard==2.21.0",
     "gin-config==0.5.0",
+    "absl-py==2.5.1",  # Command-line flags (T5X style).
     "sentencepiece==0.2.3",
     "tensorstore==0.1.86",
     "safetensors==0.8.0",

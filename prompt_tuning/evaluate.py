@@ -11,29 +11,31 @@ Restores the frozen base from INITIAL_CHECKPOINT_PATH and the trained
 parameters from MODEL_DIR's latest checkpoint (or CHECKPOINT_STEP), runs
 SeqIO's evaluator (greedy decoding for predict metrics, scoring for
 rank-classification metrics) and writes `<EVAL_OUTPUT_DIR>/metrics.json`
-plus SeqIO's per-task JSONL and TensorBoard logs.
+plus SeqIO's per-task JSONL and TensorBoard logs. Settings, data and paths
+are checked before any weight is loaded.
 """
 
 import json
-import sys
 from typing import Sequence
 
-import gin
-
-from prompt_tuning import gin_utils
-from prompt_tuning.training import evaluation
+from prompt_tuning import cli
 
 
 def main(argv: Sequence[str]) -> int:
-  files, bindings, search, rest = gin_utils.split_gin_args(argv)
-  if rest or not files:
-    raise SystemExit(__doc__)
-  gin_utils.parse_gin(files, bindings, search)
-  results = gin.get_configurable(evaluation.evaluate)()
+  """Runs the command line `argv` (without the program name)."""
+  args = cli.parse_gin_command(argv, __doc__)
+  # pylint: disable=g-import-not-at-top  (after the start-up logs are quiet)
+  import gin
+  from prompt_tuning.training import evaluation
+  # pylint: enable=g-import-not-at-top
+  results = gin.get_configurable(evaluation.evaluate)(
+      validate_only=args.validate_only)
+  if args.validate_only:
+    print("Configuration valid; nothing loaded or written.")
   for task, metrics in results.items():
     print(task, json.dumps(metrics, default=str))
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

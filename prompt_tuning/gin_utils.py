@@ -1,26 +1,36 @@
 """Gin command-line handling shared by the entry points (T5X idioms).
 
-Entry points take `--gin_file=FILE` (repeatable), `--gin.NAME=VALUE`
-(repeatable, e.g. `--gin.MODEL_DIR="'/tmp/run'"`) and
-`--gin_search_path=DIR`. The installed `configs/` directory is always on the
-search path, so `--gin_file=models/t5_1_1_base.gin` works from anywhere.
-Gin is used here only; the library itself takes plain arguments.
+Entry points take `--gin_file=FILE` (repeatable), `--gin.NAME=VALUE` or
+`--gin_bindings='NAME = VALUE'` (repeatable, e.g.
+`--gin.MODEL_DIR="'/tmp/run'"`) and `--gin_search_paths=DIR[,DIR]`. The
+installed `configs/` directory is always on the search path, so
+`--gin_file=models/t5_1_1_base.gin` works from anywhere. Gin is used here
+only; the library itself takes plain arguments.
+
+After parsing, `check_bindings_used` refuses a command-line macro that
+nothing reads (a misspelt `--gin.LEARNIG_RATE=...` would otherwise be a
+silent no-op) and `check_required_macros` names every `%gin.REQUIRED` macro
+left unset.
 """
 
 import contextlib
+import difflib
 import logging
 import os
 import pathlib
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import gin
+from gin import config as gin_config
 
+from prompt_tuning import cli
+from prompt_tuning import errors
 import prompt_tuning.configs
 
 CONFIGS_DIR = pathlib.Path(prompt_tuning.configs.__file__).resolve().parent
 
 
-class GinConfigError(ValueError):
+class GinConfigError(errors.ConfigError):
   """A gin file or binding could not be parsed or applied."""
 
 
@@ -32,12 +42,17 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str],
     (gin files, gin bindings, extra search paths, remaining args).
   """
   files, bindings, search, rest = [], [], [], []
-  args = list(argv)
+  try:
+    args = cli.rewrite_gin_args(argv)  # --gin.NAME=V -> --gin_bindings=...
+  except cli.UsageError as e:
+    raise GinConfigError(str(e)) from e
   i = 0
   while i < len(args):
     arg = args[i]
     value = None
-    for flag, dest in (("--gin_file", files), ("--gin_search_path", search)):
+    for flag, dest in (("--gin_file", files), ("--gin_search_paths", search),
+                       ("--gin_search_path", search),
+                       ("--gin_bindings", bindings)):
       if arg == flag or arg.startswith(flag + "="):
         if "=" in arg:
           value = arg.split("=", 1)[1]
@@ -46,20 +61,13 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str],
           value = args[i]
         else:
           raise GinConfigError(f"{flag} needs a value, e.g. {flag}=FILE.")
-        dest.append(value)
+        if dest is search:
+          dest.extend(p for p in value.split(",") if p)
+        else:
+          dest.append(value)
         break
     else:
-      if arg.startswith("--gin."):
-        binding = arg[len("--gin."):]
-        if "=" not in binding:
-          raise GinConfigError(
-              f"Malformed gin flag {arg!r}: write --gin.NAME=VALUE, e.g. "
-              "--gin.TRAIN_STEPS=1000 or --gin.MODEL_DIR=\"'/tmp/run'\" "
-              "(strings need quotes).")
-        name, val = binding.split("=", 1)
-        bindings.append(f"{name} = {val}")
-      else:
-        rest.append(arg)
+      rest.append(arg)
     i += 1
   return files, bindings, search, rest
 
@@ -84,7 +92,8 @@ def _quiet_search_misses():
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str],
               search_paths: Sequence[str] = ()) -> None:
-  """Parses gin files then bindings, with the packaged configs searchable."""
+  """Parses gin files then bindings, with the packaged configs searchable;
+  every `%gin.REQUIRED` macro must be set (`check_required_macros`)."""
   for path in [str(CONFIGS_DIR), *search_paths, os.getcwd()]:
     gin.add_config_file_search_path(path)
   for f in files:
@@ -94,7 +103,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str],
     except IOError as e:
       raise GinConfigError(
           f"Gin file {f!r} not found (searched the working directory, "
-          f"{CONFIGS_DIR} and --gin_search_path): {e}") from e
+          f"{CONFIGS_DIR} and --gin_search_paths): {e}") from e
   for b in bindings:
     try:
       gin.parse_config(b)
@@ -103,6 +112,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str],
           f"Malformed or unknown gin binding '{b}': {e}. Bindings look like "
           "NAME = VALUE with Python literals (quote strings) or "
           "@configurable references.") from e
+  check_required_macros()
   gin.finalize()
 
 
@@ -112,3 +122,62 @@ def query_macro(name: str, default=None):
     return gin.query_parameter(f"%{name}")
   except ValueError:
     return default
+
+
+def binding_name(binding: str) -> str:
+  """`'NAME = value'` -> `'NAME'` (a macro, or `scope/fn.param`)."""
+  return binding.split("=", 1)[0].strip()
+
+
+def _macro_values() -> dict[str, object]:
+  """Every defined macro and its (unevaluated) value."""
+  return {scope: params.get("value")
+          for (scope, selector), params in gin_config._CONFIG.items()  # pylint: disable=protected-access
+          if selector == "gin.macro"}
+
+
+def referenced_macros() -> set[str]:
+  """Names of the macros some binding refers to as `%NAME`."""
+  macro = gin_config.get_configurable(gin_config.macro)
+  return {"/".join(ref.scopes) for ref in gin_config.iterate_references(
+      gin_config._CONFIG, to=macro)}  # pylint: disable=protected-access
+
+
+def check_bindings_used(bindings: Iterable[str],
+                        read_directly: Iterable[str] = ()) -> None:
+  """Raises if a command-line macro binding is read by nothing.
+
+  Args:
+    bindings: the command-line bindings (`NAME = VALUE`).
+    read_directly: macros the entry point queries itself (not via `%NAME`).
+
+  Raises:
+    GinConfigError: naming the unused macros and the closest used ones.
+  """
+  used = referenced_macros() | set(read_directly)
+  problems = []
+  for binding in bindings:
+    name = binding_name(binding)
+    if "." in name or "/" in name or name in used:
+      continue
+    close = difflib.get_close_matches(name, sorted(used), n=3, cutoff=0.6)
+    hint = (f"did you mean {' or '.join(close)}?" if close else
+            "the macros these gin files read are " + ", ".join(sorted(used)))
+    problems.append(f"{name} ({hint})")
+  if problems:
+    raise GinConfigError(
+        "Command-line binding of a macro no gin file uses, so it would "
+        "change nothing: " + "; ".join(problems) + ".")
+
+
+def check_required_macros() -> None:
+  """Raises naming every macro still bound to `%gin.REQUIRED`."""
+  missing = sorted(
+      name for name, value in _macro_values().items()
+      if isinstance(value, gin_config.ConfigurableReference) and
+      value.scoped_selector.startswith("gin.REQUIRED"))
+  if missing:
+    raise GinConfigError(
+        "Required setting(s) not given: " + ", ".join(missing) + ". Add "
+        + " ".join(f"--gin.{m}=..." for m in missing) +
+        " (strings in quotes, e.g. --gin.MODEL_DIR=\"'/tmp/run'\").")

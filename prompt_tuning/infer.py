@@ -8,27 +8,30 @@ r"""Decode a task's split with a trained prompt, from gin files.
     --gin.INITIAL_CHECKPOINT_PATH="'/ckpts/t5_1_1_lm100k_base/checkpoint_1100000'"
 
 Writes `<INFER_OUTPUT_DIR>/<task>-<split>.jsonl` (default MODEL_DIR/infer)
-and, for SuperGLUE test splits, the leaderboard submission files.
+and, for SuperGLUE test splits, the leaderboard submission files. Settings,
+data and paths are checked before any weight is loaded.
 """
 
-import sys
 from typing import Sequence
 
-import gin
-
-from prompt_tuning import gin_utils
-from prompt_tuning.training import inference
+from prompt_tuning import cli
 
 
 def main(argv: Sequence[str]) -> int:
-  files, bindings, search, rest = gin_utils.split_gin_args(argv)
-  if rest or not files:
-    raise SystemExit(__doc__)
-  gin_utils.parse_gin(files, bindings, search)
-  for name, path in gin.get_configurable(inference.infer)().items():
+  """Runs the command line `argv` (without the program name)."""
+  args = cli.parse_gin_command(argv, __doc__)
+  # pylint: disable=g-import-not-at-top  (after the start-up logs are quiet)
+  import gin
+  from prompt_tuning.training import inference
+  # pylint: enable=g-import-not-at-top
+  written = gin.get_configurable(inference.infer)(
+      validate_only=args.validate_only)
+  if args.validate_only:
+    print("Configuration valid; nothing loaded or written.")
+  for name, path in written.items():
     print(f"{name}: {path}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

@@ -14,11 +14,16 @@ highest-scoring one (rank classification, as the evaluator scores).
 directory holding `checkpoint_N` folders) or a Hugging Face T5 directory.
 """
 
-import argparse
 import os
-import sys
 from typing import Any, Optional, Sequence
 
+from absl import flags
+
+from prompt_tuning import cli
+from prompt_tuning import errors
+
+cli.quiet_startup(cli.is_verbose())
+# pylint: disable=g-import-not-at-top,wrong-import-position  (quiet first)
 import gin
 import jax
 import jax.numpy as jnp
@@ -26,6 +31,7 @@ import numpy as np
 
 from prompt_tuning import checkpoints
 from prompt_tuning import gin_utils
+from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 
@@ -38,7 +44,7 @@ def _encode(vocab: Any, texts: Sequence[str], length: Optional[int],
   length = longest if length is None else length
   for text, x in zip(texts, ids):
     if len(x) > length:
-      raise ValueError(
+      raise errors.ConfigError(
           f"{what} {text[:60]!r}... is {len(x)} tokens (with EOS), longer "
           f"than the feature length {length}; raise --{what}_length or "
           "shorten the text.")
@@ -86,42 +92,50 @@ def predict(model: EncoderDecoderModel, params: Any, vocab: Any,
   return results
 
 
-def main(argv: Sequence[str]) -> int:
-  files, bindings, search, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(
-      prog="python -m prompt_tuning.predict", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--vocab", default=None,
-                      help="SentencePiece model (spiece.model) or a directory "
-                      "holding one; default PROMPT_TUNING_VOCAB, then the "
-                      "public T5 vocabulary.")
-  parser.add_argument("--input", action="append", required=True,
-                      help="Input text; repeat for a batch.")
-  parser.add_argument("--choices", default="",
-                      help="Comma-separated targets to rank for each input.")
-  parser.add_argument("--max_decode_length", type=int, default=32)
-  parser.add_argument("--num_decodes", type=int, default=1,
-                      help="1: greedy; more: beam search with that many beams.")
-  parser.add_argument("--input_length", type=int, default=None,
-                      help="Pad inputs to this length (default: longest).")
-  args = parser.parse_args(rest)
-  if not files:
-    parser.error("--gin_file is required, e.g. --gin_file=models/t5_1_1_base.gin")
+def _flags() -> flags.FlagValues:
+  flag_values = cli.new_flags()
+  flags.DEFINE_string("vocab", None, "SentencePiece model (spiece.model) or a "
+                      "directory holding one; default PROMPT_TUNING_VOCAB, "
+                      "then the public T5 vocabulary.", flag_values=flag_values)
+  flags.DEFINE_multi_string("input", [], "Input text; repeat for a batch.",
+                            flag_values=flag_values)
+  flags.DEFINE_list("choices", [], "Comma-separated targets to rank for each "
+                    "input.", flag_values=flag_values)
+  flags.DEFINE_integer("max_decode_length", 32, "Tokens to decode.",
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("num_decodes", 1, "1: greedy; more: beam search with "
+                       "that many beams.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("input_length", None, "Pad inputs to this length "
+                       "(default: longest).", lower_bound=1,
+                       flag_values=flag_values)
+  return flag_values
 
-  gin_utils.parse_gin(files, bindings, search)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command line `argv` (without the program name)."""
+  args = cli.parse_gin_command(argv, __doc__, _flags(),
+                               read_directly=("MODEL",
+                                              "INITIAL_CHECKPOINT_PATH"))
+  if not args.input:
+    raise cli.UsageError("Give at least one --input=TEXT.")
   checkpoint_path = gin_utils.query_macro("INITIAL_CHECKPOINT_PATH")
   if not checkpoint_path:
-    parser.error("Set --gin.INITIAL_CHECKPOINT_PATH=\"'DIR'\" to a T5X or "
-                 "Hugging Face checkpoint directory.")
+    raise cli.UsageError("Set --gin.INITIAL_CHECKPOINT_PATH=\"'DIR'\" to a "
+                         "T5X or Hugging Face checkpoint directory.")
+  if args.vocab is not None and not os.path.exists(args.vocab):
+    raise cli.UsageError(f"--vocab {args.vocab} does not exist; pass the T5 "
+                         "spiece.model (or a model directory holding one).")
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  pretrained.detect_checkpoint_format(checkpoint_path)  # Fails fast.
+  vocab = vocab_lib.get_vocabulary(args.vocab)
+  if args.validate_only:
+    print("Configuration valid; nothing loaded.")
+    return 0
   params = checkpoints.load_pretrained_params(checkpoint_path,
                                               model.param_shapes())
   params = jax.tree_util.tree_map(jnp.asarray, params)
-  if args.vocab is not None and not os.path.exists(args.vocab):
-    parser.error(f"--vocab {args.vocab} does not exist; pass the T5 "
-                 "spiece.model (or a model directory holding one).")
-  vocab = vocab_lib.get_vocabulary(args.vocab)
-  choices = [c for c in args.choices.split(",") if c]
+  choices = list(args.choices)
   for result in predict(model, params, vocab, args.input, choices,
                         args.max_decode_length, args.num_decodes,
                         args.input_length):
@@ -135,4 +149,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

@@ -9,41 +9,65 @@ r"""Train a prompt (or a whole model) from gin files, T5X style.
     --gin.INITIAL_CHECKPOINT_PATH="'/ckpts/t5_1_1_lm100k_base/checkpoint_1100000'" \
     --gin.CLASS_LABELS="('entailment', 'not_entailment')"
 
+Everything is checked before weights are loaded or files written: the gin
+bindings (a command-line macro nothing reads is an error), the settings'
+types, the task and its data, the vocabulary, the target length against the
+task's labels, the checkpoint path and MODEL_DIR (one run at a time).
 Re-running the same command after an interruption resumes from the latest
-checkpoint in MODEL_DIR. The configured gin is written to
-MODEL_DIR/config.gin.
+checkpoint in MODEL_DIR, first running any evaluation that was cut short.
+The configuration is written once to MODEL_DIR/config.gin; a resume with
+other settings (except TRAIN_STEPS, EVAL_PERIOD, CHECKPOINT_PERIOD and
+MODEL_DIR) is refused, naming the differences.
 """
 
-import os
-import sys
 from typing import Sequence
 
-import gin
+from absl import flags
 
-from prompt_tuning import gin_utils
-from prompt_tuning.training import trainer
+from prompt_tuning import cli
+
+def _flags() -> flags.FlagValues:
+  flag_values = flags.FlagValues()
+  cli.define_gin_flags(flag_values)
+  return flag_values
 
 
 def main(argv: Sequence[str]) -> int:
-  files, bindings, search, rest = gin_utils.split_gin_args(argv)
-  if rest:
-    raise SystemExit(f"Unknown arguments {rest}; use --gin_file and "
-                     "--gin.NAME=VALUE.")
-  if not files:
-    raise SystemExit(__doc__)
-  gin_utils.parse_gin(files, bindings, search)
-  model_dir = gin_utils.query_macro("MODEL_DIR")
+  """Runs the command line `argv` (without the program name)."""
+  args = cli.parse_flags(argv, _flags(), __doc__)
+  if not args.gin_file:
+    raise cli.UsageError("Give at least one --gin_file, e.g. "
+                         "--gin_file=runs/prompt_finetune.gin; see --help.")
+  cli.quiet_startup(cli.is_verbose(args))
+  # pylint: disable=g-import-not-at-top  (after the start-up logs are quiet)
+  import gin
+  from prompt_tuning import gin_utils
+  from prompt_tuning.training import trainer
+  # pylint: enable=g-import-not-at-top
+  gin_utils.parse_gin(args.gin_file, args.gin_bindings,
+                      cli.search_paths(args.gin_search_paths))
+  gin_utils.check_required_macros()
+  gin_utils.check_bindings_used(args.gin_bindings)
   train = gin.get_configurable(trainer.train)
-  if isinstance(model_dir, str):
-    os.makedirs(model_dir, exist_ok=True)
-    with open(os.path.join(model_dir, "config.gin"), "w") as f:
-      f.write(gin.config_str())
-  result = train()
-  print({k: round(v, 4) for k, v in result.metrics.items()})
+  result = train(run_config=gin.config_str(),
+                 validate_only=args.validate_only)
+  if args.validate_only:
+    print("Configuration valid: settings, task, data, vocabulary, "
+          "checkpoint path and MODEL_DIR checked; nothing loaded or written.")
+    return 0
+  if not result.history and not result.eval_results:
+    print(f"Already trained to step {int(result.state.step)}; raise "
+          "TRAIN_STEPS to train further.")
+  if result.metrics:
+    print("train " + ", ".join(f"{k}={v:.4g}" for k, v in
+                               result.metrics.items()))
   for step, metrics in sorted(result.eval_results.items()):
-    print(f"eval step {step}: {metrics}")
+    for task, values in metrics.items():
+      shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in values.items())
+      print(f"eval step {step} {task}: {shown}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

@@ -43,7 +43,7 @@ def _check_png(path):
 def test_real_runs_write_csv_and_png(tmp_path):
   rows = ablation.run_ablation(
       model=tiny_model(), task_name=RTE, out_dir=str(tmp_path),
-      task_feature_lengths={"inputs": 32, "targets": 4}, train_steps=2,
+      task_feature_lengths={"inputs": 32, "targets": 8}, train_steps=2,
       batch_size=8, lengths=(1, 2),
       initializer_names=(ablation.RANDOM_UNIFORM,),
       eval_num_examples=8, progress=False)

@@ -21,7 +21,7 @@ from prompt_tuning.prompts.models import PromptTransformer
 from prompt_tuning.training import trainer
 
 RTE = "taskless_super_glue_rte_v102"
-LENGTHS = {"inputs": 32, "targets": 4}
+LENGTHS = {"inputs": 32, "targets": 8}
 AUTHORS = ("fixtures", "prompts")
 
 

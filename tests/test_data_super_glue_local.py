@@ -1,12 +1,14 @@
-"""SuperGLUE tasks over the real release files in `shared/data/super_glue`.
+"""SuperGLUE tasks over the real release files in `shared/data`.
 
-The shared copy has the full official validation splits, 32-example train
-subsets, ReCoRD train/dev32 only, and no AX-b/AX-g/test files; those are
-exercised with small fixtures written to a temporary directory.
+`shared/data/super_glue` is the official release layout with the full train
+(except BoolQ), validation and unlabelled test splits and the AX-b/AX-g
+diagnostics, but no ReCoRD; `shared/data/fewglue` holds FewGLUE's 32-example
+subsets in the same layout, ReCoRD's train/dev32 among them.
 """
 
 import collections
 import json
+import re
 
 import gin
 import numpy as np
@@ -22,6 +24,17 @@ from prompt_tuning.data import super_glue
 from prompt_tuning.data import testing
 from prompt_tuning.data import vocab
 
+# Official train sizes (MultiRC: 456 paragraphs, 27243 answer options; WSC:
+# 554 rows, of which the simple train task keeps the 259 correct referents).
+TRAIN_SIZES = {
+    "cb": 250, "copa": 400, "multirc": 27243, "rte": 2490, "wic": 5428,
+    "wsc_simple_train": 554,
+}
+# Official unlabelled test sizes (MultiRC: 166 paragraphs, 9693 options).
+TEST_SIZES = {
+    "boolq": 3245, "cb": 250, "copa": 500, "multirc": 9693, "rte": 3000,
+    "wic": 1400, "wsc_simple_eval": 146, "axb": 1104, "axg": 356,
+}
 # Official validation sizes (MultiRC: 83 paragraphs, 953 questions, 4848
 # answer options; WSC through its simple eval task).
 VALIDATION_SIZES = {
@@ -34,6 +47,15 @@ TASK_WORDS = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc",
 
 def _release_dir():
   return shared_path("data", "super_glue")
+
+
+def _fewglue_dir():
+  return shared_path("data", "fewglue")
+
+
+def _rows(path):
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +195,18 @@ def test_cb_metrics_on_real_targets(validation):
   assert result["macro_f1"] == pytest.approx(100 * (2 / 3) / 3)
 
 
-def test_record_train_one_example_per_query(settings):
-  del settings
+@pytest.fixture
+def fewglue(settings):
+  """Points the SuperGLUE tasks at FewGLUE (which has ReCoRD) for one test."""
+  settings.setenv(locations.SUPER_GLUE_DIR_ENV, str(_fewglue_dir()))
+  yield _fewglue_dir()
+  settings.setenv(locations.SUPER_GLUE_DIR_ENV, str(_release_dir()))
+
+
+def test_record_train_one_example_per_query(fewglue):
   examples = _examples(super_glue.task_name("record"), "train")
-  assert len(examples) == 32  # One query per passage in this subset.
+  rows = _rows(fewglue / "ReCoRD" / "train.jsonl")
+  assert len(examples) == sum(len(r["qas"]) for r in rows) == 32
   for example in examples:
     text = _text(example["inputs_pretokenized"])
     assert text.startswith("query: ") and " entities: " in text
@@ -188,10 +218,53 @@ def test_record_train_one_example_per_query(settings):
       assert answer in entities.split(", ")
 
 
-def test_record_has_no_local_validation_and_says_where(settings):
-  del settings
+def test_record_has_no_local_validation_and_says_where(fewglue):
+  # FewGLUE has ReCoRD's folder but no val.jsonl.
   with pytest.raises(FileNotFoundError, match=r"ReCoRD[/\\]val\.jsonl"):
     _examples(super_glue.task_name("record"), "validation")
+
+
+def test_release_copy_has_no_record_and_says_how_to_get_it(settings):
+  del settings
+  with pytest.raises(FileNotFoundError,
+                     match=r"ReCoRD[/\\]train\.jsonl") as error:
+    _examples(super_glue.task_name("record"), "train")
+  assert locations.SUPER_GLUE_DIR_ENV in str(error.value)
+
+
+def test_boolq_train_is_absent_and_the_error_says_so(settings):
+  del settings
+  name = super_glue.task_name("boolq")
+  with pytest.raises(FileNotFoundError) as error:
+    _examples(name, "train")
+  message = str(error.value)
+  assert re.search(r"BoolQ[/\\]train\.jsonl", message), message
+  assert "not in the local directory" in message
+  assert f"unsetting {locations.SUPER_GLUE_DIR_ENV}" in message
+  assert "TFDS" in message
+  # The mixture's rate needs BoolQ's train size: the same error, not a guess.
+  with pytest.raises(FileNotFoundError, match=r"BoolQ[/\\]train\.jsonl"):
+    seqio.get_mixture_or_task(name).num_input_examples("train")
+
+
+def test_train_sizes_are_the_full_release(settings):
+  del settings
+  sizes = {b: seqio.get_mixture_or_task(
+      super_glue.task_name(b)).num_input_examples("train")
+           for b in TRAIN_SIZES}
+  assert sizes == TRAIN_SIZES
+  labels = collections.Counter(
+      r["label"] for r in _rows(_release_dir() / "RTE" / "train.jsonl"))
+  assert labels == {"entailment": 1249, "not_entailment": 1241}
+
+
+def test_full_train_split_reads_through_the_task(settings):
+  del settings
+  examples = _examples(super_glue.task_name("cb"), "train")
+  assert len(examples) == 250
+  targets = collections.Counter(_text(e["targets_pretokenized"])
+                                for e in examples)
+  assert targets == {"contradiction": 119, "entailment": 115, "neutral": 16}
 
 
 def test_prefixed_tasks_keep_t5_task_name(settings):
@@ -215,25 +288,17 @@ def test_tokenized_features_end_with_eos(validation):
   assert example["inputs"][-1] == 1 and example["targets"][-1] == 1
 
 
-@pytest.fixture
-def fixture_dir(tmp_path, settings):
-  """Release-layout subset with AX-b, AX-g and unlabelled test files."""
-  root = testing.write_release_subset(_release_dir(), tmp_path / "sg",
-                                      rows_per_split=4)
-  settings.setenv(locations.SUPER_GLUE_DIR_ENV, str(root))
-  yield root
-  settings.setenv(locations.SUPER_GLUE_DIR_ENV, str(_release_dir()))
-
-
-def test_diagnostics_read_as_rte(fixture_dir):
-  del fixture_dir
-  for benchmark, rows in (("axb", testing.AXB_ROWS),
-                          ("axg", testing.AXG_ROWS)):
+def test_diagnostics_read_as_rte(settings):
+  del settings
+  expected_labels = {"axb": {"entailment": 460, "not_entailment": 644},
+                     "axg": {"entailment": 178, "not_entailment": 178}}
+  for benchmark, folder in (("axb", "AX-b"), ("axg", "AX-g")):
+    rows = _rows(_release_dir() / folder / f"{folder}.jsonl")
     examples = _examples(super_glue.task_name(benchmark), "test")
-    assert len(examples) == len(rows)
+    assert len(examples) == len(rows) == TEST_SIZES[benchmark]
     labels = super_glue.label_strings(super_glue.task_name(benchmark))
     assert labels == ("entailment", "not_entailment")
-    by_idx = {r["idx"]: r for r in rows}
+    by_idx = {int(r["idx"]): r for r in rows}  # AX-b's idx is a string.
     for example in examples:
       row = by_idx[int(example["idx"])]
       hypothesis = row.get("hypothesis", row.get("sentence2"))
@@ -241,39 +306,80 @@ def test_diagnostics_read_as_rte(fixture_dir):
       assert _text(example["inputs_pretokenized"]) == (
           f"hypothesis: {hypothesis} premise: {premise}")
       assert _text(example["targets_pretokenized"]) == row["label"]
-    prefixed = _examples(super_glue.task_name(benchmark, False), "test")
+    targets = collections.Counter(_text(e["targets_pretokenized"])
+                                  for e in examples)
+    assert targets == expected_labels[benchmark]
+    prefixed = _examples(super_glue.task_name(benchmark, False), "test",
+                         limit=1)
     assert _text(prefixed[0]["inputs_pretokenized"]).startswith(
         "rte hypothesis: ")
 
 
-def test_unlabelled_test_split_targets_unk(fixture_dir):
-  del fixture_dir
-  for benchmark in ("boolq", "cb", "multirc", "record", "wsc_simple_eval"):
-    examples = _examples(super_glue.task_name(benchmark), "test")
-    assert examples, benchmark
+def test_diagnostic_metrics_on_the_real_files(settings):
+  del settings
+  for benchmark, perfect in (
+      ("axb", {"matthews_corrcoef": 100.0}),
+      ("axg", {"accuracy": 100.0, "gender_parity": 100.0})):
+    task = seqio.get_mixture_or_task(super_glue.task_name(benchmark))
+    examples = _examples(task.name, "test")
+    targets = [task.postprocess_fn(e["targets_pretokenized"], example=e,
+                                   is_target=True) for e in examples]
+    assert task.metric_fns[0](targets, targets) == perfect
+  # AX-g's minimal pairs are consecutive (idx 2k, 2k+1): the same
+  # hypothesis and label, premises that differ in the pronoun only.
+  rows = _rows(_release_dir() / "AX-g" / "AX-g.jsonl")
+  pairs = collections.defaultdict(list)
+  for row in rows:
+    pairs[row["idx"] // 2].append(row)
+  assert len(pairs) == 178
+  for first, second in pairs.values():
+    assert first["hypothesis"] == second["hypothesis"]
+    assert first["label"] == second["label"]
+    assert first["premise"] != second["premise"]
+
+
+def test_unlabelled_test_splits_have_the_official_sizes(settings):
+  del settings
+  for benchmark, size in TEST_SIZES.items():
+    source = seqio.get_mixture_or_task(super_glue.task_name(benchmark)).source
+    assert source.num_input_examples("test") == size, benchmark
+  # Several release test files (and AX-g) end without a newline; the last
+  # record still counts.
+  rte = (_release_dir() / "RTE" / "test.jsonl").read_bytes()
+  assert not rte.endswith(b"\n") and rte.count(b"\n") == 2999
+
+
+def test_unlabelled_test_split_targets_unk(settings):
+  del settings
+  for benchmark in TEST_SIZES:
+    if benchmark in super_glue.DIAGNOSTIC_BENCHMARKS:
+      continue
+    source = seqio.get_mixture_or_task(super_glue.task_name(benchmark)).source
+    labels = source.get_dataset("test", shuffle=False).map(
+        lambda x: x["label"]).batch(4096)
+    assert {int(v) for batch in labels.as_numpy_iterator()
+            for v in batch} == {-1}, benchmark
+    examples = _examples(super_glue.task_name(benchmark), "test", limit=5)
+    assert len(examples) == 5
     if benchmark == "wsc_simple_eval":
       assert {int(e["label"]) for e in examples} == {-1}
     else:
       assert {_text(e["targets_pretokenized"]) for e in examples} == {"<unk>"}
 
 
-def test_wsc_training_keeps_only_correct_referents(tmp_path, settings):
-  rows = [json.loads(line) for line in
-          open(_release_dir() / "WSC" / "val.jsonl", encoding="utf-8")]
-  (tmp_path / "WSC").mkdir()
-  with open(tmp_path / "WSC" / "train.jsonl", "w", encoding="utf-8") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-  settings.setenv(locations.SUPER_GLUE_DIR_ENV, str(tmp_path))
-  try:
-    name = super_glue.task_name("wsc_simple_train")
-    train = _examples(name, "train")
-    rate = mixing.capped_examples_rate(seqio.get_mixture_or_task(name),
-                                       positives_only=True)
-  finally:
-    settings.setenv(locations.SUPER_GLUE_DIR_ENV, str(_release_dir()))
-  assert len(train) == 38
+def test_wsc_training_keeps_only_correct_referents(settings):
+  del settings
+  rows = _rows(_release_dir() / "WSC" / "train.jsonl")
+  assert len(rows) == 554
+  positives = sum(bool(r["label"]) for r in rows)
+  assert positives == 259
+  name = super_glue.task_name("wsc_simple_train")
+  train = _examples(name, "train")
+  rate = mixing.capped_examples_rate(seqio.get_mixture_or_task(name),
+                                     positives_only=True)
+  assert len(train) == positives
   assert {int(e["label"]) for e in train} == {1}
-  assert rate == 38  # The mixing rate counts what training sees.
+  assert rate == positives  # The mixing rate counts what training sees.
 
 
 def test_missing_directory_folder_and_split_name_the_path(tmp_path, settings):
@@ -285,7 +391,7 @@ def test_missing_directory_folder_and_split_name_the_path(tmp_path, settings):
       _examples(name, "validation")
     (tmp_path / "BoolQ").mkdir()
     settings.setenv(locations.SUPER_GLUE_DIR_ENV, str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"CB"):
+    with pytest.raises(FileNotFoundError, match=r"CB[/\\]val\.jsonl"):
       _examples(super_glue.task_name("cb"), "validation")
     with pytest.raises(FileNotFoundError, match=r"BoolQ[/\\]test\.jsonl"):
       _examples(name, "test")

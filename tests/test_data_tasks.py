@@ -1,5 +1,6 @@
 """Task and mixture registration, mixing rates, MRPC from the MSR files."""
 
+import collections
 import importlib
 import os
 import pathlib
@@ -109,14 +110,18 @@ def test_import_from_another_directory_reads_no_data(tmp_path):
 
 
 def test_taskless_mixture_is_capped_examples_proportional(small_vocab):
+  # FewGLUE: 32 train rows for each of the eight tasks (the release copy in
+  # shared/data/super_glue has no BoolQ train and no ReCoRD).
   small_vocab.setenv(locations.SUPER_GLUE_DIR_ENV,
-                     str(shared_path("data", "super_glue")))
+                     str(shared_path("data", "fewglue")))
   mixture = seqio.get_mixture_or_task("taskless_super_glue_v102")
   assert len(mixture.tasks) == 9  # 7 tasks + WSC train + WSC eval.
   rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
   assert rates["taskless_super_glue_rte_v102"] == 32
+  assert rates["taskless_super_glue_boolq_v102"] == 32
   assert rates["taskless_super_glue_record_v102"] == 32  # One query each.
-  assert rates["taskless_super_glue_multirc_v102"] > 32  # Answer options.
+  assert rates["taskless_super_glue_multirc_v102"] == 154  # Answer options.
+  # FewGLUE's WSC train rows are all correct referents.
   assert rates["taskless_super_glue_wsc_v102_simple_train"] == 32
   assert rates["taskless_super_glue_wsc_v102_simple_eval"] == 0
   try:
@@ -135,6 +140,18 @@ def test_taskless_mixture_is_capped_examples_proportional(small_vocab):
   assert all(e["inputs"].shape[0] <= 64 for e in examples)
 
 
+def test_mixture_rate_on_the_release_copy_names_the_missing_file(
+    small_vocab):
+  small_vocab.setenv(locations.SUPER_GLUE_DIR_ENV,
+                     str(shared_path("data", "super_glue")))
+  mixture = seqio.get_mixture_or_task("taskless_super_glue_v102")
+  rte = seqio.get_mixture_or_task("taskless_super_glue_rte_v102")
+  assert mixture.get_rate(rte) == 2490  # The full train split.
+  boolq = seqio.get_mixture_or_task("taskless_super_glue_boolq_v102")
+  with pytest.raises(FileNotFoundError, match=r"BoolQ[/\\]train\.jsonl"):
+    mixture.get_rate(boolq)
+
+
 def test_rate_needs_a_known_train_size():
   class _Unsized:
     name = "unsized"
@@ -147,11 +164,17 @@ def test_rate_needs_a_known_train_size():
     mixing.capped_examples_rate(_Unsized())
 
 
-def test_mrpc_from_shared_msr_files(small_vocab):
+def test_mrpc_from_shared_msr_files(small_vocab, tmp_path):
   small_vocab.setenv(locations.GLUE_DIR_ENV, str(shared_path("data", "glue")))
   task = seqio.get_mixture_or_task(glue.task_name("mrpc"))
-  assert task.source.num_input_examples("train") == 4076
+  # GLUE's split: dev_ids.tsv names the 408 validation pairs of the train file.
+  assert task.source.num_input_examples("train") == 3668
+  assert task.source.num_input_examples("validation") == 408
   assert task.source.num_input_examples("test") == 1725
+  validation = list(task.get_dataset(split="validation", shuffle=False,
+                                     sequence_length=None).as_numpy_iterator())
+  assert collections.Counter(int(e["label"]) for e in validation) == {
+      1: 279, 0: 129}
   test = list(task.get_dataset(split="test", shuffle=False,
                                sequence_length=None).as_numpy_iterator())
   assert len(test) == 1725
@@ -161,6 +184,13 @@ def test_mrpc_from_shared_msr_files(small_vocab):
   assert first.startswith("sentence1: ") and " sentence2: " in first
   ids = [task.postprocess_fn(t, is_target=True) for t in targets]
   assert task.metric_fns[0](ids, ids) == {"accuracy": 100.0}
+  # Without GLUE's id list the train file is all train and there is no
+  # validation split.
+  without_ids = testing.write_msr_subset(shared_path("data", "glue", "MRPC"),
+                                         tmp_path / "glue", train_rows=5,
+                                         test_rows=2)
+  small_vocab.setenv(locations.GLUE_DIR_ENV, str(without_ids))
+  assert task.source.num_input_examples("train") == 5
   with pytest.raises(FileNotFoundError, match="dev_ids.tsv"):
     task.get_dataset(split="validation", shuffle=False)
   small_vocab.setenv(locations.GLUE_DIR_ENV, str(pathlib.Path("/nonexistent")))

@@ -55,9 +55,12 @@ def _splits(config):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   """Raw release files, TFDS datasets built from them, a small vocabulary."""
-  release = shared_path("data", "super_glue")
+  # The release copy's rows (real test and AX-b/AX-g files), FewGLUE's where
+  # the copy has none (BoolQ train, ReCoRD). Four rows: WSC's fourth train
+  # row is the first correct referent, which WSC's simple train task keeps.
+  release = [shared_path("data", "super_glue"), shared_path("data", "fewglue")]
   raw = testing.write_release_subset(release, tmp_path_factory.mktemp("raw"),
-                                     rows_per_split=3)
+                                     rows_per_split=4)
   data_dir = tmp_path_factory.mktemp("tfds")
   for config in schema.RELEASE_FOLDERS:
     testing.prepare_tfds(schema.tfds_name(config), data_dir, str(raw))

@@ -16,7 +16,6 @@ are recorded with an empty score and a note, and left out of the plot.
 
 import csv
 import dataclasses
-import json
 import math
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -25,6 +24,7 @@ from prompt_tuning.data import super_glue
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import initializers
+from prompt_tuning.training import run_dir
 from prompt_tuning.training import trainer
 
 PAPER_LENGTHS = (1, 5, 20, 100, 150)
@@ -82,9 +82,8 @@ def make_initializer(name: str, labels: Sequence[str] = (),
 
 def final_score(model_dir: str, key: Optional[str]) -> tuple[str, float, int]:
   """(metric key, value, step) of the last evaluation a run logged."""
-  path = os.path.join(model_dir, "eval_metrics.jsonl")
-  with open(path) as f:
-    lines = [json.loads(line) for line in f if line.strip()]
+  path = os.path.join(model_dir, run_dir.EVAL_RECORD_FILE)
+  lines = run_dir.eval_records(model_dir)
   if not lines:
     raise ValueError(f"{path} holds no evaluation.")
   last = max(lines, key=lambda r: r["step"])

@@ -59,6 +59,18 @@ def check_frozen_base(recorded: Mapping[str, Any],
         "run that wrote it, or a new MODEL_DIR.")
 
 
+def has_checkpoint(model_dir: str, subdir: str = "checkpoints") -> bool:
+  """Whether `model_dir/subdir` holds a complete checkpoint; reads only.
+
+  Orbax writes a step to a temporary folder and renames it to `<step>` when
+  complete, so a folder named by a number is a finished checkpoint.
+  """
+  directory = os.path.join(model_dir, subdir)
+  return os.path.isdir(directory) and any(
+      name.isdigit() and os.path.isdir(os.path.join(directory, name))
+      for name in os.listdir(directory))
+
+
 @dataclasses.dataclass
 class Restored:
   state: TrainState

@@ -20,6 +20,13 @@ environment variable, then the default):
   `prompt_tuning.data.vocab.vocabulary_path.path` (a SentencePiece model file,
   or a model directory holding `spiece.model`); default is T5's public
   `gs://t5-data/vocabs/cc_all.32000/sentencepiece.model`.
+* `PROMPT_TUNING_OFFLINE=1`: the pre-flight checks in
+  `prompt_tuning.data.checks` make no network probe and fail at once where
+  data (an unprepared TFDS dataset) or the vocabulary would need the network.
+
+Before loading a model, `prompt_tuning.data.checks` checks within seconds
+that the splits and the vocabulary can be read, and reports label lengths and
+how many examples the feature lengths truncate.
 """
 
 import os

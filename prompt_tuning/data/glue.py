@@ -35,6 +35,12 @@ def task_name(config: str) -> str:
   return f"domain_shift_{config}_v200"
 
 
+# Target strings of each registered paraphrase task, in class-id order.
+LABELS: Mapping[str, tuple[str, ...]] = {
+    task_name(config): PARAPHRASE_LABELS for config in TEXT_FIELDS
+}
+
+
 def paraphrase_preprocessor(config: str) -> Callable:
   """Returns the TFDS glue/<config> -> shared-format preprocessor."""
   first, second = TEXT_FIELDS[config]

@@ -16,14 +16,51 @@ Shell example:
     export PROMPT_TUNING_SUPER_GLUE_DIR=/data/super_glue
 """
 
+import dataclasses
 import os
-from typing import Optional
+from typing import Callable, Mapping, Optional, Union
 
 import gin
 
 SUPER_GLUE_DIR_ENV = "PROMPT_TUNING_SUPER_GLUE_DIR"
 GLUE_DIR_ENV = "PROMPT_TUNING_GLUE_DIR"
 TFDS_DATA_DIR_ENV = "PROMPT_TUNING_TFDS_DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """How a user sets one location: an environment variable or gin binding.
+
+  Attributes:
+    env_var: e.g. `PROMPT_TUNING_SUPER_GLUE_DIR`.
+    gin_binding: e.g. `prompt_tuning.data.locations.super_glue_dir.path`.
+  """
+  env_var: str
+  gin_binding: str
+
+  def hint(self) -> str:
+    """`ENV_VAR (or the gin binding ...)`, for error messages."""
+    return f"{self.env_var} (or the gin binding {self.gin_binding})"
+
+
+def _binding(function_name: str) -> str:
+  return f"prompt_tuning.data.locations.{function_name}.path"
+
+
+# The setting behind each location function, by the function's name.
+SETTINGS: Mapping[str, Setting] = {
+    "super_glue_dir": Setting(SUPER_GLUE_DIR_ENV, _binding("super_glue_dir")),
+    "glue_dir": Setting(GLUE_DIR_ENV, _binding("glue_dir")),
+    "tfds_data_dir": Setting(TFDS_DATA_DIR_ENV, _binding("tfds_data_dir")),
+}
+
+
+def setting_of(location: Union[str, Callable[..., Optional[str]]]
+               ) -> Optional[Setting]:
+  """The `Setting` of a location function (or its name), None if unknown."""
+  name = location if isinstance(location, str) else getattr(
+      location, "__name__", "")
+  return SETTINGS.get(name)
 
 
 def _setting(explicit: Optional[str], env_var: str) -> Optional[str]:

@@ -49,12 +49,32 @@ def _dev_id_pairs(path: str) -> set[tuple[str, str]]:
             for line in f if line.strip()}
 
 
+_LAYOUT = (f"Expected GLUE's layout: {FOLDER}/{TRAIN_FILE}, "
+           f"{FOLDER}/{TEST_FILE} and, for the validation split, "
+           f"{FOLDER}/{DEV_IDS_FILE}.")
+
+
 def _require(path: str, what: str) -> str:
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"MRPC {what} {path} is missing (selected by "
-                            "PROMPT_TUNING_GLUE_DIR or the gin binding "
-                            "prompt_tuning.data.locations.glue_dir.path).")
+    raise FileNotFoundError(
+        f"MRPC {what} {path} is missing (selected by PROMPT_TUNING_GLUE_DIR "
+        "or the gin binding prompt_tuning.data.locations.glue_dir.path). "
+        f"{_LAYOUT} Unset both to read TFDS glue/mrpc instead.")
   return path
+
+
+def _require_dev_ids(path: str) -> str:
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f"MRPC's validation split needs GLUE's id list {path}, which is "
+        "missing; without it the train file is all train. " + _LAYOUT)
+  return path
+
+
+def _check_split(split: str) -> None:
+  if split not in ("train", "validation", "test"):
+    raise ValueError(f"Unknown MRPC split {split!r}; expected train, "
+                     "validation or test.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +90,27 @@ class MrpcFiles:
         "idx": tf.TensorSpec(shape=(), dtype=tf.int32),
     }
 
+  def files(self, root: str, split: str) -> list[str]:
+    """The files `split` is read from, checked to exist; parses nothing.
+
+    Raises:
+      FileNotFoundError: naming the missing file and the expected layout.
+    """
+    _check_split(split)
+    folder = _require(os.path.join(root, FOLDER), "folder")
+    if split == "test":
+      return [_require(os.path.join(folder, TEST_FILE), "file")]
+    paths = [_require(os.path.join(folder, TRAIN_FILE), "file")]
+    dev_ids_path = os.path.join(folder, DEV_IDS_FILE)
+    if split == "validation":
+      paths.append(_require_dev_ids(dev_ids_path))
+    elif tf.io.gfile.exists(dev_ids_path):
+      paths.append(dev_ids_path)
+    return paths
+
   def read(self, root: str, split: str) -> list[dict]:
     """Returns the examples of `split` (`train`, `validation` or `test`)."""
-    if split not in ("train", "validation", "test"):
-      raise ValueError(f"Unknown MRPC split {split!r}.")
+    _check_split(split)
     folder = _require(os.path.join(root, FOLDER), "folder")
     if split == "test":
       rows = list(enumerate(_rows(_require(os.path.join(folder, TEST_FILE),
@@ -87,9 +124,7 @@ class MrpcFiles:
         rows = [(i, r) for i, r in enumerate(train_rows)
                 if ((r[1], r[2]) in dev_pairs) == want_dev]
       elif split == "validation":
-        raise FileNotFoundError(
-            f"MRPC's validation split needs GLUE's id list {dev_ids_path}, "
-            "which is missing; without it the train file is all train.")
+        _require_dev_ids(dev_ids_path)
       else:
         rows = list(enumerate(train_rows))
     return [{

@@ -24,6 +24,17 @@ SPLIT_FILES = {
     "test": "test.jsonl",
 }
 
+_SELECTED_BY = ("PROMPT_TUNING_SUPER_GLUE_DIR or the gin binding "
+                "prompt_tuning.data.locations.super_glue_dir.path")
+_LAYOUT = ("Expected the official release layout: <Task>/train.jsonl, "
+           "<Task>/val.jsonl, <Task>/test.jsonl for BoolQ, CB, COPA, MultiRC, "
+           "ReCoRD, RTE, WiC, WSC, plus AX-b/AX-b.jsonl and AX-g/AX-g.jsonl.")
+_HOW_TO_GET = ("Add the file from the official SuperGLUE release "
+               "(https://super.gluebenchmark.com/tasks), point "
+               f"{_SELECTED_BY} at a directory that has it, or read TFDS "
+               "super_glue instead by unsetting PROMPT_TUNING_SUPER_GLUE_DIR "
+               "(and the gin binding).")
+
 
 def split_file(root: str, config: str, split: str) -> str:
   """Returns the jsonl file of `config`/`split` under `root`, checked to exist.
@@ -54,18 +65,19 @@ def split_file(root: str, config: str, split: str) -> str:
   if not tf.io.gfile.isdir(root):
     raise FileNotFoundError(
         f"Local SuperGLUE directory {root} does not exist (it was selected by "
-        "PROMPT_TUNING_SUPER_GLUE_DIR or the gin binding "
-        "prompt_tuning.data.locations.super_glue_dir.path).")
+        f"{_SELECTED_BY}). {_LAYOUT} {_HOW_TO_GET}")
   task_dir = os.path.join(root, folder)
   if not tf.io.gfile.isdir(task_dir):
     raise FileNotFoundError(
-        f"SuperGLUE task folder {task_dir} is missing; expected the official "
-        f"release layout {folder}/{filename} under {root}.")
+        f"SuperGLUE task folder {task_dir} is missing, so the {split!r} split "
+        f"of {folder} ({folder}/{filename}) is not in the local directory "
+        f"{root}. {_LAYOUT} {_HOW_TO_GET}")
   path = os.path.join(task_dir, filename)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
-        f"SuperGLUE file {path} for the {split!r} split of {folder} is "
-        "missing.")
+        f"SuperGLUE file {path} is missing: the {split!r} split of {folder} "
+        f"({folder}/{filename}) is not in the local directory {root}. "
+        f"{_LAYOUT} {_HOW_TO_GET}")
   return path
 
 
@@ -157,7 +169,8 @@ def _convert_flat(config: str, row: dict) -> Iterator[dict]:
   if config == "wic":
     for name in ("start1", "start2", "end1", "end2"):
       example[name] = row[name]
-  example["idx"] = row["idx"]
+  # AX-b's release writes `idx` as a string ("0"); TFDS stores int32.
+  example["idx"] = int(row["idx"])
   example["label"] = _label_id(config, row.get("label"))
   yield example
 
@@ -186,6 +199,14 @@ class SuperGlueFiles:
   @property
   def element_spec(self) -> dict:
     return schema.element_spec(self.config)
+
+  def files(self, root: str, split: str) -> list[str]:
+    """The file `split` is read from, checked to exist; parses nothing.
+
+    Raises:
+      FileNotFoundError: naming the file and the expected layout.
+    """
+    return [split_file(root, self.config, split)]
 
   def read(self, root: str, split: str) -> list[dict]:
     """Returns all examples of `split`, in file order."""

@@ -3,8 +3,8 @@
 * `train_sentencepiece` trains a small SentencePiece model with T5's special
   ids (pad 0, EOS 1, UNK 2, no BOS) so tests need not load the 32k model.
 * `write_release_subset` writes a few rows of each SuperGLUE task, in the
-  official release layout, from a full copy of the release (plus synthetic
-  AX-b/AX-g and label-free test files, which the shared copy lacks).
+  official release layout, from one or more directories in that layout (e.g.
+  the full release, then FewGLUE for the files the release copy lacks).
 * `prepare_tfds` builds a real TFDS dataset directory with TFDS's own
   builder, serving its downloads from local files: tests then go through
   `tfds.load` exactly as users do, without network.
@@ -23,32 +23,6 @@ from prompt_tuning.data import mrpc_files
 from prompt_tuning.data import super_glue_schema as schema
 
 PathLike = Union[str, os.PathLike]
-
-# Synthetic diagnostics in the release's format (AX-b carries extra
-# annotation columns, AX-g a pair id; the readers ignore both).
-AXB_ROWS = (
-    {"sentence1": "The cat sat on the mat.", "sentence2": "A cat sat.",
-     "label": "entailment", "idx": 0, "logic": "Upward monotone"},
-    {"sentence1": "No dog barked.", "sentence2": "A dog barked loudly.",
-     "label": "not_entailment", "idx": 1, "logic": "Negation"},
-    {"sentence1": "Tom gave Ann a book.", "sentence2": "Ann got a book.",
-     "label": "entailment", "idx": 2, "lexical-semantics": ""},
-)
-AXG_ROWS = (
-    {"premise": "The nurse helped the patient because he was kind.",
-     "hypothesis": "The nurse was kind.", "label": "entailment", "idx": 0,
-     "pair_id": 100},
-    {"premise": "The nurse helped the patient because she was kind.",
-     "hypothesis": "The nurse was kind.", "label": "entailment", "idx": 1,
-     "pair_id": 100},
-    {"premise": "The chef fed the critic because he was hungry.",
-     "hypothesis": "The chef was hungry.", "label": "not_entailment",
-     "idx": 2, "pair_id": 101},
-    {"premise": "The chef fed the critic because she was hungry.",
-     "hypothesis": "The chef was hungry.", "label": "not_entailment",
-     "idx": 3, "pair_id": 101},
-)
-
 
 def train_sentencepiece(output_dir: PathLike, texts: Iterable[str],
                         vocab_size: int = 300) -> str:
@@ -109,45 +83,75 @@ def without_labels(folder: str, row: dict) -> dict:
   return row
 
 
+def _first_file(dirs: Sequence[pathlib.Path], relative: str,
+                *alternatives: str) -> Optional[pathlib.Path]:
+  """The first existing `dir/relative` (then alternatives) over `dirs`."""
+  for name in (relative,) + alternatives:
+    for directory in dirs:
+      if (directory / name).exists():
+        return directory / name
+  return None
+
+
 def write_release_subset(
-    release_dir: PathLike,
+    release_dirs: Union[PathLike, Sequence[PathLike]],
     output_dir: PathLike,
     rows_per_split: int = 3,
     folders: Optional[Sequence[str]] = None,
 ) -> pathlib.Path:
   """Writes a small SuperGLUE directory in the official release layout.
 
-  Train and validation take the first rows of the source's files (ReCoRD's
-  validation comes from `dev32.jsonl` when `val.jsonl` is absent); test takes
-  validation rows with their labels removed; AX-b/AX-g are synthetic.
+  Every split file takes the first rows of the first directory of
+  `release_dirs` that has it, so a full release copy can be completed by
+  FewGLUE's subsets (e.g. BoolQ train, ReCoRD). Validation falls back to
+  `dev32.jsonl` where no directory has `val.jsonl`; test, where no directory
+  has `test.jsonl`, is made of the validation rows with their labels removed.
+  AX-b and AX-g take the first rows of the real diagnostic files.
 
   Args:
-    release_dir: a SuperGLUE directory in the official layout.
+    release_dirs: directories in the official layout, in order of preference.
     output_dir: where to write the subset.
     rows_per_split: rows (release lines) per split file.
     folders: release folders to write (e.g. `("WSC",)`); default all.
 
   Returns:
     `output_dir` as a path.
+
+  Raises:
+    FileNotFoundError: no directory has a file the subset needs.
   """
-  release_dir, output_dir = pathlib.Path(release_dir), pathlib.Path(output_dir)
+  if isinstance(release_dirs, (str, os.PathLike)):
+    release_dirs = [release_dirs]
+  dirs = [pathlib.Path(d) for d in release_dirs]
+  output_dir = pathlib.Path(output_dir)
+
+  def source(relative: str, *alternatives: str) -> pathlib.Path:
+    path = _first_file(dirs, relative, *alternatives)
+    if path is None:
+      raise FileNotFoundError(
+          f"None of {[str(d) for d in dirs]} has "
+          f"{' or '.join((relative,) + alternatives)}.")
+    return path
+
   for config, folder in schema.RELEASE_FOLDERS.items():
     if folders is not None and folder not in folders:
       continue
     if config in schema.DIAGNOSTIC_CONFIGS:
-      _write_jsonl(output_dir / folder / f"{folder}.jsonl",
-                   AXB_ROWS if config == "axb" else AXG_ROWS)
+      name = f"{folder}/{folder}.jsonl"
+      _write_jsonl(output_dir / name, _read_jsonl(source(name),
+                                                  rows_per_split))
       continue
-    source = release_dir / folder
-    val_file = source / "val.jsonl"
-    if not val_file.exists():
-      val_file = source / "dev32.jsonl"
-    train = _read_jsonl(source / "train.jsonl", rows_per_split)
-    val = _read_jsonl(val_file, rows_per_split)
+    train = _read_jsonl(source(f"{folder}/train.jsonl"), rows_per_split)
+    val = _read_jsonl(source(f"{folder}/val.jsonl", f"{folder}/dev32.jsonl"),
+                      rows_per_split)
+    test_file = _first_file(dirs, f"{folder}/test.jsonl")
+    if test_file is None:
+      test = [without_labels(folder, r) for r in val]
+    else:
+      test = _read_jsonl(test_file, rows_per_split)
     _write_jsonl(output_dir / folder / "train.jsonl", train)
     _write_jsonl(output_dir / folder / "val.jsonl", val)
-    _write_jsonl(output_dir / folder / "test.jsonl",
-                 [without_labels(folder, r) for r in val])
+    _write_jsonl(output_dir / folder / "test.jsonl", test)
   return output_dir
 
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_tuning import errors
 from prompt_tuning.checkpoints import param_tree
 
 Array = jax.Array
@@ -195,6 +196,23 @@ def from_string(text: str,
   return _per_prompt(fn)
 
 
+def _load_prompt_file(path: str) -> np.ndarray:
+  """A `.npy` array, with errors that name the file (never unpickles)."""
+  fix = ("PROMPT_FILE must be a NumPy .npy file of shape [length, embed], "
+         "as numpy.save or scripts/export_prompt.py write it.")
+  try:
+    value = np.load(path, allow_pickle=False)
+  except FileNotFoundError as e:
+    raise errors.ConfigError(f"Prompt file {path} does not exist. {fix}") from e
+  except (ValueError, OSError, EOFError) as e:
+    raise errors.ConfigError(
+        f"Prompt file {path} is not a readable .npy array ({e}). {fix}") from e
+  if not isinstance(value, np.ndarray):
+    raise errors.ConfigError(f"Prompt file {path} is an archive of several "
+                             f"arrays, not one array. {fix}")
+  return value
+
+
 def from_file(path: Union[str, os.PathLike[str]]) -> PromptInitializer:
   """A prompt saved with `numpy.save`, `[length, embed]`.
 
@@ -206,14 +224,15 @@ def from_file(path: Union[str, os.PathLike[str]]) -> PromptInitializer:
            ) -> Array:
     del rng, embedding
     shape = tuple(shape)
-    value = np.load(os.fspath(path))
+    value = _load_prompt_file(os.fspath(path))
     if value.shape == shape:
       return jnp.asarray(value, jnp.float32)
     if len(shape) == 3 and value.shape == shape[1:]:
       return jnp.broadcast_to(jnp.asarray(value, jnp.float32), shape)
     expected = " or ".join(str(list(s)) for s in
                            ([shape] if len(shape) == 2 else [shape, shape[1:]]))
-    raise ValueError(f"Prompt file {os.fspath(path)} holds an array of shape "
+    raise errors.ConfigError(
+        f"Prompt file {os.fspath(path)} holds an array of shape "
                      f"{list(value.shape)}, expected {expected} "
                      "([length, embed]).")
   return init

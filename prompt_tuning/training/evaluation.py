@@ -20,6 +20,7 @@ from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
 from prompt_tuning.training import data
 from prompt_tuning.training import partitioned
+from prompt_tuning.training import preflight
 
 
 def _value(metric: Any) -> Any:
@@ -92,8 +93,22 @@ def evaluate(*, model: EncoderDecoderModel, mixture_or_task_name: str,
              checkpoint_step: Optional[int] = None, split: str = "validation",
              trainable_patterns: Sequence[str] = freezing.PROMPT_PATTERNS,
              num_examples: Optional[int] = None, num_partitions: int = 1,
-             allow_all_trainable: bool = False) -> dict[str, Any]:
-  """Returns `{task: {metric: value}}` and writes it to output_dir."""
+             allow_all_trainable: bool = False,
+             validate_only: bool = False) -> dict[str, Any]:
+  """Returns `{task: {metric: value}}` and writes it to output_dir.
+
+  Settings, data and paths are checked first (`preflight.check_eval_run`);
+  `validate_only` stops there, returning `{}`.
+  """
+  preflight.check_eval_run(
+      model=model, mixture_or_task_name=mixture_or_task_name,
+      task_feature_lengths=task_feature_lengths, batch_size=batch_size,
+      model_dir=model_dir, initial_checkpoint_path=initial_checkpoint_path,
+      split=split, checkpoint_step=checkpoint_step,
+      trainable_patterns=trainable_patterns,
+      allow_all_trainable=allow_all_trainable)
+  if validate_only:
+    return {}
   output_dir = output_dir or os.path.join(model_dir or ".", "eval")
   # Imported here: the trainer builds on this module.
   from prompt_tuning.training import trainer  # pylint: disable=g-import-not-at-top

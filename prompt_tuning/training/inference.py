@@ -21,6 +21,7 @@ from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
 from prompt_tuning.training import data
 from prompt_tuning.training import partitioned
+from prompt_tuning.training import preflight
 
 # Leaderboard file name and label rendering per SuperGLUE benchmark.
 _SUBMISSION_FILES = {
@@ -120,8 +121,22 @@ def infer(*, model: EncoderDecoderModel, mixture_or_task_name: str,
           checkpoint_step: Optional[int] = None,
           trainable_patterns: Sequence[str] = freezing.PROMPT_PATTERNS,
           num_partitions: int = 1,
-          allow_all_trainable: bool = False) -> dict[str, str]:
-  """Decodes every task of `mixture_or_task_name`; returns written paths."""
+          allow_all_trainable: bool = False,
+          validate_only: bool = False) -> dict[str, str]:
+  """Decodes every task of `mixture_or_task_name`; returns written paths.
+
+  Settings, data and paths are checked first (`preflight.check_eval_run`);
+  `validate_only` stops there, returning `{}`.
+  """
+  preflight.check_eval_run(
+      model=model, mixture_or_task_name=mixture_or_task_name,
+      task_feature_lengths=task_feature_lengths, batch_size=batch_size,
+      model_dir=model_dir, initial_checkpoint_path=initial_checkpoint_path,
+      split=split, checkpoint_step=checkpoint_step,
+      trainable_patterns=trainable_patterns,
+      allow_all_trainable=allow_all_trainable)
+  if validate_only:
+    return {}
   from prompt_tuning.training import trainer  # pylint: disable=g-import-not-at-top
   output_dir = output_dir or os.path.join(model_dir or ".", "infer")
   os.makedirs(output_dir, exist_ok=True)

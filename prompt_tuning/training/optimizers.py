@@ -5,12 +5,14 @@ learning rate of 0.3, second-moment decay exponent 0.8, weight decay 1e-5,
 no momentum, no parameter-scale multiplication and update clipping at 1.0.
 """
 
+import numbers
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from prompt_tuning import errors
 
 
 def adafactor(learning_rate: float = 0.3,
@@ -24,7 +26,17 @@ def adafactor(learning_rate: float = 0.3,
 
   The second-moment decay at step t is `1 - (t + 1) ** -decay_rate`, so the
   step counter in the optimizer state matters: see `set_optimizer_step`.
+
+  Raises:
+    errors.ConfigError: for a learning rate that is neither a positive
+      number nor a schedule (a callable of the step).
   """
+  if not callable(learning_rate) and (
+      isinstance(learning_rate, bool) or
+      not isinstance(learning_rate, numbers.Real) or not learning_rate > 0):
+    raise errors.ConfigError(
+        f"LEARNING_RATE must be a positive number or an optax schedule, got "
+        f"{learning_rate!r}; e.g. --gin.LEARNING_RATE=0.3.")
   return optax.adafactor(
       learning_rate=learning_rate,
       decay_rate=decay_rate,

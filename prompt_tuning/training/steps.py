@@ -84,9 +84,11 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: Optional[Array],
     num_microbatches: gradient accumulation steps within the batch.
 
   Returns:
-    (new state, metrics summed over the batch, plus `grad_norm` and
-    `nonfinite_params`, the count of NaN/Inf trainable values after the
-    update, so a run can stop before checkpointing a broken state).
+    (new state, metrics summed over the batch, plus `grad_norm`,
+    `nonfinite_params` (the count of NaN/Inf trainable values after the
+    update, so a run can stop before checkpointing a broken state),
+    `trainable_norm` (after the update) and `update_ratio`
+    (|update| / |trainable before it|), for the divergence guard).
   """
   rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng,
                                                             state.step)
@@ -95,8 +97,13 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: Optional[Array],
   trainable = optax.apply_updates(state.trainable, updates)
   nonfinite = sum(jnp.sum(~jnp.isfinite(x)) for x in
                   jax.tree_util.tree_leaves(trainable))
+  old_norm = optax.tree.norm(state.trainable)
+  update_ratio = jnp.where(old_norm > 0, optax.tree.norm(updates) /
+                           jnp.where(old_norm > 0, old_norm, 1.0), 0.0)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
-                 nonfinite_params=nonfinite.astype(jnp.float32))
+                 nonfinite_params=nonfinite.astype(jnp.float32),
+                 trainable_norm=optax.tree.norm(trainable),
+                 update_ratio=update_ratio)
   new_state = state.replace(step=state.step + 1, trainable=trainable,
                             opt_state=opt_state)
   return new_state, metrics

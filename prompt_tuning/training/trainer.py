@@ -3,6 +3,9 @@ evaluate.
 
 `train(...)` is a plain function (gin binds it in `prompt_tuning.train`):
 
+  0. check every setting, the data, the vocabulary and the checkpoint path
+     (`preflight.py`), then hold MODEL_DIR for this run (`run_dir.py`):
+     nothing is loaded or written before the checks pass;
   1. build the mesh and the model's boxed parameter shapes (logical axes
      checked), initialise, restore the frozen base from
      `initial_checkpoint_path` (strict: only trainable parameters may be
@@ -12,14 +15,17 @@ evaluate.
   3. resume from `model_dir/checkpoints` if a checkpoint is there (state,
      data position; the frozen base must match the recorded one);
   4. loop: jitted `train_step`, tqdm with loss, steps/s and tokens/s,
-     TensorBoard scalars every `log_period` steps; a NaN/Inf loss stops the
-     run before any further checkpoint is written; checkpoints every
+     TensorBoard scalars every `log_period` steps; a NaN/Inf loss, or a
+     trainable norm or update far outside the usual range (the divergence
+     guard), stops the run before any further checkpoint is written;
+     checkpoints every
      `checkpoint_period` steps and at the end; evaluation every
-     `eval_period` steps, keeping the best checkpoint by `best_metric`.
+     `eval_period` steps, keeping the best checkpoint by `best_metric`;
+     evaluations due before a resume that never finished are run first.
 """
 
 import dataclasses
-import json
+import logging
 import os
 import time
 from typing import Any, Mapping, Optional, Sequence
@@ -45,22 +51,40 @@ from prompt_tuning.training import data
 from prompt_tuning.training import evaluation
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
+from prompt_tuning.training import preflight
+from prompt_tuning.training import run_dir
 from prompt_tuning.training.train_state import TrainState, create_train_state
+from prompt_tuning.training.preflight import (OPTIMIZER_STEP_RESTORED,
+                                              OPTIMIZER_STEP_ZERO)
 
-OPTIMIZER_STEP_ZERO = "zero"
-OPTIMIZER_STEP_RESTORED = "restored"
+_log = logging.getLogger(__name__)
+
+# Step metrics whose window value is the maximum, not the sum.
+_MAX_METRICS = frozenset({"trainable_norm", "update_ratio"})
 
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or Inf loss."""
 
 
+class DivergenceError(FloatingPointError):
+  """The trainable parameters or their updates left the usual range."""
+
+
 @dataclasses.dataclass
 class TrainResult:
-  state: TrainState
+  """Attributes:
+    state: the final state (None for a `validate_only` call).
+    metrics: the last logged window's training metrics.
+    eval_results: `{step: {task: {metric: value}}}` of this call.
+    history: every logged window, `(step, metrics)`.
+    checks: what the checks before the run found.
+  """
+  state: Optional[TrainState]
   metrics: dict[str, float]
   eval_results: dict[int, Any]
-  history: list[tuple[int, dict[str, float]]]  # Every logged window.
+  history: list[tuple[int, dict[str, float]]]
+  checks: Optional[preflight.Preflight] = None
 
 
 def load_initial_params(model: EncoderDecoderModel, boxed_params: Any,
@@ -119,8 +143,8 @@ def initialize_state(model: EncoderDecoderModel,
                      allow_all_trainable: bool = False) -> BuiltState:
   """The sharded initial `TrainState` (before any resume), see module doc."""
   if optimizer_step not in (OPTIMIZER_STEP_ZERO, OPTIMIZER_STEP_RESTORED):
-    raise ValueError(f"optimizer_step must be 'zero' or 'restored', got "
-                     f"{optimizer_step!r}.")
+    raise ValueError(f"optimizer_step must be {OPTIMIZER_STEP_ZERO!r} or "
+                     f"{OPTIMIZER_STEP_RESTORED!r}, got {optimizer_step!r}.")
   rng = jax.random.PRNGKey(0) if rng is None else rng
   boxed = model.init_shapes(task_feature_lengths["inputs"],
                             task_feature_lengths["targets"])["params"]
@@ -200,6 +224,15 @@ def _write_scalars(writer: Any, step: int, scalars: Mapping[str, float]):
   writer.flush()
 
 
+def _accumulate(summed: Mapping[str, jax.Array],
+                metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """Adds a step's metrics to the window's (maximum for `_MAX_METRICS`)."""
+  if not summed:
+    return dict(metrics)
+  return {k: (jnp.maximum if k in _MAX_METRICS else jnp.add)(summed[k], v)
+          for k, v in metrics.items()}
+
+
 def train(*,
           model: EncoderDecoderModel,
           mixture_or_task_name: str,
@@ -226,8 +259,15 @@ def train(*,
           eval_batch_size: Optional[int] = None,
           eval_num_examples: Optional[int] = None,
           best_metric: Optional[str] = None,
+          max_update_ratio: Optional[float] = 100.0,
+          max_norm_growth: Optional[float] = 1e4,
+          run_config: Optional[str] = None,
+          validate_only: bool = False,
           progress: bool = True) -> TrainResult:
   """Trains the parameters matching `trainable_patterns`; see module doc.
+
+  Everything is checked first (`preflight.check_train_run`): a bad setting
+  fails before any weight is loaded or any file written.
 
   Args:
     model: the model (e.g. gin's MODEL).
@@ -235,7 +275,8 @@ def train(*,
     task_feature_lengths: `{'inputs': ..., 'targets': ...}`.
     train_steps: total steps; a resumed run continues up to it.
     batch_size: global batch size.
-    model_dir: checkpoints, metrics and TensorBoard events go here.
+    model_dir: checkpoints, metrics and TensorBoard events go here; one run
+      at a time (`run_dir.RunLock`).
     initial_checkpoint_path: pretrained weights (T5X or Hugging Face
       directory); None trains from random initialisation.
     trainable_patterns: regexes over parameter names to train.
@@ -248,37 +289,92 @@ def train(*,
     mesh_shape: explicit `(data, model)` mesh shape.
     num_microbatches: gradient accumulation steps per batch.
     seed: parameter init, prompt init, data order and dropout.
-    log_period: steps between metric logs (and NaN checks).
+    log_period: steps between metric logs (and NaN / divergence checks).
     checkpoint_period: steps between checkpoints.
     keep_checkpoints: recent checkpoints kept.
     save_frozen: also checkpoint the frozen parameters (full fine-tuning).
     eval_period: steps between evaluations; 0 evaluates only at the end if
-      `eval_mixture_or_task_name` is set, never otherwise.
+      `eval_mixture_or_task_name` is set, never otherwise. A resumed run
+      first runs the evaluations due at or before its step that have no
+      recorded result (e.g. one killed mid-way).
     eval_mixture_or_task_name: what to evaluate; default none.
     eval_split: split to evaluate.
     eval_batch_size: default `batch_size`.
     eval_num_examples: evaluate on the first N examples only.
     best_metric: `task/metric` to keep the best checkpoint by (under
       `model_dir/best`), e.g. 'taskless_super_glue_rte_v102/accuracy'.
+    max_update_ratio: divergence guard: stop when one step's update is more
+      than this many times the norm of the trainable parameters; None: off.
+    max_norm_growth: divergence guard: stop when the trainable parameters'
+      norm exceeds this many times its value at the start; None: off.
+    run_config: the run's configuration text (the gin entry point passes
+      `gin.config_str()`): written to `model_dir/config.gin` when the run
+      starts fresh, compared with it when resuming (a difference is refused).
+    validate_only: run the checks only; load and write nothing.
     progress: show a tqdm bar.
   """
-  os.makedirs(model_dir, exist_ok=True)
-  tx = optimizer or optimizers.adafactor()
-  mesh = partitioning.create_mesh(num_partitions, mesh_shape)
-  data_ways = mesh.shape[partitioning.MESH_AXES[0]]
-  for name, size in (("BATCH_SIZE", batch_size),
-                     ("eval batch size", eval_batch_size or batch_size)):
-    if size % data_ways:
-      raise ValueError(
-          f"{name} {size} is not divisible by the mesh's {data_ways}-way "
-          f"'data' axis ({jax.device_count()} devices, {num_partitions} "
-          "model partitions); change the batch size or NUM_PARTITIONS.")
+  checked = preflight.check_train_run(
+      model=model, mixture_or_task_name=mixture_or_task_name,
+      task_feature_lengths=task_feature_lengths, train_steps=train_steps,
+      batch_size=batch_size, model_dir=model_dir,
+      initial_checkpoint_path=initial_checkpoint_path,
+      trainable_patterns=trainable_patterns,
+      allow_all_trainable=allow_all_trainable, optimizer_step=optimizer_step,
+      num_partitions=num_partitions, mesh_shape=mesh_shape,
+      num_microbatches=num_microbatches, seed=seed, log_period=log_period,
+      checkpoint_period=checkpoint_period, keep_checkpoints=keep_checkpoints,
+      eval_period=eval_period,
+      eval_mixture_or_task_name=eval_mixture_or_task_name,
+      eval_split=eval_split, eval_batch_size=eval_batch_size,
+      eval_num_examples=eval_num_examples, best_metric=best_metric,
+      max_update_ratio=max_update_ratio, max_norm_growth=max_norm_growth,
+      run_config=run_config)
+  for note in checked.notes:
+    _log.info("%s", note)
+  for warning in checked.warnings:
+    _log.warning("%s", warning)
+  if validate_only:
+    return TrainResult(state=None, metrics={}, eval_results={}, history=[],
+                       checks=checked)
+  with run_dir.RunLock(model_dir):
+    return _train_locked(
+        checked, model=model, mixture_or_task_name=mixture_or_task_name,
+        task_feature_lengths=dict(task_feature_lengths),
+        train_steps=train_steps, batch_size=batch_size, model_dir=model_dir,
+        initial_checkpoint_path=initial_checkpoint_path,
+        trainable_patterns=trainable_patterns,
+        allow_all_trainable=allow_all_trainable,
+        tx=optimizer or optimizers.adafactor(), optimizer_step=optimizer_step,
+        num_microbatches=num_microbatches, seed=seed, log_period=log_period,
+        checkpoint_period=checkpoint_period,
+        keep_checkpoints=keep_checkpoints, save_frozen=save_frozen,
+        eval_period=eval_period,
+        eval_mixture_or_task_name=eval_mixture_or_task_name,
+        eval_split=eval_split, eval_batch_size=eval_batch_size,
+        eval_num_examples=eval_num_examples, best_metric=best_metric,
+        max_update_ratio=max_update_ratio, max_norm_growth=max_norm_growth,
+        run_config=run_config, progress=progress)
+
+
+def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
+                  task_feature_lengths, train_steps, batch_size, model_dir,
+                  initial_checkpoint_path, trainable_patterns,
+                  allow_all_trainable, tx, optimizer_step, num_microbatches,
+                  seed, log_period, checkpoint_period, keep_checkpoints,
+                  save_frozen, eval_period, eval_mixture_or_task_name,
+                  eval_split, eval_batch_size, eval_num_examples, best_metric,
+                  max_update_ratio, max_norm_growth, run_config,
+                  progress) -> TrainResult:
+  """`train` after its checks, holding MODEL_DIR's lock."""
+  mesh = checked.mesh
   init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
   built = initialize_state(model, task_feature_lengths, mesh, tx,
                            initial_checkpoint_path, trainable_patterns,
                            optimizer_step, init_rng, allow_all_trainable)
   state, shardings, boxed = built.state, built.shardings, built.boxed_params
   frozen_record = built.frozen_record
+  # Weights loaded and checked: the run is real, record its configuration.
+  run_dir.record_config(model_dir, run_config, checked.has_checkpoint)
 
   checkpointer = train_ckpt.TrainCheckpointer(
       model_dir, keep=keep_checkpoints, save_frozen=save_frozen)
@@ -287,6 +383,7 @@ def train(*,
     restored = checkpointer.restore(state, frozen_record=frozen_record)
     state, data_position = restored.state, restored.data_position
   start_step = int(jax.device_get(state.step))
+  reference_norm = float(jax.device_get(optax.tree.norm(state.trainable)))
 
   train_fn = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings,
                                             num_microbatches)
@@ -325,13 +422,30 @@ def train(*,
       return
     host = {k: float(v) for k, v in jax.device_get(summed).items()}
     summed = {}
+    stop = (f"; stopped without writing another checkpoint. The last good "
+            f"checkpoint is step {last_good_checkpoint} in "
+            f"{checkpointer.directory}.")
     if not np.isfinite(host["loss"]) or host["nonfinite_params"]:
       raise NonFiniteLossError(
           f"Loss became {host['loss']} (and {host['nonfinite_params']:.0f} "
-          f"trainable values NaN/Inf) by step {step}; stopped without "
-          "writing another checkpoint. The last good checkpoint is step "
-          f"{last_good_checkpoint} in {checkpointer.directory}. Lower "
-          "LEARNING_RATE or check the data.")
+          f"trainable values NaN/Inf) by step {step}" + stop +
+          " Lower LEARNING_RATE or check the data.")
+    if max_update_ratio is not None and host["update_ratio"] > max_update_ratio:
+      raise DivergenceError(
+          f"Training diverged by step {step}: an update was "
+          f"{host['update_ratio']:.3g} times the norm of the trainable "
+          f"parameters (limit max_update_ratio={max_update_ratio:g})" + stop +
+          " Lower LEARNING_RATE, or raise/disable the guard with "
+          "--gin.trainer.train.max_update_ratio=None.")
+    if (max_norm_growth is not None and reference_norm > 0 and
+        host["trainable_norm"] > max_norm_growth * reference_norm):
+      raise DivergenceError(
+          f"Training diverged by step {step}: the trainable parameters' norm "
+          f"is {host['trainable_norm']:.3g}, {host['trainable_norm'] / reference_norm:.3g} "
+          f"times its value {reference_norm:.3g} at step {start_step} (limit "
+          f"max_norm_growth={max_norm_growth:g})" + stop +
+          " Lower LEARNING_RATE, or raise/disable the guard with "
+          "--gin.trainer.train.max_norm_growth=None.")
     elapsed = max(time.time() - window_start, 1e-9)
     last_metrics = {
         "loss": host["loss"] / window_steps,
@@ -339,6 +453,8 @@ def train(*,
         "z_loss": host["z_loss"] / window_steps,
         "accuracy": host["accuracy_correct"] / max(host["num_tokens"], 1.0),
         "grad_norm": host["grad_norm"] / window_steps,
+        "trainable_norm": host["trainable_norm"],
+        "update_ratio": host["update_ratio"],
         "steps_per_second": window_steps / elapsed,
         "tokens_per_second": window_tokens / elapsed,
     }
@@ -358,31 +474,49 @@ def train(*,
                         trainable_patterns=trainable_patterns)
     last_good_checkpoint = step
 
-  def run_eval(step: int) -> None:
-    results = evaluator(state.params, step)
+  def eval_due(step: int) -> bool:
+    return bool(step) and (bool(eval_period and step % eval_period == 0) or
+                           step == train_steps)
+
+  def run_eval(step: int, eval_state: TrainState, position: int) -> None:
+    results = evaluator(eval_state.params, step)
     eval_results[step] = results
     flat = {f"{task}/{name}": value for task, metrics in results.items()
             for name, value in metrics.items() if np.isscalar(value)}
     _write_scalars(writer, step, {f"eval/{k}": v for k, v in flat.items()})
-    with open(os.path.join(model_dir, "eval_metrics.jsonl"), "a") as f:
-      f.write(json.dumps({"step": step, **flat}) + "\n")
     if best is not None:
       if best_metric not in flat:
         raise KeyError(f"best_metric {best_metric!r} is not among the eval "
                        f"metrics {sorted(flat)}.")
-      best.save(state, data_position=data_position, frozen_record=frozen_record,
+      best.save(eval_state, data_position=position,
+                frozen_record=frozen_record,
                 trainable_patterns=trainable_patterns,
                 metrics={best_metric: flat[best_metric]})
+    # Recorded last: an evaluation killed before this line is re-run.
+    run_dir.record_eval(model_dir, step, flat)
 
-  bar = tqdm.tqdm(total=train_steps, initial=start_step, disable=not progress,
-                  desc="train", dynamic_ncols=True)
+  def run_missing_evals() -> None:
+    """Evaluations due at or before the restored step with no result."""
+    done = run_dir.evaluated_steps(model_dir)
+    for step in sorted(set(checkpointer.all_steps()) | {start_step}):
+      if step > start_step or step in done or not eval_due(step):
+        continue
+      if step == start_step:
+        run_eval(step, state, data_position)
+      else:
+        old = checkpointer.restore(state, step, frozen_record=frozen_record)
+        run_eval(step, old.state, old.data_position)
+
+  bar = tqdm.tqdm(total=train_steps, initial=min(start_step, train_steps),
+                  disable=not progress, desc="train", dynamic_ncols=True)
   try:
+    if evaluator is not None:
+      run_missing_evals()
     for step in range(start_step, train_steps):
       batch = next(batches)
       state, metrics = train_fn(state, batch, dropout_rng)
       data_position += 1
-      summed = metrics if not summed else jax.tree_util.tree_map(
-          jnp.add, summed, metrics)
+      summed = _accumulate(summed, metrics)
       window_steps += 1
       window_tokens += (batch["encoder_input_tokens"].size +
                         batch["decoder_target_tokens"].size)
@@ -392,9 +526,8 @@ def train(*,
         check_and_log(done)
       if done % checkpoint_period == 0 or done == train_steps:
         save(done)
-      if evaluator is not None and (
-          (eval_period and done % eval_period == 0) or done == train_steps):
-        run_eval(done)
+      if evaluator is not None and eval_due(done):
+        run_eval(done, state, data_position)
     if start_step >= train_steps and checkpointer.latest_step() is None:
       save(start_step)
   finally:
@@ -404,4 +537,5 @@ def train(*,
       best.close()
     writer.close()
   return TrainResult(state=state, metrics=last_metrics,
-                     eval_results=eval_results, history=history)
+                     eval_results=eval_results, history=history,
+                     checks=checked)

@@ -1,0 +1,255 @@
+"""Command lines of the entry points, T5X style: absl flags plus gin.
+
+Every entry point (`python -m prompt_tuning.train`, `evaluate`, `infer`,
+`predict`) takes
+
+  --gin_file=FILE            repeatable; searched in the working directory,
+                             the installed configs/ and --gin_search_paths;
+  --gin_bindings='NAME = V'  repeatable, applied after the files;
+  --gin.NAME=VALUE           shorthand for --gin_bindings='NAME = VALUE';
+  --gin_search_paths=A,B     repeatable, comma-separated directories;
+  --validate_only            check settings, task, data, vocabulary and
+                             checkpoint paths, then stop: nothing is loaded
+                             or written;
+  --verbose                  keep TensorFlow's start-up logs and print the
+                             traceback of every error;
+  --help                     this text.
+
+Errors end the run with one last line `error: ...` and a non-zero exit
+code: 2 for a bad command line or setting (no traceback), 1 for anything
+else (traceback first, unless it is a known bad-input error).
+
+Only absl is imported here: the heavy libraries (TensorFlow, JAX) are
+imported after the flags are read, so that their start-up logs can be
+silenced first.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from typing import Callable, Iterator, NoReturn, Optional, Sequence
+
+from absl import flags
+
+from prompt_tuning import errors
+
+VERBOSE_ENV = "PROMPT_TUNING_VERBOSE"
+
+
+class UsageError(errors.ConfigError):
+  """The command line itself is malformed (unknown flag, missing value)."""
+
+
+def define_gin_flags(flag_values: flags.FlagValues) -> None:
+  """Defines the gin flags every entry point shares on `flag_values`."""
+  flags.DEFINE_multi_string(
+      "gin_file", [], "Gin file to parse (repeatable), e.g. "
+      "models/t5_1_1_base.gin.", flag_values=flag_values)
+  flags.DEFINE_multi_string(
+      "gin_bindings", [], "Gin binding applied after the files (repeatable), "
+      "e.g. --gin_bindings=\"TRAIN_STEPS = 1000\". --gin.NAME=VALUE is the "
+      "same.", flag_values=flag_values)
+  flags.DEFINE_multi_string(
+      "gin_search_paths", [], "Comma-separated directories searched for gin "
+      "files and includes (repeatable); the installed configs/ and the "
+      "working directory always are.", flag_values=flag_values)
+  flags.DEFINE_bool(
+      "validate_only", False, "Check the configuration, data, vocabulary and "
+      "checkpoint paths, print the checks and stop without loading weights "
+      "or writing anything.", flag_values=flag_values)
+  flags.DEFINE_bool(
+      "verbose", False, "Show TensorFlow's start-up logs and full tracebacks "
+      f"(also: {VERBOSE_ENV}=1).", flag_values=flag_values)
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE`; others unchanged."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--gin."):
+      binding = arg[len("--gin."):]
+      if "=" not in binding:
+        raise UsageError(
+            f"Malformed gin flag {arg!r}: write --gin.NAME=VALUE, e.g. "
+            "--gin.TRAIN_STEPS=1000 or --gin.MODEL_DIR=\"'/tmp/run'\" "
+            "(strings need quotes).")
+      name, value = binding.split("=", 1)
+      out.append(f"--gin_bindings={name} = {value}")
+    else:
+      out.append(arg)
+  return out
+
+
+def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues,
+                doc: str) -> flags.FlagValues:
+  """Parses `argv` (without the program name) into `flag_values`.
+
+  `--help` (or `-h`, `--helpfull`) prints `doc` and the flags, then exits 0.
+
+  Raises:
+    UsageError: for an unknown flag, a bad value or positional arguments.
+  """
+  if any(a in ("--help", "-h", "--helpfull", "-?") for a in argv):
+    print(doc.strip() + "\n\nFlags:\n" + flag_values.get_help())
+    sys.exit(0)
+  try:
+    rest = flag_values(["prog", *rewrite_gin_args(argv)])
+  except flags.Error as e:
+    raise UsageError(f"{str(e).rstrip('. ')}; see --help for the flags.") from e
+  if rest[1:]:
+    raise UsageError(f"Unexpected arguments {rest[1:]}; flags look like "
+                     "--gin_file=FILE or --gin.NAME=VALUE. See --help.")
+  if "verbose" in flag_values and flag_values["verbose"].value:
+    os.environ[VERBOSE_ENV] = "1"
+  return flag_values
+
+
+def search_paths(values: Sequence[str]) -> list[str]:
+  """Splits repeated, comma-separated --gin_search_paths values."""
+  return [p for v in values for p in v.split(",") if p]
+
+
+def is_verbose(flag_values: Optional[flags.FlagValues] = None) -> bool:
+  """`--verbose` (parsed, or on the command line before parsing) or
+  `PROMPT_TUNING_VERBOSE=1`."""
+  if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+    return True
+  if flag_values is None:
+    return "--verbose" in sys.argv[1:]
+  return bool(flag_values["verbose"].value)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+  """Sends file descriptor 2 to /dev/null: C++ libraries log there directly,
+  before any logging setting can apply. Python exceptions still propagate."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+def quiet_startup(verbose: bool = False) -> None:
+  """Imports the data pipeline's TensorFlow (GPUs hidden from it) without its
+  C++ start-up logs (CUDA probing on CPU machines, CPU feature notes)."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+  if verbose:
+    import prompt_tuning.data  # pylint: disable=g-import-not-at-top,unused-import
+    return
+  with _native_stderr_silenced():
+    import prompt_tuning.data  # pylint: disable=g-import-not-at-top,unused-import
+
+
+class _Format(logging.Formatter):
+  """Plain messages; warnings and errors say so."""
+
+  def format(self, record: logging.LogRecord) -> str:
+    message = record.getMessage()
+    if record.levelno >= logging.WARNING:
+      return f"{record.levelname.lower()}: {message}"
+    return message
+
+
+def show_project_logs() -> None:
+  """Sends this package's INFO and higher logs to stderr, one line each."""
+  logger = logging.getLogger("prompt_tuning")
+  if not any(isinstance(h.formatter, _Format) for h in logger.handlers):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format())
+    logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+
+
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+  return (errors.ConfigError, FileNotFoundError)
+
+
+def _message(error: BaseException) -> str:
+  """The error's message without the lines gin appends to it ("In call to
+  configurable ...", "In file ..."), which say where, not what."""
+  lines = [line for line in str(error).splitlines()
+           if not line.strip().startswith(("In call to configurable",
+                                            "In file "))]
+  return " ".join(line.strip() for line in lines)
+
+
+def _finish(code: int) -> NoReturn:
+  """Exits without interpreter teardown, so the last line printed stays
+  ours (background threads of checkpoint and metric libraries may otherwise
+  log at exit)."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def run(main: Callable[[Sequence[str]], int],
+        argv: Optional[Sequence[str]] = None) -> NoReturn:
+  """Runs `main(argv)` as a command: exit code, and the error as last line."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    code = main(argv)
+  except SystemExit as e:
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    if not isinstance(e.code, (int, type(None))):
+      print(e.code, file=sys.stderr)
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    code = 130
+  except BaseException as e:  # pylint: disable=broad-except
+    known = isinstance(e, _bad_input_errors())
+    if is_verbose() or not known:
+      traceback.print_exc()
+    name = "" if known else f"{type(e).__name__}: "
+    print(f"error: {name}{_message(e)}", file=sys.stderr)
+    code = 2 if isinstance(e, errors.ConfigError) else 1
+  _finish(code or 0)
+
+
+def new_flags() -> flags.FlagValues:
+  """A flag set with the shared gin flags (one per command, so that tests
+  can run several commands in one process)."""
+  flag_values = flags.FlagValues()
+  define_gin_flags(flag_values)
+  return flag_values
+
+
+def parse_gin_command(argv: Sequence[str], doc: str,
+                      flag_values: Optional[flags.FlagValues] = None,
+                      read_directly: Sequence[str] = ()) -> flags.FlagValues:
+  """Flags, quiet start-up, then the gin files and bindings, checked.
+
+  Args:
+    argv: the command line without the program name.
+    doc: the command's help text.
+    flag_values: the command's flags (default: `new_flags()`).
+    read_directly: macros the command queries itself (not via `%NAME`).
+
+  Returns:
+    The parsed flags; gin is parsed and finalized.
+
+  Raises:
+    UsageError / gin_utils.GinConfigError: for a bad command line, a gin
+      file not found, a malformed binding, an unset required macro or a
+      command-line macro nothing reads.
+  """
+  args = parse_flags(argv, flag_values or new_flags(), doc)
+  if not args.gin_file:
+    raise UsageError("Give at least one --gin_file, e.g. "
+                     "--gin_file=models/t5_1_1_base.gin; see --help.")
+  quiet_startup(is_verbose(args))
+  show_project_logs()
+  from prompt_tuning import gin_utils  # pylint: disable=g-import-not-at-top
+  gin_utils.parse_gin(args.gin_file, args.gin_bindings,
+                      search_paths(args.gin_search_paths))
+  gin_utils.check_bindings_used(args.gin_bindings, read_directly)
+  return args

@@ -1,0 +1,323 @@
+"""Checks a training run before anything is loaded or written.
+
+`check_train_run(...)` takes the arguments of `trainer.train` and, in a few
+seconds and without reading weights or writing a file, checks
+
+  * the type and range of every run setting (steps, batch size, feature
+    lengths, periods, the divergence guard, ...);
+  * the task or mixture names, and that their sources can serve the train
+    and evaluation splits (local files present, or TFDS data prepared or
+    downloadable) and that the vocabulary is reachable;
+  * that `TASK_FEATURE_LENGTHS['targets']` holds the longest class label of
+    every closed-label task (else the model could never emit a whole label);
+  * the initial checkpoint path (present, a known format, T5X when the
+    optimizer step is to be restored from it);
+  * the model: its parameter shapes (prompt length, prompt file shape),
+    logical axis names, and that the trainable patterns split it sensibly;
+  * the mesh: the batch size splits over the data axis and microbatches;
+  * MODEL_DIR: no live run holds it, and a resumed run has the recorded
+    configuration.
+
+It returns the notes a user should see once (inputs truncated at the feature
+length, with the share of examples affected).
+"""
+
+import dataclasses
+import numbers
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import seqio
+
+from prompt_tuning import errors
+from prompt_tuning import partitioning
+from prompt_tuning.checkpoints import pretrained
+from prompt_tuning.checkpoints import training as train_ckpt
+from prompt_tuning.data import checks as data_checks
+from prompt_tuning.data import vocab as vocab_lib
+from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.prompts import freezing
+from prompt_tuning.training import data
+from prompt_tuning.training import run_dir
+
+OPTIMIZER_STEP_ZERO = "zero"
+OPTIMIZER_STEP_RESTORED = "restored"
+FEATURES = ("inputs", "targets")
+
+
+@dataclasses.dataclass
+class Preflight:
+  """What the checks found.
+
+  Attributes:
+    notes: facts to show once (e.g. the longest label's length).
+    warnings: problems that do not stop the run, shown once (e.g. the share
+      of training inputs truncated at the feature length).
+    boxed_params: the model's parameter shapes with logical axis names.
+    mesh: the device mesh of the run.
+    has_checkpoint: MODEL_DIR holds a checkpoint to resume from.
+  """
+  notes: list[str]
+  warnings: list[str]
+  boxed_params: Any
+  mesh: jax.sharding.Mesh
+  has_checkpoint: bool
+
+
+def _fail(message: str) -> None:
+  raise errors.ConfigError(message)
+
+
+def check_int(name: str, value: Any, minimum: int = 1,
+              macro: Optional[str] = None) -> None:
+  """`value` is an int (not a bool) >= `minimum`; the error names the macro."""
+  label = f"{name} ({macro})" if macro else name
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    _fail(f"{label} must be an integer >= {minimum}, got {value!r} "
+          f"({type(value).__name__}); e.g. --gin.{macro or name}=100.")
+  if value < minimum:
+    _fail(f"{label} must be >= {minimum}, got {value}.")
+
+
+def check_optional_number(name: str, value: Any) -> None:
+  """None, or a positive real number."""
+  if value is None:
+    return
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real) or
+      not value > 0):
+    _fail(f"{name} must be a positive number or None (off), got {value!r}; "
+          f"e.g. --gin.trainer.train.{name}=None.")
+
+
+def check_feature_lengths(lengths: Any) -> dict[str, int]:
+  """`{'inputs': int, 'targets': int}` with positive lengths."""
+  example = "--gin.TASK_FEATURE_LENGTHS=\"{'inputs': 512, 'targets': 8}\""
+  if not isinstance(lengths, Mapping):
+    _fail(f"TASK_FEATURE_LENGTHS must be a dict of feature lengths, got "
+          f"{lengths!r} ({type(lengths).__name__}); e.g. {example}.")
+  keys = set(lengths)
+  if keys != set(FEATURES):
+    _fail(f"TASK_FEATURE_LENGTHS must have exactly the keys {list(FEATURES)}, "
+          f"got {sorted(map(str, keys))}; e.g. {example}.")
+  for key in FEATURES:
+    check_int(f"TASK_FEATURE_LENGTHS[{key!r}]", lengths[key])
+  return {k: int(lengths[k]) for k in FEATURES}
+
+
+def _tasks(name: str) -> list[seqio.Task]:
+  try:
+    task = data.get_task(name)
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from e
+  return list(task.tasks) if isinstance(task, seqio.Mixture) else [task]
+
+
+def _check_task_data(name: str, split: str, what: str) -> list[seqio.Task]:
+  if not isinstance(name, str) or not name:
+    _fail(f"{what} must be a task or mixture name, got {name!r}.")
+  tasks = _tasks(name)
+  with_split = [task for task in tasks if split in task.splits]
+  if not with_split:  # A mixture's tasks without the split are skipped.
+    _fail(f"{name} has no {split!r} split (its splits: "
+          f"{sorted({s for t in tasks for s in t.splits})}); choose another "
+          "split or task.")
+  data_checks.check_split_available(name, split)
+  return with_split
+
+
+def _uses_configured_vocabulary(tasks: Sequence[seqio.Task]) -> bool:
+  return any(isinstance(f.vocabulary, vocab_lib.ConfiguredVocabulary)
+             for t in tasks for f in t.output_features.values())
+
+
+def _check_target_length(name: str, targets: int) -> Optional[str]:
+  """Raises if `targets` cannot hold the longest label; returns a note."""
+  longest = data_checks.longest_target(name)
+  if longest is None:
+    return None
+  task, label, needed = longest
+  if needed > targets:
+    _fail(f"TASK_FEATURE_LENGTHS['targets'] = {targets} cannot hold the label "
+          f"{label!r} of {task}: it is {needed} tokens with EOS, so training "
+          "would teach a cut-off label and no prediction could parse. Set "
+          f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': ..., 'targets': "
+          f"{needed}}}\" or more.")
+  return (f"targets: the longest label of {name} is {label!r} ({task}), "
+          f"{needed} tokens with EOS; TASK_FEATURE_LENGTHS['targets'] = "
+          f"{targets} holds it.")
+
+
+def _check_checkpoint_path(path: Optional[str], optimizer_step: str) -> None:
+  if optimizer_step not in (OPTIMIZER_STEP_ZERO, OPTIMIZER_STEP_RESTORED):
+    _fail(f"OPTIMIZER_STEP must be {OPTIMIZER_STEP_ZERO!r} or "
+          f"{OPTIMIZER_STEP_RESTORED!r}, got {optimizer_step!r}.")
+  if path is None:
+    if optimizer_step == OPTIMIZER_STEP_RESTORED:
+      _fail("OPTIMIZER_STEP='restored' needs a T5X INITIAL_CHECKPOINT_PATH "
+            "to take the step from.")
+    return
+  if not isinstance(path, (str, os.PathLike)):
+    _fail(f"INITIAL_CHECKPOINT_PATH must be a path string, got {path!r}.")
+  try:
+    fmt = pretrained.detect_checkpoint_format(path)
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.ConfigError(
+        f"INITIAL_CHECKPOINT_PATH: {e} Set --gin.INITIAL_CHECKPOINT_PATH="
+        "\"'DIR'\" to a T5X checkpoint (or model) directory or a Hugging Face "
+        "T5 directory.") from e
+  if (optimizer_step == OPTIMIZER_STEP_RESTORED and
+      fmt != pretrained.CheckpointFormat.T5X):
+    _fail(f"OPTIMIZER_STEP='restored' needs a T5X checkpoint, but "
+          f"{path} is a {fmt.value} checkpoint, which holds no step; use "
+          "OPTIMIZER_STEP='zero'.")
+
+
+def _check_model(model: Any, lengths: Mapping[str, int],
+                 trainable_patterns: Sequence[str],
+                 allow_all_trainable: bool) -> Any:
+  if not isinstance(model, EncoderDecoderModel):
+    _fail(f"model (MODEL) must be an EncoderDecoderModel, got "
+          f"{type(model).__name__}; include a models/*.gin file.")
+  prompt_length = getattr(model.module, "prompt_length", None)
+  if prompt_length is not None:
+    check_int("prompt_length", prompt_length, 0, "PROMPT_LENGTH")
+  if (isinstance(trainable_patterns, str) or
+      not all(isinstance(p, str) for p in trainable_patterns)):
+    _fail(f"TRAINABLE_PATTERNS must be a tuple of regex strings, got "
+          f"{trainable_patterns!r}; e.g. --gin.TRAINABLE_PATTERNS="
+          "\"('prompt/prompt',)\".")
+  try:
+    boxed = model.init_shapes(lengths["inputs"], lengths["targets"])["params"]
+    partitioning.check_logical_axes(boxed)
+    freezing.check_split(boxed, trainable_patterns,
+                         allow_all_trainable=allow_all_trainable)
+  except errors.ConfigError:
+    raise
+  except (ValueError, TypeError, OSError) as e:
+    raise errors.ConfigError(f"The model configuration is invalid: {e}") from e
+  return boxed
+
+
+def _check_mesh(batch_size: int, eval_batch_size: Optional[int],
+                num_partitions: int, mesh_shape: Optional[tuple[int, int]],
+                num_microbatches: int) -> jax.sharding.Mesh:
+  try:
+    mesh = partitioning.create_mesh(num_partitions, mesh_shape)
+  except ValueError as e:
+    raise errors.ConfigError(f"{e} (NUM_PARTITIONS)") from e
+  data_ways = mesh.shape[partitioning.MESH_AXES[0]]
+  for name, size in (("BATCH_SIZE", batch_size),
+                     ("eval batch size", eval_batch_size or batch_size)):
+    if size % data_ways:
+      _fail(f"{name} {size} is not divisible by the mesh's {data_ways}-way "
+            f"'data' axis ({jax.device_count()} devices, {num_partitions} "
+            "model partitions); change the batch size or NUM_PARTITIONS.")
+  if batch_size % num_microbatches:
+    _fail(f"BATCH_SIZE {batch_size} is not divisible by NUM_MICROBATCHES "
+          f"{num_microbatches}.")
+  return mesh
+
+
+def check_train_run(*, model: Any, mixture_or_task_name: str,
+                    task_feature_lengths: Any, train_steps: Any,
+                    batch_size: Any, model_dir: Any,
+                    initial_checkpoint_path: Optional[str],
+                    trainable_patterns: Sequence[str],
+                    allow_all_trainable: bool, optimizer_step: str,
+                    num_partitions: Any, mesh_shape: Optional[tuple[int, int]],
+                    num_microbatches: Any, seed: Any, log_period: Any,
+                    checkpoint_period: Any, keep_checkpoints: Any,
+                    eval_period: Any, eval_mixture_or_task_name: Optional[str],
+                    eval_split: str, eval_batch_size: Any,
+                    eval_num_examples: Any, best_metric: Optional[str],
+                    max_update_ratio: Any, max_norm_growth: Any,
+                    run_config: Optional[str]) -> Preflight:
+  """Checks everything `trainer.train` will need; see the module doc.
+
+  Raises:
+    errors.ConfigError (or a subclass): naming the setting and the fix.
+    FileNotFoundError: for missing data files, naming the file.
+  """
+  if not isinstance(model_dir, (str, os.PathLike)) or not str(model_dir):
+    _fail(f"MODEL_DIR must be a directory path, got {model_dir!r}; e.g. "
+          "--gin.MODEL_DIR=\"'/tmp/run'\".")
+  check_int("train_steps", train_steps, 1, "TRAIN_STEPS")
+  check_int("batch_size", batch_size, 1, "BATCH_SIZE")
+  lengths = check_feature_lengths(task_feature_lengths)
+  check_int("num_partitions", num_partitions, 1, "NUM_PARTITIONS")
+  check_int("num_microbatches", num_microbatches, 1, "NUM_MICROBATCHES")
+  check_int("seed", seed, 0, "SEED")
+  check_int("log_period", log_period, 1)
+  check_int("checkpoint_period", checkpoint_period, 1, "CHECKPOINT_PERIOD")
+  check_int("keep_checkpoints", keep_checkpoints, 1)
+  check_int("eval_period", eval_period, 0, "EVAL_PERIOD")
+  if eval_batch_size is not None:
+    check_int("eval_batch_size", eval_batch_size, 1)
+  if eval_num_examples is not None:
+    check_int("eval_num_examples", eval_num_examples, 1)
+  check_optional_number("max_update_ratio", max_update_ratio)
+  check_optional_number("max_norm_growth", max_norm_growth)
+
+  tasks = _check_task_data(mixture_or_task_name, "train",
+                           "MIXTURE_OR_TASK_NAME")
+  eval_tasks = []
+  if eval_mixture_or_task_name:
+    eval_tasks = _check_task_data(eval_mixture_or_task_name, eval_split,
+                                  "the evaluation task")
+  if best_metric is not None:
+    task_part = str(best_metric).split("/")[0]
+    names = sorted(t.name for t in eval_tasks)
+    if "/" not in str(best_metric) or task_part not in names:
+      _fail(f"BEST_METRIC must be 'task/metric' with one of the evaluated "
+            f"tasks {names}, got {best_metric!r}; e.g. "
+            f"'{(names or ['TASK'])[0]}/accuracy'.")
+  if _uses_configured_vocabulary(tasks + eval_tasks):
+    data_checks.check_vocabulary()
+  notes = [_check_target_length(mixture_or_task_name, lengths["targets"])]
+  if eval_mixture_or_task_name:
+    notes.append(_check_target_length(eval_mixture_or_task_name,
+                                      lengths["targets"]))
+
+  _check_checkpoint_path(initial_checkpoint_path, optimizer_step)
+  boxed = _check_model(model, lengths, trainable_patterns, allow_all_trainable)
+  mesh = _check_mesh(batch_size, eval_batch_size, num_partitions, mesh_shape,
+                     num_microbatches)
+
+  model_dir = os.fspath(model_dir)
+  has_checkpoint = train_ckpt.has_checkpoint(model_dir)
+  run_dir.check_unlocked(model_dir)
+  run_dir.check_run_config(model_dir, run_config, has_checkpoint)
+
+  warnings = [report.message() for report in data_checks.truncation_report(
+      mixture_or_task_name, "train", lengths) if report.num_truncated]
+  return Preflight(notes=list(dict.fromkeys(n for n in notes if n)),
+                   warnings=warnings, boxed_params=boxed, mesh=mesh,
+                   has_checkpoint=has_checkpoint)
+
+
+def check_eval_run(*, model: Any, mixture_or_task_name: str,
+                   task_feature_lengths: Any, batch_size: Any,
+                   model_dir: Optional[str],
+                   initial_checkpoint_path: Optional[str], split: str,
+                   checkpoint_step: Optional[int],
+                   trainable_patterns: Sequence[str],
+                   allow_all_trainable: bool) -> None:
+  """Checks an evaluation or inference run (`evaluate`, `infer`) before it
+  loads weights: settings, task data for `split`, vocabulary, label length,
+  checkpoint path, model shapes and the trained run in `model_dir`."""
+  check_int("batch_size", batch_size, 1, "BATCH_SIZE")
+  lengths = check_feature_lengths(task_feature_lengths)
+  if checkpoint_step is not None:
+    check_int("checkpoint_step", checkpoint_step, 0, "CHECKPOINT_STEP")
+  tasks = _check_task_data(mixture_or_task_name, split,
+                           "MIXTURE_OR_TASK_NAME")
+  if _uses_configured_vocabulary(tasks):
+    data_checks.check_vocabulary()
+  _check_target_length(mixture_or_task_name, lengths["targets"])
+  _check_checkpoint_path(initial_checkpoint_path, OPTIMIZER_STEP_ZERO)
+  _check_model(model, lengths, trainable_patterns, allow_all_trainable)
+  if model_dir is not None and not train_ckpt.has_checkpoint(
+      os.fspath(model_dir)):
+    _fail(f"No training checkpoint in {model_dir}/checkpoints; set MODEL_DIR "
+          "to the directory a prompt_tuning.train run wrote.")

@@ -1,0 +1,272 @@
+"""What a training run's MODEL_DIR holds besides checkpoints, and one rule:
+one run per directory.
+
+  .lock               the running process's host, pid, start time and
+                      command line, held with `flock` for as long as it runs
+                      (the kernel drops it when the process dies, so a lock
+                      left by a killed run is recognised and taken over);
+  config.gin          the run's configuration, written once (atomically)
+                      when the run starts fresh; a resume is compared with it
+                      and refused on any difference except the few settings
+                      that only say how long or how often (`RESUMABLE`);
+  eval_metrics.jsonl  one JSON line per finished evaluation, so that a
+                      resumed run knows which evaluations are still due.
+"""
+
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+from typing import Any, Mapping, Optional
+
+from prompt_tuning import errors
+
+_log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+CONFIG_FILE = "config.gin"
+EVAL_RECORD_FILE = "eval_metrics.jsonl"
+
+# Bindings a resumed run may change: they say how long to train, how often
+# to evaluate or checkpoint, and where the run lives, not what is trained.
+RESUMABLE = frozenset({
+    "MODEL_DIR", "model_dir",
+    "TRAIN_STEPS", "EVAL_PERIOD", "CHECKPOINT_PERIOD", "train_steps",
+    "eval_period", "checkpoint_period", "log_period", "progress",
+    "keep_checkpoints",
+})
+
+
+class RunLockedError(errors.ConfigError):
+  """Another live process is running in this MODEL_DIR."""
+
+
+class RunConfigMismatchError(errors.ConfigError):
+  """A resumed run's configuration differs from the one it started with."""
+
+
+def _lock_path(model_dir: str) -> str:
+  return os.path.join(model_dir, LOCK_FILE)
+
+
+def _read_holder(path: str) -> dict[str, Any]:
+  try:
+    with open(path) as f:
+      return json.loads(f.read() or "{}")
+  except (OSError, ValueError):
+    return {}
+
+
+def _locked_message(model_dir: str, holder: Mapping[str, Any]) -> str:
+  who = (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+         f"started {holder.get('started', '?')}")
+  return (f"MODEL_DIR {model_dir} is in use by another run ({who}; command: "
+          f"{holder.get('command', '?')}). Wait for it to finish, stop it, or "
+          "choose another MODEL_DIR. (A lock left by a process that died is "
+          f"taken over automatically; lock file {_lock_path(model_dir)}.)")
+
+
+def check_unlocked(model_dir: str) -> None:
+  """Raises `RunLockedError` if a live run holds `model_dir`; writes nothing."""
+  path = _lock_path(model_dir)
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except FileNotFoundError:
+    return
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except OSError as e:
+    if e.errno not in (errno.EAGAIN, errno.EACCES):
+      raise
+    raise RunLockedError(_locked_message(model_dir, _read_holder(path))) from e
+  finally:
+    os.close(fd)  # Also releases the shared lock.
+
+
+class RunLock:
+  """Holds `model_dir` for one run: `with RunLock(model_dir): ...`.
+
+  Creates `model_dir` if needed; on exit removes the lock file, and the
+  directory too if it created it and nothing else was written there.
+  """
+
+  def __init__(self, model_dir: str):
+    self.model_dir = os.path.abspath(model_dir)
+    self._fd: Optional[int] = None
+    self._created_dir = False
+
+  def __enter__(self) -> "RunLock":
+    self._created_dir = not os.path.isdir(self.model_dir)
+    os.makedirs(self.model_dir, exist_ok=True)
+    path = _lock_path(self.model_dir)
+    while True:
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+          raise
+        self._remove_created_dir()
+        raise RunLockedError(
+            _locked_message(self.model_dir, _read_holder(path))) from e
+      try:
+        same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
+      except FileNotFoundError:
+        same_file = False
+      if same_file:
+        break
+      os.close(fd)  # The holder removed the file as we opened it; retry.
+    stale = _read_holder(path)
+    if stale:
+      _log.warning("Taking over the lock of a run that is no longer "
+                      "running (pid %s on host %s, started %s).",
+                      stale.get("pid"), stale.get("host"), stale.get("started"))
+    holder = {
+        "host": socket.gethostname(), "pid": os.getpid(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "command": " ".join(sys.argv),
+    }
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(holder).encode())
+    os.fsync(fd)
+    self._fd = fd
+    return self
+
+  def _remove_created_dir(self) -> None:
+    if self._created_dir:
+      try:
+        os.rmdir(self.model_dir)
+      except OSError:
+        pass  # Not empty: something was written, keep it.
+
+  def __exit__(self, *exc_info) -> None:
+    if self._fd is not None:
+      try:
+        os.unlink(_lock_path(self.model_dir))
+      except FileNotFoundError:
+        pass
+      os.close(self._fd)
+      self._fd = None
+    self._remove_created_dir()
+
+
+def parse_bindings(config_text: str) -> dict[str, str]:
+  """`NAME = value` bindings of a gin config text (as `gin.config_str()`
+  writes it), values whitespace-normalised; imports and comments skipped."""
+  bindings: dict[str, str] = {}
+  name, value, depth = None, "", 0
+  for line in config_text.splitlines():
+    stripped = line.strip()
+    if name is not None and (depth > 0 or (line[:1].isspace() and stripped)):
+      value += " " + stripped
+    else:
+      if name is not None:
+        bindings[name] = " ".join(value.split())
+        name = None
+      if (not stripped or stripped.startswith("#") or
+          stripped.startswith(("import ", "from ", "include "))):
+        continue
+      if "=" not in stripped:
+        continue
+      name, value = (s.strip() for s in stripped.split("=", 1))
+      depth = 0
+    depth = (value.count("(") + value.count("[") + value.count("{") -
+             value.count(")") - value.count("]") - value.count("}"))
+  if name is not None:
+    bindings[name] = " ".join(value.split())
+  return bindings
+
+
+def config_differences(recorded: str, current: str) -> list[str]:
+  """Bindings that differ between two config texts, except `RESUMABLE`."""
+  old, new = parse_bindings(recorded), parse_bindings(current)
+  out = []
+  for key in sorted(set(old) | set(new)):
+    if key.rsplit(".", 1)[-1] in RESUMABLE or old.get(key) == new.get(key):
+      continue
+    out.append(f"{key}: {old.get(key, '(unset)')} in config.gin, "
+               f"{new.get(key, '(unset)')} now")
+  return out
+
+
+def check_run_config(model_dir: str, run_config: Optional[str],
+                     has_checkpoint: bool) -> None:
+  """Refuses to resume a run under another configuration; reads only.
+
+  Args:
+    model_dir: the run's directory.
+    run_config: this run's config text; None skips the check.
+    has_checkpoint: whether `model_dir` holds a checkpoint to resume.
+
+  Raises:
+    RunConfigMismatchError: naming every differing binding.
+  """
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if run_config is None or not has_checkpoint or not os.path.exists(path):
+    return
+  with open(path) as f:
+    differences = config_differences(f.read(), run_config)
+  if differences:
+    raise RunConfigMismatchError(
+        f"MODEL_DIR {model_dir} holds a run with another configuration "
+        f"(recorded in {path}); resuming it with this one would mix two "
+        "experiments. Differing bindings: " + "; ".join(differences) +
+        ". Re-run with the recorded settings, or use a new MODEL_DIR.")
+
+
+def record_config(model_dir: str, run_config: Optional[str],
+                  has_checkpoint: bool) -> None:
+  """Writes `config.gin` atomically when the run starts fresh (no
+  checkpoint yet) or has none recorded; a resumed run's record is kept."""
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if run_config is None or (has_checkpoint and os.path.exists(path)):
+    return
+  fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".config.gin.")
+  with os.fdopen(fd, "w") as f:
+    f.write(run_config)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def eval_records(model_dir: str) -> list[dict[str, Any]]:
+  """Every finished evaluation in `eval_metrics.jsonl`: `{"step", metric
+  keys ("task/metric") ...}`, in the order written."""
+  path = os.path.join(model_dir, EVAL_RECORD_FILE)
+  records = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+          record["step"] = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+          continue  # A line cut short by a kill.
+        records.append(record)
+  return records
+
+
+def evaluated_steps(model_dir: str) -> set[int]:
+  """Steps with a finished evaluation recorded in `eval_metrics.jsonl`."""
+  return {record["step"] for record in eval_records(model_dir)}
+
+
+def record_eval(model_dir: str, step: int, metrics: Mapping[str, Any]) -> None:
+  """Appends one evaluation's metrics as a JSON line, synced to disk."""
+  path = os.path.join(model_dir, EVAL_RECORD_FILE)
+  with open(path, "a+b") as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell():
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) != b"\n":
+        f.write(b"\n")  # End a line cut short by a kill.
+    f.write((json.dumps({"step": int(step), **metrics}) + "\n").encode())
+    f.flush()
+    os.fsync(f.fileno())
