@@ -22,32 +22,16 @@ MODEL_DIR) is refused, naming the differences.
 
 from typing import Sequence
 
-from absl import flags
-
 from prompt_tuning import cli
-
-def _flags() -> flags.FlagValues:
-  flag_values = flags.FlagValues()
-  cli.define_gin_flags(flag_values)
-  return flag_values
 
 
 def main(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (without the program name)."""
-  args = cli.parse_flags(argv, _flags(), __doc__)
-  if not args.gin_file:
-    raise cli.UsageError("Give at least one --gin_file, e.g. "
-                         "--gin_file=runs/prompt_finetune.gin; see --help.")
-  cli.quiet_startup(cli.is_verbose(args))
+  args = cli.parse_gin_command(argv, __doc__)
   # pylint: disable=g-import-not-at-top  (after the start-up logs are quiet)
   import gin
-  from prompt_tuning import gin_utils
   from prompt_tuning.training import trainer
   # pylint: enable=g-import-not-at-top
-  gin_utils.parse_gin(args.gin_file, args.gin_bindings,
-                      cli.search_paths(args.gin_search_paths))
-  gin_utils.check_required_macros()
-  gin_utils.check_bindings_used(args.gin_bindings)
   train = gin.get_configurable(trainer.train)
   result = train(run_config=gin.config_str(),
                  validate_only=args.validate_only)

@@ -143,9 +143,10 @@ def _check_target_length(name: str, targets: int) -> Optional[str]:
           "would teach a cut-off label and no prediction could parse. Set "
           f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': ..., 'targets': "
           f"{needed}}}\" or more.")
-  return (f"targets: the longest label of {name} is {label!r} ({task}), "
-          f"{needed} tokens with EOS; TASK_FEATURE_LENGTHS['targets'] = "
-          f"{targets} holds it.")
+  where = name if task == name else f"{name} (in {task})"
+  return (f"targets: the longest label of {where} is {label!r}, {needed} "
+          f"tokens with EOS; TASK_FEATURE_LENGTHS['targets'] = {targets} "
+          "holds it.")
 
 
 def _check_checkpoint_path(path: Optional[str], optimizer_step: str) -> None:
