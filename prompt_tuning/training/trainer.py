@@ -53,9 +53,9 @@ from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
 from prompt_tuning.training import preflight
 from prompt_tuning.training import run_dir
-from prompt_tuning.training.train_state import TrainState, create_train_state
 from prompt_tuning.training.preflight import (OPTIMIZER_STEP_RESTORED,
                                               OPTIMIZER_STEP_ZERO)
+from prompt_tuning.training.train_state import TrainState, create_train_state
 
 _log = logging.getLogger(__name__)
 
@@ -140,15 +140,22 @@ def initialize_state(model: EncoderDecoderModel,
                      trainable_patterns: Sequence[str],
                      optimizer_step: str = OPTIMIZER_STEP_ZERO,
                      rng: Optional[jax.Array] = None,
-                     allow_all_trainable: bool = False) -> BuiltState:
-  """The sharded initial `TrainState` (before any resume), see module doc."""
+                     allow_all_trainable: bool = False,
+                     boxed_params: Optional[Any] = None) -> BuiltState:
+  """The sharded initial `TrainState` (before any resume), see module doc.
+
+  `boxed_params` (the model's boxed parameter shapes, logical axes already
+  checked, e.g. by `preflight`) saves computing them again.
+  """
   if optimizer_step not in (OPTIMIZER_STEP_ZERO, OPTIMIZER_STEP_RESTORED):
     raise ValueError(f"optimizer_step must be {OPTIMIZER_STEP_ZERO!r} or "
                      f"{OPTIMIZER_STEP_RESTORED!r}, got {optimizer_step!r}.")
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  boxed = model.init_shapes(task_feature_lengths["inputs"],
-                            task_feature_lengths["targets"])["params"]
-  partitioning.check_logical_axes(boxed)
+  boxed = boxed_params
+  if boxed is None:
+    boxed = model.init_shapes(task_feature_lengths["inputs"],
+                              task_feature_lengths["targets"])["params"]
+    partitioning.check_logical_axes(boxed)
   params, ckpt_step = load_initial_params(model, boxed, initial_checkpoint_path,
                                           trainable_patterns, rng)
   if optimizer_step == OPTIMIZER_STEP_RESTORED and ckpt_step is None:
@@ -370,7 +377,8 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
   init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
   built = initialize_state(model, task_feature_lengths, mesh, tx,
                            initial_checkpoint_path, trainable_patterns,
-                           optimizer_step, init_rng, allow_all_trainable)
+                           optimizer_step, init_rng, allow_all_trainable,
+                           boxed_params=checked.boxed_params)
   state, shardings, boxed = built.state, built.shardings, built.boxed_params
   frozen_record = built.frozen_record
   # Weights loaded and checked: the run is real, record its configuration.
