@@ -107,6 +107,46 @@ def test_dropout_only_in_training():
   assert not np.allclose(a, b)
 
 
+def _dropout_calls(model, params, batch, seed=3):
+  """(input, output) of every `nn.Dropout` call in one training forward."""
+  calls = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if (isinstance(context.module, nn.Dropout) and
+        context.method_name == "__call__"):
+      calls.append((context.module.scope.path, np.asarray(args[0]),
+                    np.asarray(out)))
+    return out
+
+  with nn.intercept_methods(record):
+    model.logits(params, batch, dropout_rng=jax.random.PRNGKey(seed))
+  return calls
+
+
+def test_every_dropout_mask_is_shared_over_the_length_axis():
+  # T5X/Flaxformer drop whole channels: `[b, l, e]` activations share one
+  # mask over l; attention weights `[b, h, q, k]` one mask over q.
+  config = tiny_config(dropout_rate=0.5, mlp_activations=GATED_GELU)
+  model, params = make_model(config)
+  calls = _dropout_calls(model, params, random_batch(config.vocab_size))
+  # Encoder: input, 2 x (attention weights, attention out, MLP hidden, MLP
+  # out), final output; decoder: input, 2 x (2 attentions x 2, MLP x 2),
+  # final output.
+  assert len(calls) == (1 + 2 * 4 + 1) + (1 + 2 * 6 + 1)
+  sites = {"/".join(path) for path, _, _ in calls}
+  assert any("attention" in s for s in sites), sites
+  for path, x, y in calls:
+    real = x != 0
+    kept = (y != 0) & real
+    dropped = (y == 0) & real
+    assert dropped.any() and kept.any(), path
+    # Within each column of axis -2, an element is either kept at every
+    # position or dropped at every position.
+    assert not np.any(kept.any(axis=-2) & dropped.any(axis=-2)), path
+    np.testing.assert_allclose(y[kept], x[kept] / 0.5, rtol=1e-6)
+
+
 def test_cached_decoding_matches_full_forward():
   config = tiny_config()
   model, params = make_model(config)

@@ -103,6 +103,29 @@ def test_frozen_weights_are_bit_identical_after_training(tmp_path):
   assert {n.split("/")[0] for n in names} == {"step", "trainable",
                                                 "opt_state"}
   assert "trainable/prompt/prompt" in names
+  # By default Adafactor's counter continues the checkpoint's (step 3), as
+  # the original does.
+  assert optimizers.optimizer_step(result.state.opt_state) == 3 + 5
+
+
+def test_optimizer_step_is_restored_from_t5x_or_zero(tmp_path):
+  from conftest import TESTDATA  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import preflight  # pylint: disable=g-import-not-at-top
+  model = tiny_fixture_model()
+  mesh = partitioning.create_mesh(1)
+  ckpt = str(shared_path(*T5X_TINY))
+  steps = {}
+  for choice in ("restored", "zero"):
+    built = trainer.initialize_state(model, LENGTHS, mesh,
+                                     optimizers.adafactor(), ckpt,
+                                     ("prompt/prompt",), optimizer_step=choice)
+    steps[choice] = optimizers.optimizer_step(built.state.opt_state)
+  assert steps == {"restored": 3, "zero": 0}
+  # A Hugging Face checkpoint holds no step: 0, and the run says so.
+  note = preflight._check_checkpoint_path(  # pylint: disable=protected-access
+      str(TESTDATA / "hf_t5_1_1_tiny"), "restored")
+  assert "holds no step counter" in note and "starts at 0" in note
+  assert preflight._check_checkpoint_path(ckpt, "restored") is None  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("mesh_shape", [(8, 1), (2, 4)])

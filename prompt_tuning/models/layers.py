@@ -182,7 +182,8 @@ class MultiHeadDotProductAttention(nn.Module):
     num_heads: h.
     head_dim: d.
     dtype: compute dtype.
-    dropout_rate: dropout on the attention weights.
+    dropout_rate: dropout on the attention weights `[b, h, q, k]`, the same
+      mask for every query `q`.
     float32_logits: softmax in float32.
   """
   num_heads: int
@@ -278,7 +279,9 @@ class MultiHeadDotProductAttention(nn.Module):
       logits = jnp.where(mask > 0, logits, jnp.asarray(_NEG_INF, logits_dtype))
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     if enable_dropout and self.dropout_rate > 0.0:
-      weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
+      # One mask `[b, h, 1, k]` for all queries, as in T5X/Flaxformer.
+      weights = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
+          weights, deterministic=False)
 
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
     out = out.reshape(out.shape[:2] + (joined,))

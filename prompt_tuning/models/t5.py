@@ -22,12 +22,16 @@ from prompt_tuning.models.config import T5Config
 Array = jax.Array
 
 
-def _dropout(config: T5Config, x: Array, enable_dropout: bool,
-             broadcast_length: bool = False) -> Array:
+def _dropout(config: T5Config, x: Array, enable_dropout: bool) -> Array:
+  """Dropout of whole channels: `[b, l, e]`, one mask shared by all `l`.
+
+  As T5X/Flaxformer's T5 (`broadcast_dims=(-2,)`): every dropout of a
+  `[b, l, e]` activation (embedded inputs, sub-layer outputs, final stack
+  outputs) zeroes the same features at every position of an example.
+  """
   if not enable_dropout or config.dropout_rate == 0.0:
     return x
-  dims = (-2,) if broadcast_length else ()
-  return nn.Dropout(config.dropout_rate, broadcast_dims=dims)(
+  return nn.Dropout(config.dropout_rate, broadcast_dims=(-2,))(
       x, deterministic=False)
 
 
@@ -76,13 +80,13 @@ class EncoderLayer(nn.Module):
         cfg.float32_attention_logits, name="attention")(
             y, y, mask, bias, enable_dropout=enable_dropout,
             prefix_key=prefix_key, prefix_value=prefix_value)
-    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    x = x + _dropout(cfg, y, enable_dropout)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_mlp_layer_norm")(x)
     y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype,
                         cfg.dropout_rate, name="mlp")(
                             y, enable_dropout=enable_dropout)
-    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    x = x + _dropout(cfg, y, enable_dropout)
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
@@ -114,18 +118,18 @@ class DecoderLayer(nn.Module):
     y = attention("self_attention")(
         y, y, decoder_mask, bias, enable_dropout=enable_dropout, decode=decode,
         prefix_key=prefix_key, prefix_value=prefix_value)
-    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    x = x + _dropout(cfg, y, enable_dropout)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_cross_attention_layer_norm")(x)
     y = attention("encoder_decoder_attention")(
         y, encoded, encoder_decoder_mask, None, enable_dropout=enable_dropout)
-    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    x = x + _dropout(cfg, y, enable_dropout)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_mlp_layer_norm")(x)
     y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype,
                         cfg.dropout_rate, name="mlp")(
                             y, enable_dropout=enable_dropout)
-    x = x + _dropout(cfg, y, enable_dropout, broadcast_length=True)
+    x = x + _dropout(cfg, y, enable_dropout)
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 

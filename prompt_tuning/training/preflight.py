@@ -41,6 +41,9 @@ from prompt_tuning.prompts import freezing
 from prompt_tuning.training import data
 from prompt_tuning.training import run_dir
 
+# Adafactor's step counter at the start of a run: the pretrained T5X
+# checkpoint's own step (the original's behaviour, the default), or 0. A
+# checkpoint without one (Hugging Face) or none at all starts at 0.
 OPTIMIZER_STEP_ZERO = "zero"
 OPTIMIZER_STEP_RESTORED = "restored"
 FEATURES = ("inputs", "targets")
@@ -149,15 +152,14 @@ def _check_target_length(name: str, targets: int) -> Optional[str]:
           "holds it.")
 
 
-def _check_checkpoint_path(path: Optional[str], optimizer_step: str) -> None:
+def _check_checkpoint_path(path: Optional[str],
+                           optimizer_step: str) -> Optional[str]:
+  """Checks INITIAL_CHECKPOINT_PATH; returns a note on Adafactor's step."""
   if optimizer_step not in (OPTIMIZER_STEP_ZERO, OPTIMIZER_STEP_RESTORED):
     _fail(f"OPTIMIZER_STEP must be {OPTIMIZER_STEP_ZERO!r} or "
           f"{OPTIMIZER_STEP_RESTORED!r}, got {optimizer_step!r}.")
   if path is None:
-    if optimizer_step == OPTIMIZER_STEP_RESTORED:
-      _fail("OPTIMIZER_STEP='restored' needs a T5X INITIAL_CHECKPOINT_PATH "
-            "to take the step from.")
-    return
+    return None
   if not isinstance(path, (str, os.PathLike)):
     _fail(f"INITIAL_CHECKPOINT_PATH must be a path string, got {path!r}.")
   try:
@@ -169,9 +171,10 @@ def _check_checkpoint_path(path: Optional[str], optimizer_step: str) -> None:
         "T5 directory.") from e
   if (optimizer_step == OPTIMIZER_STEP_RESTORED and
       fmt != pretrained.CheckpointFormat.T5X):
-    _fail(f"OPTIMIZER_STEP='restored' needs a T5X checkpoint, but "
-          f"{path} is a {fmt.value} checkpoint, which holds no step; use "
-          "OPTIMIZER_STEP='zero'.")
+    return (f"optimizer step: {path} is a {fmt.value} checkpoint, which "
+            "holds no step counter, so Adafactor's starts at 0 (a T5X "
+            "checkpoint's own step would be restored).")
+  return None
 
 
 def _check_model(model: Any, lengths: Mapping[str, int],
@@ -280,7 +283,8 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
     notes.append(_check_target_length(eval_mixture_or_task_name,
                                       lengths["targets"]))
 
-  _check_checkpoint_path(initial_checkpoint_path, optimizer_step)
+  notes.append(_check_checkpoint_path(initial_checkpoint_path,
+                                      optimizer_step))
   boxed = _check_model(model, lengths, trainable_patterns, allow_all_trainable)
   mesh = _check_mesh(batch_size, eval_batch_size, num_partitions, mesh_shape,
                      num_microbatches)

@@ -138,7 +138,7 @@ def initialize_state(model: EncoderDecoderModel,
                      tx: optax.GradientTransformation,
                      initial_checkpoint_path: Optional[str],
                      trainable_patterns: Sequence[str],
-                     optimizer_step: str = OPTIMIZER_STEP_ZERO,
+                     optimizer_step: str = OPTIMIZER_STEP_RESTORED,
                      rng: Optional[jax.Array] = None,
                      allow_all_trainable: bool = False,
                      boxed_params: Optional[Any] = None) -> BuiltState:
@@ -158,10 +158,13 @@ def initialize_state(model: EncoderDecoderModel,
     partitioning.check_logical_axes(boxed)
   params, ckpt_step = load_initial_params(model, boxed, initial_checkpoint_path,
                                           trainable_patterns, rng)
-  if optimizer_step == OPTIMIZER_STEP_RESTORED and ckpt_step is None:
-    raise ValueError("optimizer_step='restored' needs a T5X "
-                     "INITIAL_CHECKPOINT_PATH with a step counter.")
-  start = ckpt_step if optimizer_step == OPTIMIZER_STEP_RESTORED else 0
+  # Without a step in the checkpoint, preflight has said it starts at 0.
+  start = 0
+  if optimizer_step == OPTIMIZER_STEP_RESTORED and ckpt_step is not None:
+    start = ckpt_step
+    _log.info("Adafactor's step counter starts at %d, restored from %s (as "
+              "the original; OPTIMIZER_STEP='zero' starts at 0).", start,
+              initial_checkpoint_path)
 
   def make_state(p):
     return create_train_state(p, trainable_patterns, tx, start or 0,
@@ -251,7 +254,7 @@ def train(*,
           trainable_patterns: Sequence[str] = freezing.PROMPT_PATTERNS,
           allow_all_trainable: bool = False,
           optimizer: Optional[optax.GradientTransformation] = None,
-          optimizer_step: str = OPTIMIZER_STEP_ZERO,
+          optimizer_step: str = OPTIMIZER_STEP_RESTORED,
           num_partitions: int = 1,
           mesh_shape: Optional[tuple[int, int]] = None,
           num_microbatches: int = 1,
@@ -290,8 +293,9 @@ def train(*,
     allow_all_trainable: permit patterns matching every parameter (full
       fine-tuning, runs/model_finetune.gin).
     optimizer: default `optimizers.adafactor()` (the paper's settings).
-    optimizer_step: 'zero' starts Adafactor's step counter at 0; 'restored'
-      uses the pretrained T5X checkpoint's step, as the original runs do.
+    optimizer_step: 'restored' (the original's behaviour) starts Adafactor's
+      step counter at the pretrained T5X checkpoint's step, or at 0 when the
+      checkpoint holds none (Hugging Face, random init); 'zero' at 0.
     num_partitions: size of the mesh's `model` axis.
     mesh_shape: explicit `(data, model)` mesh shape.
     num_microbatches: gradient accumulation steps per batch.
