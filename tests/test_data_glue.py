@@ -120,6 +120,8 @@ def test_stsb_dev_and_rounding(local_glue):
   everything = texts("taskless_glue_stsb_v200", "validation", 1500)
   assert everything[0][1].startswith("sentence1: A man with a hard hat")
   assert {t for _, _, t in everything} <= set(glue_tasks.STSB_TARGETS)
+  # Rows 49 and 50 score 4.500 and 0.500: T5 rounds the halves to even.
+  assert [everything[i][2] for i in (49, 50)] == ["4.4", "0.4"]
   # T5 rounds score * 5 half to even in float32: 0.5 -> 0.4, 1.5 -> 1.6.
   scores = tf.constant([0.5, 1.5, 4.5, 3.8, 4.75, 0.0, -1.0])
   assert [s.decode() for s in glue_tasks.stsb_target(scores).numpy()] == [
