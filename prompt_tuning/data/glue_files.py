@@ -161,23 +161,20 @@ class GlueTsvFiles:
                               delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
       reader = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    unlabelled = self._unlabelled(reader.fieldnames or (), layout)
+    # Test files have no label column: every example is unlabelled (-1).
+    labelled = layout.label_column in (reader.fieldnames or ())
+    unlabelled = -1.0 if self.benchmark == glue_tasks.STSB else -1
     examples = []
     for index, row in enumerate(reader):
       example = {field: row.get(column)
                  for field, column in layout.columns.items()}
-      example["label"] = (-1.0 if self.benchmark == glue_tasks.STSB else -1
-                          ) if unlabelled else _label(
-                              self.benchmark, row.get(layout.label_column))
+      example["label"] = (_label(self.benchmark, row.get(layout.label_column))
+                          if labelled else unlabelled)
       if any(value is None for value in example.values()):
-        continue
+        continue  # A corrupt row, as TFDS skips it; its position counts.
       example["idx"] = index
       examples.append(example)
     return examples
-
-  @staticmethod
-  def _unlabelled(header, layout: TsvLayout) -> bool:
-    return layout.label_column not in header
 
 
 def reader(benchmark: str):
