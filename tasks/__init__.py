@@ -5,4 +5,5 @@ downloaded until a dataset is requested.
 """
 
 from . import domain_shift
+from . import glue
 from . import super_glue

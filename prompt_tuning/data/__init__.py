@@ -11,8 +11,9 @@ environment variable, then the default):
   official release layout (`BoolQ/train.jsonl`, `BoolQ/val.jsonl`, ...,
   `AX-b/AX-b.jsonl`) when `PROMPT_TUNING_SUPER_GLUE_DIR` is set or
   `prompt_tuning.data.locations.super_glue_dir.path` is bound.
-* MRPC: TFDS `glue/mrpc:2.0.0` by default; the original MSR Paraphrase files
-  (`<dir>/MRPC/msr_paraphrase_{train,test}.txt`) when
+* GLUE: TFDS `glue/<config>:2.0.0` by default; GLUE's own files
+  (`<dir>/SST-2/dev.tsv`, ..., and for MRPC the original MSR Paraphrase files
+  `<dir>/MRPC/msr_paraphrase_{train,test}.txt`) when
   `PROMPT_TUNING_GLUE_DIR` is set or `locations.glue_dir.path` is bound.
 * TFDS data directory: `PROMPT_TUNING_TFDS_DATA_DIR` or
   `locations.tfds_data_dir.path`; otherwise TFDS's own default.

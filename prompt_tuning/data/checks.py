@@ -43,6 +43,7 @@ import tensorflow_datasets as tfds
 
 from prompt_tuning import errors
 from prompt_tuning.data import glue
+from prompt_tuning.data import glue_tasks
 from prompt_tuning.data import locations
 from prompt_tuning.data import postprocessors
 from prompt_tuning.data import sources
@@ -424,7 +425,7 @@ def check_vocabulary(path: Optional[str] = None) -> str:
 
 # Owners of each task family's label strings, consulted in order.
 _LABEL_TABLES: tuple[Mapping[str, tuple[str, ...]], ...] = (
-    super_glue.LABELS, glue.LABELS)
+    super_glue.LABELS, glue.LABELS, glue_tasks.LABELS)
 
 
 def _task_labels(task: seqio.Task) -> tuple[str, ...]:
@@ -443,7 +444,8 @@ def label_strings(
     mixture_or_task_name: str) -> Optional[dict[str, tuple[str, ...]]]:
   """The fixed target strings of each closed label-set task.
 
-  Labels come from their owners (`super_glue.LABELS`, `glue.LABELS`), else
+  Labels come from their owners (`super_glue.LABELS`, `glue.LABELS`,
+  `glue_tasks.LABELS`), else
   from a task's `postprocessors.class_id` class names. Open-ended tasks
   (ReCoRD, WSC's simple form, MRQA) are left out.
 

@@ -91,12 +91,16 @@ def super_glue_dir(path: Optional[str] = None) -> Optional[str]:
 
 @gin.configurable
 def glue_dir(path: Optional[str] = None) -> Optional[str]:
-  """Local GLUE directory (only MRPC is read from it), or None.
+  """Local GLUE directory in GLUE's own layout, or None.
 
-  MRPC is read from the original Microsoft Research Paraphrase Corpus files,
-  as GLUE's own download script leaves them: `MRPC/msr_paraphrase_train.txt`,
-  `MRPC/msr_paraphrase_test.txt` and, optionally, GLUE's `MRPC/dev_ids.tsv`.
-  None means: read TFDS `glue/mrpc`.
+  The layout GLUE's download script leaves: `SST-2/{train,dev,test}.tsv`,
+  `CoLA/...`, `QQP/...`, `STS-B/...`, `QNLI/...`, `RTE/...`, `WNLI/...`,
+  `MNLI/{train,dev_matched,dev_mismatched,test_matched,test_mismatched}.tsv`
+  (see `prompt_tuning.data.glue_files`), and for MRPC the original
+  Microsoft Research Paraphrase Corpus files `MRPC/msr_paraphrase_train.txt`,
+  `MRPC/msr_paraphrase_test.txt` with GLUE's `MRPC/dev_ids.tsv`. Only the
+  files of the splits read must exist. None means: read TFDS
+  `glue/<config>:2.0.0`.
 
   Args:
     path: the directory; bind it with gin, or leave it None to fall back to

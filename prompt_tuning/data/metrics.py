@@ -4,7 +4,9 @@ Metric functions take `(targets, predictions)` as produced by
 `prompt_tuning.data.postprocessors` and return `{name: value}` with values
 on a 0-100 scale, as the papers report them. A prediction of -1 (text that is
 none of the labels) is always wrong: it never equals a target, and in binary
-confusion-matrix metrics it is scored as the class opposite to the target.
+confusion-matrix metrics it is scored as the class opposite to the target
+(except in `multiclass_matthews_corrcoef`, CoLA's, where it is a class of
+its own, as T5 scores it).
 """
 
 import collections
@@ -88,6 +90,83 @@ def matthews_corrcoef(targets: Sequence[int],
   denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
   mcc = (tp * tn - fp * fn) / denominator if denominator else 0.0
   return {"matthews_corrcoef": 100.0 * mcc}
+
+
+def multiclass_matthews_corrcoef(targets: Sequence[int],
+                                 predictions: Sequence[int]
+                                 ) -> dict[str, float]:
+  """Matthews correlation over every label seen (GLUE's CoLA metric, as T5).
+
+  Unlike `matthews_corrcoef`, an invalid prediction (-1) is not turned into
+  the wrong class: it is one more class of the confusion matrix, as T5 scores
+  CoLA (scikit-learn's multiclass formula on the raw class ids). With
+  `C` the confusion matrix, `t`/`p` its true/predicted class totals, `c` its
+  trace and `n` the example count: `(c n - t.p) / sqrt((n^2 - p.p)(n^2 -
+  t.t))`, 0 when the denominator is 0.
+  """
+  targets, predictions = _as_arrays(targets, predictions)
+  classes, codes = np.unique(np.concatenate([targets, predictions]),
+                             return_inverse=True)
+  true_codes, predicted_codes = np.split(codes, 2)
+  confusion = np.zeros([classes.size, classes.size], np.float64)
+  np.add.at(confusion, (true_codes, predicted_codes), 1.0)
+  true_totals = confusion.sum(axis=1)
+  predicted_totals = confusion.sum(axis=0)
+  n = float(targets.size)
+  covariance = np.trace(confusion) * n - true_totals @ predicted_totals
+  denominator = np.sqrt((n * n - predicted_totals @ predicted_totals)
+                        * (n * n - true_totals @ true_totals))
+  mcc = covariance / denominator if denominator else 0.0
+  return {"matthews_corrcoef": 100.0 * float(mcc)}
+
+
+def _float_arrays(targets, predictions) -> tuple[np.ndarray, np.ndarray]:
+  targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+  predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
+  if targets.shape != predictions.shape:
+    raise ValueError(f"{targets.size} targets but {predictions.size} "
+                     "predictions.")
+  if targets.size < 2:
+    raise ValueError("A correlation needs at least 2 examples.")
+  return targets, predictions
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+  """Pearson's r; NaN when either side is constant (undefined)."""
+  x, y = x - x.mean(), y - y.mean()
+  denominator = np.sqrt((x @ x) * (y @ y))
+  return float(x @ y / denominator) if denominator else float("nan")
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+  """1-based ranks of `values` ([n]), ties given the mean of their ranks."""
+  values = np.asarray(values, dtype=np.float64)
+  order = np.argsort(values, kind="stable")
+  ranks = np.empty(values.size, np.float64)
+  ranks[order] = np.arange(1, values.size + 1, dtype=np.float64)
+  _, groups = np.unique(values, return_inverse=True)
+  sums = np.bincount(groups, weights=ranks)
+  counts = np.bincount(groups)
+  return (sums / counts)[groups]
+
+
+def pearson_corrcoef(targets: Sequence[float],
+                     predictions: Sequence[float]) -> dict[str, float]:
+  """Pearson correlation x 100 (STS-B, as T5 reports it).
+
+  Predictions are the floats the model wrote (-1 for text that is no
+  number, as T5's postprocessor gives). NaN when a side is constant.
+  """
+  targets, predictions = _float_arrays(targets, predictions)
+  return {"pearson_corrcoef": 100.0 * _pearson(targets, predictions)}
+
+
+def spearman_corrcoef(targets: Sequence[float],
+                      predictions: Sequence[float]) -> dict[str, float]:
+  """Spearman rank correlation x 100 (STS-B): Pearson of the average ranks."""
+  targets, predictions = _float_arrays(targets, predictions)
+  return {"spearman_corrcoef": 100.0 * _pearson(average_ranks(targets),
+                                                average_ranks(predictions))}
 
 
 def multirc_f1a_and_exact_match(

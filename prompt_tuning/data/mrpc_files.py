@@ -12,6 +12,12 @@ file, as TFDS numbers them). Two deliberate differences from TFDS: the test
 split keeps its real labels (TFDS blanks them to -1), and without
 `dev_ids.tsv` the train split is the whole train file and there is no
 validation split.
+
+Sentences are kept byte for byte, as TFDS reads the same files. Some copies
+of the MSR files (the project's shared one among them) write each double
+quote as the token `<QUOTE>` and start with a (double-encoded) byte-order
+mark: the BOM sits in the header line, which is skipped, and `<QUOTE>` stays
+as it is, exactly as TFDS `glue/mrpc` built from such a copy has it.
 """
 
 import dataclasses

@@ -55,6 +55,16 @@ def class_id(output: Any, example: Optional[Mapping[str, Any]] = None,
   return list(class_names).index(text) if text in class_names else INVALID
 
 
+def as_float(output: Any, example: Optional[Mapping[str, Any]] = None,
+             is_target: bool = False, *, default: float = -1.0) -> float:
+  """The number the text spells (STS-B's score), `default` if it is none."""
+  del example, is_target
+  try:
+    return float(as_text(output))
+  except ValueError:
+    return default
+
+
 def multirc(output: Any, example: Mapping[str, Any],
             is_target: bool = False) -> dict:
   """True/False answer judgement, grouped by its (paragraph, question)."""
