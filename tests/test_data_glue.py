@@ -92,17 +92,15 @@ def test_mrpc_split_is_glues(local_glue):
   assert len(reader.read(root, "test")) == 1725
   first = texts("glue_mrpc_v002", "train", 1)[0]
   assert first == (
-      0, "mrpc sentence1: Amrozi accused his brother , whom he called "
-      "<QUOTE> the witness <QUOTE> , of deliberately distorting his evidence "
-      ". sentence2: Referring to him as only <QUOTE> the witness <QUOTE> , "
-      "Amrozi accused his brother of deliberately distorting his evidence .",
-      "equivalent")
+      0, 'mrpc sentence1: Amrozi accused his brother , whom he called " the '
+      'witness " , of deliberately distorting his evidence . sentence2: '
+      'Referring to him as only " the witness " , Amrozi accused his brother '
+      'of deliberately distorting his evidence .', "equivalent")
   idx, inputs, target = texts("taskless_glue_mrpc_v200", "validation", 1)[0]
   assert idx == 9 and target == "equivalent"
   assert inputs == (
       "sentence1: He said the foodservice pie business doesn 't fit the "
-      "company 's long-term growth strategy . sentence2: <QUOTE> The "
-      "foodservice "
+      "company 's long-term growth strategy . sentence2: \" The foodservice "
       "pie business does not fit our long-term growth strategy .")
   # The domain-shift task reads the same files in its own format.
   shifted = texts("domain_shift_mrpc_v200", "validation", 1)[0]

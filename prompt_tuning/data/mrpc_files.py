@@ -13,11 +13,10 @@ split keeps its real labels (TFDS blanks them to -1), and without
 `dev_ids.tsv` the train split is the whole train file and there is no
 validation split.
 
-Sentences are kept byte for byte, as TFDS reads the same files. Some copies
-of the MSR files (the project's shared one among them) write each double
-quote as the token `<QUOTE>` and start with a (double-encoded) byte-order
-mark: the BOM sits in the header line, which is skipped, and `<QUOTE>` stays
-as it is, exactly as TFDS `glue/mrpc` built from such a copy has it.
+Some copies of the MSR files (the project's shared one among them) write
+each double quote as the token `<QUOTE>` and start with a (double-encoded)
+byte-order mark; `<QUOTE>` is mapped back to `"` and the header line, BOM
+included, is skipped, so both give the release's sentences.
 """
 
 import dataclasses
@@ -30,7 +29,13 @@ TEST_FILE = "msr_paraphrase_test.txt"
 DEV_IDS_FILE = "dev_ids.tsv"
 FOLDER = "MRPC"
 CLASS_NAMES = ("not_equivalent", "equivalent")
+QUOTE_TOKEN = "<QUOTE>"
 _NUM_COLUMNS = 5
+
+
+def _sentence(text: str) -> str:
+  """A sentence as the MSR release writes it (`<QUOTE>` -> `"`)."""
+  return text.replace(QUOTE_TOKEN, '"')
 
 
 def _rows(path: str) -> list[list[str]]:
@@ -134,8 +139,8 @@ class MrpcFiles:
       else:
         rows = list(enumerate(train_rows))
     return [{
-        "sentence1": fields[3],
-        "sentence2": fields[4],
+        "sentence1": _sentence(fields[3]),
+        "sentence2": _sentence(fields[4]),
         "label": int(fields[0]),
         "idx": index,
     } for index, fields in rows]
