@@ -160,8 +160,9 @@ def write_msr_subset(source_dir: PathLike, output_dir: PathLike,
                      dev_rows: int = 0) -> pathlib.Path:
   """Writes `MRPC/` with the first rows of the MSR files (and dev ids).
 
-  The files get a single UTF-8 byte-order mark and the release's header, as
-  the originals have. The first `dev_rows` train pairs are listed in
+  The files get a single UTF-8 byte-order mark, the release's header and its
+  double quotes (a tokenized copy's `<QUOTE>` written back as `"`), as the
+  originals have. The first `dev_rows` train pairs are listed in
   `dev_ids.tsv` when `dev_rows` > 0.
 
   Returns:
@@ -174,7 +175,8 @@ def write_msr_subset(source_dir: PathLike, output_dir: PathLike,
   for name, count in ((mrpc_files.TRAIN_FILE, train_rows),
                       (mrpc_files.TEST_FILE, test_rows)):
     lines = (source_dir / name).read_bytes().decode("utf-8").splitlines()
-    body = [line for line in lines[1:] if line.strip()][:count]
+    body = [line.replace(mrpc_files.QUOTE_TOKEN, '"')
+            for line in lines[1:] if line.strip()][:count]
     text = "\ufeff" + "\r\n".join([header] + body) + "\r\n"
     (folder / name).write_bytes(text.encode("utf-8"))
     if name == mrpc_files.TRAIN_FILE and dev_rows:
