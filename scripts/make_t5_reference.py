@@ -345,6 +345,7 @@ def wsc_cases(targets: list[str]) -> list[tuple]:
       ("candidate", list(targets)),
       ("candidate_period", [t + "." for t in targets]),
       ("possessive_noun", [possessive(t) for t in targets]),
+      ("possessor_candidate", ["John's " + t for t in targets]),
       ("its_candidate", ["its " + t for t in targets]),
       ("capitalised_the", ["The " + t for t in targets]),
       ("superset", ["fuzzy " + t for t in targets]),
