@@ -193,6 +193,12 @@ def test_record_train_has_one_row_per_answer_and_eval_one_per_query(env):
     assert _text(ours["inputs"]) == theirs["inputs"]
     assert _text(ours["targets"]) == theirs["targets"]
     assert sorted(_text(a) for a in ours["answers"]) == theirs["answers"]
+  # A query without answers (a test row) stays one row, targeting <unk>.
+  unanswered = dict(raw[0], answers=[])
+  rows = list(preprocess(super_glue.record_rows_per_answer(
+      sources.examples_dataset([unanswered], reader_spec("record"))))
+              .as_numpy_iterator())
+  assert [_text(r["targets"]) for r in rows] == [super_glue.UNLABELLED_TARGET]
   # Scored as t5 scores it (deduplicated to one row per query).
   for example in evaluation:
     example["targets_pretokenized"] = example["targets"]

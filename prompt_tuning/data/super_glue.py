@@ -218,9 +218,9 @@ def record_rows_per_answer(dataset: tf.data.Dataset) -> tf.data.Dataset:
     answers = x["answers"]
     count = tf.size(answers)
     rows = tf.maximum(count, 1)
-    order = tf.math.floormod(
-        tf.range(rows)[:, None] + tf.range(count)[None, :], tf.maximum(count,
-                                                                      1))
+    # Row i lists the answers from the i-th on, wrapping around: [rows, count].
+    order = tf.math.floormod(tf.range(rows)[:, None] + tf.range(count)[None],
+                             rows)
     expanded = {k: _repeat(v, rows) for k, v in x.items() if k != "answers"}
     expanded["answers"] = tf.gather(answers, order)  # [rows, count]
     return tf.data.Dataset.from_tensor_slices(expanded)
