@@ -520,7 +520,7 @@ def main() -> None:
                  metric_names=["accuracy"])
   multirc()
   record()
-  wsc("super_glue_wsc_v102_simple_train", "train.jsonl", "train", 300)
+  wsc("super_glue_wsc_v102_simple_train", "train.jsonl", "train", None)
   wsc("super_glue_wsc_v102_simple_eval", "val.jsonl", "validation", None)
   glue("glue_sst2_v002", "sst2", "dev", 300)
   glue("glue_sst2_v002", "sst2", "train", 300)
