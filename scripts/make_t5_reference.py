@@ -70,7 +70,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import seqio  # pylint: disable=g-import-not-at-top,wrong-import-position
 import t5.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
-from t5.evaluation import metrics as t5_metrics  # pylint: disable=g-import-not-at-top
+# pylint: disable-next=g-import-not-at-top
+from t5.evaluation import metrics as t5_metrics
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
@@ -140,7 +141,9 @@ def super_glue_dataset(config: str, path: pathlib.Path, split: str,
                        limit: Optional[int]) -> tf.data.Dataset:
   builder = _builder("super_glue", config)
   rows = _jsonl_head(path, limit)
-  examples = (e for _, e in builder._generate_examples(str(rows), split))  # pylint: disable=protected-access
+  # TFDS's own row -> example conversion (wsc.fixed's span fixes included).
+  generated = builder._generate_examples(str(rows), split)  # pylint: disable=protected-access
+  examples = (e for _, e in generated)
   return _encoded(builder, examples)
 
 

@@ -242,7 +242,9 @@ class TfdsOrLocalSource(seqio.DataSource):
       return None
     return splits[tfds_split].num_examples or None
 
-  def _transformed_count(self, root: Optional[str], split: str) -> Optional[int]:
+  def _transformed_count(self, root: Optional[str],
+                         split: str) -> Optional[int]:
+    """Examples of a split with a transform, read through it once."""
     key = (root or f"tfds:{self._tfds_data_dir()}", split)
     if key not in self._count_cache:
       if root is None:
