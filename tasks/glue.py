@@ -41,7 +41,7 @@ def _evaluation(benchmark: str):
       postprocessors.class_id,
       class_names=glue_tasks.config(benchmark).label_names)
   if benchmark == "cola":
-    return postprocess_fn, [metrics.multiclass_matthews_corrcoef]
+    return postprocess_fn, [metrics.matthews_corrcoef]
   if benchmark in ("mrpc", "qqp"):
     return postprocess_fn, [metrics.binary_f1, metrics.accuracy]
   return postprocess_fn, [metrics.accuracy]

@@ -74,11 +74,15 @@ def _evaluation(benchmark: str):
 
 def _source(benchmark: str) -> sources.TfdsOrLocalSource:
   config = super_glue.tfds_config(benchmark)
+  transforms = {}
+  if benchmark == "record":  # T5 trains on one row per gold answer.
+    transforms["train"] = super_glue.record_rows_per_answer
   return sources.TfdsOrLocalSource(
       super_glue_schema.tfds_name(config),
       splits=_SPLITS.get(benchmark, _DEFAULT_SPLITS),
       local=sources.LocalFiles(directory=locations.super_glue_dir,
-                               reader=super_glue_files.SuperGlueFiles(config)))
+                               reader=super_glue_files.SuperGlueFiles(config)),
+      split_transforms=transforms)
 
 
 def _register(taskless: bool) -> None:

@@ -209,8 +209,9 @@ def test_truncation_over_a_mixture(local_super_glue, monkeypatch):
   monkeypatch.setenv(locations.SUPER_GLUE_DIR_ENV,
                      str(shared_path("data", "fewglue")))
   inputs, = checks.truncation_report(MIXTURE, "train", {"inputs": 512})
-  # 32 rows per task, MultiRC's 154 answer options, 32 WSC positives.
-  assert inputs.num_examples == 6 * 32 + 154 + 32
+  # 32 rows for each of 5 tasks, ReCoRD's 44 gold answers (one training
+  # row each), MultiRC's 154 answer options, 32 WSC positives.
+  assert inputs.num_examples == 5 * 32 + 44 + 154 + 32
   assert inputs.name == MIXTURE and inputs.num_truncated > 0
   with pytest.raises(ValueError, match="decoder_inputs"):
     checks.truncation_report(RTE, "train", {"decoder_inputs": 8})

@@ -160,7 +160,7 @@ def test_metrics_are_t5s_per_task():
   names = {b: [f.__name__ for f in _metric_fns(glue_tasks.task_name(b))]
            for b in glue_tasks.BENCHMARKS}
   assert names == {
-      "cola": ["multiclass_matthews_corrcoef"], "sst2": ["accuracy"],
+      "cola": ["matthews_corrcoef"], "sst2": ["accuracy"],
       "mrpc": ["binary_f1", "accuracy"], "qqp": ["binary_f1", "accuracy"],
       "stsb": ["pearson_corrcoef", "spearman_corrcoef"],
       "mnli": ["accuracy"], "qnli": ["accuracy"], "rte": ["accuracy"],
@@ -181,7 +181,7 @@ def test_hand_checked_metric_values():
       100 * 4 / 6)
   assert metrics.accuracy(targets, predictions)["accuracy"] == 60.0
   # CoLA: binary case, (tp tn - fp fn) / sqrt(...) = 2 / sqrt(12).
-  mcc = metrics.multiclass_matthews_corrcoef
+  mcc = metrics.matthews_corrcoef
   assert mcc([1, 1, 0, 0], [1, 0, 0, 0])["matthews_corrcoef"] == (
       pytest.approx(100 * 2 / np.sqrt(12)))
   # An invalid answer is a third class, as T5 scores CoLA:

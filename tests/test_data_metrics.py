@@ -103,13 +103,17 @@ def test_axb_matthews_correlation():
   predictions = [1, 1, 0, 0, 0, 1, 1, 0]
   assert metrics.matthews_corrcoef(targets, predictions) == {
       "matthews_corrcoef": pytest.approx(50.0)}
-  # An unparseable answer is scored as the wrong class: same as a 0 here.
+  # An unparseable answer (-1) is a third class, as in scikit-learn (T5):
+  # confusion rows t=1: [-1:1, 0:1, 1:2], t=0: [0:3, 1:1]; with c=5 correct
+  # of s=8, t=(0, 4, 4), p=(1, 4, 3): (5*8 - 28) / sqrt((64-26)(64-32)).
   predictions[0] = -1
-  tp, tn, fp, fn = 2, 3, 1, 2
-  expected = (tp * tn - fp * fn) / np.sqrt(
-      (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+  expected = (5 * 8 - 28) / np.sqrt((64 - 26) * (64 - 32))
   assert metrics.matthews_corrcoef(targets, predictions)[
       "matthews_corrcoef"] == pytest.approx(100 * expected)
+  # Not the same as scoring it as the wrong class (0 here).
+  predictions[0] = 0
+  assert metrics.matthews_corrcoef(targets, predictions)[
+      "matthews_corrcoef"] != pytest.approx(100 * expected)
   assert metrics.matthews_corrcoef([1, 0], [1, 1])["matthews_corrcoef"] == 0
 
 
@@ -134,8 +138,15 @@ def test_wsc_simple_postprocessor():
   example = {"targets_pretokenized": b"the pony", "label": np.int64(1)}
   assert postprocessors.wsc_simple(b"the pony", example, is_target=True) == 1
   assert postprocessors.wsc_simple("The pony", example) == 1
-  assert postprocessors.wsc_simple("pony.", example) == 1
+  # T5's rule: punctuation stays, so "pony." is another word; `its` is no
+  # determiner; an apostrophe on one side only never names the candidate.
+  assert postprocessors.wsc_simple("pony.", example) == 0
+  assert postprocessors.wsc_simple("its pony", example) == 1  # Superset.
   assert postprocessors.wsc_simple("the little pony", example) == 1
+  assert postprocessors.wsc_simple("the pony's", example) == 0
+  hat = {"targets_pretokenized": "John's hat", "label": 1}
+  assert postprocessors.wsc_simple("John's hat", hat) == 1
+  assert postprocessors.wsc_simple("John", hat) == 0
   assert postprocessors.wsc_simple("the boy", example) == 0
   assert postprocessors.wsc_simple("  ", example) == -1
   tina = {"targets_pretokenized": "Tina", "label": 0}

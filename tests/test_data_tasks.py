@@ -119,7 +119,8 @@ def test_taskless_mixture_is_capped_examples_proportional(small_vocab):
   rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
   assert rates["taskless_super_glue_rte_v102"] == 32
   assert rates["taskless_super_glue_boolq_v102"] == 32
-  assert rates["taskless_super_glue_record_v102"] == 32  # One query each.
+  # ReCoRD trains on one row per gold answer (32 queries, 44 answers).
+  assert rates["taskless_super_glue_record_v102"] == 44
   assert rates["taskless_super_glue_multirc_v102"] == 154  # Answer options.
   # FewGLUE's WSC train rows are all correct referents.
   assert rates["taskless_super_glue_wsc_v102_simple_train"] == 32

@@ -3,10 +3,9 @@
 Metric functions take `(targets, predictions)` as produced by
 `prompt_tuning.data.postprocessors` and return `{name: value}` with values
 on a 0-100 scale, as the papers report them. A prediction of -1 (text that is
-none of the labels) is always wrong: it never equals a target, and in binary
-confusion-matrix metrics it is scored as the class opposite to the target
-(except in `multiclass_matthews_corrcoef`, CoLA's, where it is a class of
-its own, as T5 scores it).
+none of the labels) is always wrong: it never equals a target; binary F1
+scores it as the class opposite to the target and Matthews correlation as a
+class of its own, as T5 does.
 """
 
 import collections
@@ -80,44 +79,29 @@ def binary_f1(targets: Sequence[int],
 
 def matthews_corrcoef(targets: Sequence[int],
                       predictions: Sequence[int]) -> dict[str, float]:
-  """Matthews correlation of binary labels (AX-b); 0 when undefined."""
-  targets, predictions = _as_arrays(targets, predictions)
-  predictions = _wrong_when_invalid(targets, predictions)
-  tp = float(np.sum((predictions == 1) & (targets == 1)))
-  tn = float(np.sum((predictions == 0) & (targets == 0)))
-  fp = float(np.sum((predictions == 1) & (targets == 0)))
-  fn = float(np.sum((predictions == 0) & (targets == 1)))
-  denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-  mcc = (tp * tn - fp * fn) / denominator if denominator else 0.0
-  return {"matthews_corrcoef": 100.0 * mcc}
+  """Matthews correlation (AX-b, CoLA) as scikit-learn computes it; in %.
 
+  Multiclass MCC over the confusion matrix of every value that occurs in
+  either list, so an unparseable prediction (-1) is a class of its own, as in
+  T5 (which calls scikit-learn), not the class opposite to the target. 0 when
+  undefined (all targets or all predictions one class).
 
-def multiclass_matthews_corrcoef(targets: Sequence[int],
-                                 predictions: Sequence[int]
-                                 ) -> dict[str, float]:
-  """Matthews correlation over every label seen (GLUE's CoLA metric, as T5).
-
-  Unlike `matthews_corrcoef`, an invalid prediction (-1) is not turned into
-  the wrong class: it is one more class of the confusion matrix, as T5 scores
-  CoLA (scikit-learn's multiclass formula on the raw class ids). With
-  `C` the confusion matrix, `t`/`p` its true/predicted class totals, `c` its
-  trace and `n` the example count: `(c n - t.p) / sqrt((n^2 - p.p)(n^2 -
-  t.t))`, 0 when the denominator is 0.
+  With `t_k`/`p_k` how often class k is the target/prediction, `c` the
+  correct predictions and `s` the examples:
+  `(c*s - sum t_k p_k) / sqrt((s^2 - sum p_k^2) (s^2 - sum t_k^2))`.
   """
   targets, predictions = _as_arrays(targets, predictions)
-  classes, codes = np.unique(np.concatenate([targets, predictions]),
-                             return_inverse=True)
-  true_codes, predicted_codes = np.split(codes, 2)
-  confusion = np.zeros([classes.size, classes.size], np.float64)
-  np.add.at(confusion, (true_codes, predicted_codes), 1.0)
-  true_totals = confusion.sum(axis=1)
-  predicted_totals = confusion.sum(axis=0)
-  n = float(targets.size)
-  covariance = np.trace(confusion) * n - true_totals @ predicted_totals
-  denominator = np.sqrt((n * n - predicted_totals @ predicted_totals)
-                        * (n * n - true_totals @ true_totals))
-  mcc = covariance / denominator if denominator else 0.0
-  return {"matthews_corrcoef": 100.0 * float(mcc)}
+  classes = np.union1d(targets, predictions)
+  true_counts = np.array([np.sum(targets == k) for k in classes], np.float64)
+  predicted_counts = np.array([np.sum(predictions == k) for k in classes],
+                              np.float64)
+  correct = float(np.sum(targets == predictions))
+  total = float(targets.size)
+  numerator = correct * total - float(true_counts @ predicted_counts)
+  denominator = np.sqrt((total**2 - float(predicted_counts @ predicted_counts))
+                        * (total**2 - float(true_counts @ true_counts)))
+  mcc = numerator / denominator if denominator else 0.0
+  return {"matthews_corrcoef": 100.0 * mcc}
 
 
 def _float_arrays(targets, predictions) -> tuple[np.ndarray, np.ndarray]:

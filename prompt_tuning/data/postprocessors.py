@@ -13,13 +13,14 @@ import numpy as np
 
 INVALID = -1
 
-# Words dropped before comparing a WSC answer with the candidate referent.
+# Words T5 drops before comparing a WSC answer with the candidate referent.
+# T5's list: `its` is not in it, and no punctuation is stripped, so `dog.`
+# and `its dog` do not name `dog`.
 _WSC_DETERMINERS = frozenset({
-    "a", "an", "the", "this", "that", "these", "those", "my", "your", "his",
-    "her", "its", "our", "their", "some", "each", "every", "many", "much",
-    "few", "which", "whose",
+    "a", "an", "each", "every", "few", "her", "his", "many", "much", "my",
+    "our", "some", "that", "the", "their", "these", "this", "those", "which",
+    "whose", "your",
 })
-_EDGE_PUNCTUATION = ".,;:!?\"'()[]{}`"
 
 
 def as_text(value: Any) -> str:
@@ -96,28 +97,37 @@ def axg(output: Any, example: Mapping[str, Any],
   }
 
 
-def _wsc_words(text: str) -> list[str]:
-  words = [w.strip(_EDGE_PUNCTUATION) for w in text.lower().split()]
-  return [w for w in words if w and w not in _WSC_DETERMINERS]
+def _wsc_content(text: str) -> str:
+  """Lower-cased, stripped, single-space-split words minus determiners."""
+  words = text.strip().lower().split(" ")
+  return " ".join(w for w in words if w not in _WSC_DETERMINERS)
 
 
 def wsc_simple(output: Any, example: Mapping[str, Any],
                is_target: bool = False) -> int:
-  """WSC: does the answer name the example's candidate referent?
+  """WSC: does the answer name the example's candidate referent? (T5's rule)
 
   Targets: the example's label (1 if the candidate, `span1_text`, is the
-  pronoun's referent). Predictions: 1 if the decoded answer names the
-  candidate (its content words, determiners and edge punctuation aside, are
-  a subset of the candidate's or the other way round), 0 if it names
-  something else, -1 if it is empty.
+  pronoun's referent). Predictions, compared with the candidate after both
+  are lower-cased, stripped and cleared of determiners (words split on
+  single spaces, punctuation kept):
+
+  * -1 if nothing is left of the answer;
+  * 0 if exactly one of the two has an apostrophe (`John` does not name
+    `John's hat`, nor the other way round);
+  * else 1 if the answer's words are a subset of the candidate's or the
+    other way round (`fuzzy bunny` names `bunny`), 0 otherwise.
   """
   if is_target:
     return int(example["label"])
-  predicted = _wsc_words(as_text(output))
+  predicted = _wsc_content(as_text(output))
   if not predicted:
     return INVALID
-  candidate = _wsc_words(as_text(example["targets_pretokenized"]))
-  predicted_set, candidate_set = set(predicted), set(candidate)
+  candidate = _wsc_content(as_text(example["targets_pretokenized"]))
+  if ("'" in predicted) != ("'" in candidate):
+    return 0
+  predicted_set = set(predicted.split(" "))
+  candidate_set = set(candidate.split(" "))
   names_candidate = (predicted_set <= candidate_set
                      or candidate_set <= predicted_set)
   return int(names_candidate)

@@ -101,6 +101,9 @@ class TfdsOrLocalSource(seqio.DataSource):
       splits: Union[Sequence[str], Mapping[str, str]],
       local: Optional[LocalFiles] = None,
       tfds_data_dir: Callable[[], Optional[str]] = locations.tfds_data_dir,
+      split_transforms: Optional[Mapping[str, Callable[[tf.data.Dataset],
+                                                        tf.data.Dataset]]]
+      = None,
   ):
     """Initialises the source; reads nothing.
 
@@ -111,6 +114,10 @@ class TfdsOrLocalSource(seqio.DataSource):
         split name.
       local: the local alternative, or None for TFDS only.
       tfds_data_dir: returns the TFDS data directory (None: TFDS default).
+      split_transforms: per task split, a function applied to the examples
+        read (from TFDS or local files alike) before they reach the
+        preprocessors, e.g. ReCoRD's one-row-per-answer training rows.
+        Counts (`num_input_examples`) are of the transformed examples.
     """
     if not isinstance(splits, Mapping):
       splits = {s: s for s in splits}
@@ -118,6 +125,11 @@ class TfdsOrLocalSource(seqio.DataSource):
     self._split_map = dict(splits)
     self._local = local
     self._tfds_data_dir = tfds_data_dir
+    self._split_transforms = dict(split_transforms or {})
+    unknown = set(self._split_transforms) - set(self._split_map)
+    if unknown:
+      raise ValueError(f"split_transforms for unknown splits {sorted(unknown)}"
+                       f"; {tfds_name} has {sorted(self._split_map)}.")
     self._count_cache: dict[tuple[str, str], int] = {}
     super().__init__(splits=tuple(self._split_map))
 
@@ -174,12 +186,17 @@ class TfdsOrLocalSource(seqio.DataSource):
     self._check_split(split)
     root = self.local_dir()
     if root:
-      return self._local_dataset(root, split, shuffle, seed, shard_info)
-    return self._tfds_dataset(split, shuffle, seed, shard_info)
+      dataset = self._local_dataset(root, split, shuffle, seed, shard_info)
+    else:
+      dataset = self._tfds_dataset(split, shuffle, seed, shard_info)
+    if split in self._split_transforms:
+      dataset = self._split_transforms[split](dataset)
+    return dataset
 
   def _local_dataset(self, root, split, shuffle, seed, shard_info):
     examples = self._local.reader.read(root, split)
-    self._count_cache[(root, split)] = len(examples)
+    if split not in self._split_transforms:
+      self._count_cache[(root, split)] = len(examples)
     if shard_info and shard_info.num_shards > 1:
       examples = examples[shard_info.index::shard_info.num_shards]
     if shuffle:
@@ -205,10 +222,14 @@ class TfdsOrLocalSource(seqio.DataSource):
     """Examples in `split` (after MultiRC/ReCoRD expansion), None if unknown.
 
     Local files are parsed once per directory to count; TFDS answers from the
-    prepared dataset's metadata and returns None if it is not prepared.
+    prepared dataset's metadata and returns None if it is not prepared. A
+    split with a `split_transforms` entry is counted by reading it through
+    the transform once (per directory).
     """
     self._check_split(split)
     root = self.local_dir()
+    if split in self._split_transforms:
+      return self._transformed_count(root, split)
     if root:
       key = (root, split)
       if key not in self._count_cache:
@@ -220,3 +241,18 @@ class TfdsOrLocalSource(seqio.DataSource):
     if tfds_split not in splits:
       return None
     return splits[tfds_split].num_examples or None
+
+  def _transformed_count(self, root: Optional[str],
+                         split: str) -> Optional[int]:
+    """Examples of a split with a transform, read through it once."""
+    key = (root or f"tfds:{self._tfds_data_dir()}", split)
+    if key not in self._count_cache:
+      if root is None:
+        builder = tfds.builder(self._tfds_name,
+                               data_dir=self._tfds_data_dir())
+        if self._split_map[split] not in builder.info.splits:
+          return None
+      dataset = self.get_dataset(split, shuffle=False)
+      self._count_cache[key] = int(dataset.reduce(
+          tf.constant(0, tf.int64), lambda count, _: count + 1))
+    return self._count_cache[key]

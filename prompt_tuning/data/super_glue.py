@@ -15,17 +15,22 @@ Formats (taskless; the prefixed variant starts with the name in brackets):
   `choice1` / `choice2`
 * MultiRC [multirc]: one example per (question, answer):
   `question: Q answer: A paragraph: P` -> `False` / `True`
-* ReCoRD [record]: one example per query:
-  `query: Q entities: E1, E2, ... passage: P` -> the first gold answer; all
-  gold answers travel along in `answers` for the metric.
+* ReCoRD [record]: `query: Q entities: E1, E2, ... passage: P` -> a gold
+  answer. As in T5, training has one example per gold answer
+  (`record_rows_per_answer`); evaluation one per query, targeting the first
+  answer, with all gold answers in `answers` for the metric.
 * RTE [rte], AX-b [rte], AX-g [rte]: `hypothesis: H premise: P` ->
   `entailment` / `not_entailment` (AX-b's sentence1/sentence2 are read as
   premise/hypothesis, so the diagnostics look exactly like RTE).
 * WiC [wic]: `sentence1: S1 sentence2: S2 word: W` -> `False` / `True`
 * WSC [wsc:], T5's "simple" form: the sentence with the pronoun marked
-  `* it *` -> the candidate referent `span1_text`. Training keeps only the
-  examples whose candidate is correct; evaluation keeps all of them and asks
-  whether the model's answer names the candidate.
+  `*it*` (see `mark_pronoun`) -> the candidate referent `span1_text`.
+  Training keeps only the examples whose candidate is correct; evaluation
+  keeps all of them and asks whether the model's answer names the candidate.
+
+Every task's texts, token ids and metrics match Google's `t5` 0.9.4 on the
+real data: `tests/test_t5_reference.py` checks them against goldens that
+`scripts/make_t5_reference.py` makes with t5 itself.
 
 Unlabelled (test) examples get the target `<unk>`.
 """
@@ -192,8 +197,46 @@ def _record_passage(passage: tf.Tensor) -> tf.Tensor:
   return tf.strings.regex_replace(after_punct, r"\n@highlight\n", ". ")
 
 
+def record_rows_per_answer(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """ReCoRD training rows as T5 makes them: one per gold answer.
+
+  A query with answers `[a, b, c]` becomes three examples whose `answers`
+  are `[a, b, c]`, `[b, c, a]` and `[c, a, b]`: each row's first answer is
+  its target (see `text_preprocessor`), in the answers' order, and every row
+  keeps the full answer set. A query without answers stays one row. Applied
+  to the train split only (`tasks/super_glue.py`); evaluation keeps one row
+  per query, scored against all answers.
+
+  Args:
+    dataset: TFDS `super_glue/record` examples (`answers`: [num_answers]).
+
+  Returns:
+    The expanded dataset, same features.
+  """
+
+  def expand(x):
+    answers = x["answers"]
+    count = tf.size(answers)
+    rows = tf.maximum(count, 1)
+    # Row i lists the answers from the i-th on, wrapping around: [rows, count].
+    order = tf.math.floormod(tf.range(rows)[:, None] + tf.range(count)[None],
+                             rows)
+    expanded = {k: _repeat(v, rows) for k, v in x.items() if k != "answers"}
+    expanded["answers"] = tf.gather(answers, order)  # [rows, count]
+    return tf.data.Dataset.from_tensor_slices(expanded)
+
+  return dataset.flat_map(expand)
+
+
+def _repeat(value, rows: tf.Tensor):
+  """`value` (a tensor or a dict of them) stacked `rows` times."""
+  if isinstance(value, Mapping):
+    return {k: _repeat(v, rows) for k, v in value.items()}
+  return tf.repeat(value[None], rows, axis=0)
+
+
 def _record(prefix: Optional[str]) -> Callable:
-  """ReCoRD: one example per query, all gold answers kept."""
+  """ReCoRD: the first gold answer is the target; all of them are kept."""
 
   @seqio.map_over_dataset
   def fn(x):
@@ -216,43 +259,60 @@ def _record(prefix: Optional[str]) -> Callable:
   return fn
 
 
-_PUNCT = "[[:punct:]]"
+# Two release sentences whose pronoun T5 cannot find by `span2_index`: the
+# first has the pronoun glued to punctuation (`him,"`), the second's index
+# points at the word before the pronoun. T5 hard-codes the blanked-out form of
+# each (pronoun replaced by `X`, `him,"` split into `X ,"`, trailing space
+# dropped); the marking step then treats them like any other sentence.
+_WSC_BLANKED_SPECIAL_CASES: Mapping[str, str] = {
+    ('The boy continued to whip the pony , and eventually the pony threw him '
+     'over. John laughed out quite loud. "Good for him," he said. '):
+        ('The boy continued to whip the pony , and eventually the pony threw '
+         'him over. John laughed out quite loud. "Good for X ," he said.'),
+    ('When they had eventually calmed down a bit , and had gotten home, Mr. '
+     'Farley put the magic pebble in an iron safe . Some day they might want '
+     'to use it , but really for now, what more could they wish for?'):
+        ('When they had eventually calmed down a bit , and had gotten home, '
+         'Mr. Farley put the magic pebble in an iron safe . Some day they '
+         'might want to use X , but really for now, what more could they '
+         'wish for?'),
+}
+
+
+def _blank_pronoun(text: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+  """The sentence with word `index` (split on single spaces) replaced by X."""
+  words = tf.strings.split(text, sep=" ")
+  index = tf.clip_by_value(tf.cast(index, tf.int32), 0, tf.size(words) - 1)
+  blanked = tf.concat([words[:index], ["X"], words[index + 1:]], 0)
+  result = tf.strings.reduce_join(blanked, separator=" ")
+  for original, special in _WSC_BLANKED_SPECIAL_CASES.items():
+    result = tf.where(tf.equal(text, original), tf.constant(special), result)
+  return result
 
 
 def mark_pronoun(text: tf.Tensor, pronoun: tf.Tensor,
                  index: tf.Tensor) -> tf.Tensor:
-  """Surrounds the pronoun at word `index` with asterisks: `... * it * ...`.
+  """Marks the pronoun at word `index` T5's way: `... if *he* could ...`.
 
-  Words are split on single spaces. Punctuation glued to the word stays
-  outside the marks (`him,"` becomes `* him *,"`). When the word at `index`
-  is not the pronoun (a few release examples are off), the nearest word that
-  is, ignoring case and edge punctuation, is marked instead.
+  As T5's `wsc_simple`: the word at `index` (words split on single spaces) is
+  blanked out as `X`, and then every ` X ` (with its spaces) becomes
+  ` *<pronoun>* `, so punctuation glued to the word is replaced along with
+  it. Two release sentences get T5's hand-made blanking (see
+  `_WSC_BLANKED_SPECIAL_CASES`).
 
   Args:
-    text: scalar string, the sentence.
+    text: scalar string, the sentence (WSC's `text`).
     pronoun: scalar string, WSC's `span2_text`.
     index: scalar int, WSC's `span2_index`.
 
   Returns:
     Scalar string with the pronoun marked.
   """
-  words = tf.strings.split(text, sep=" ")
-  num_words = tf.size(words)
-  index = tf.clip_by_value(tf.cast(index, tf.int32), 0, num_words - 1)
-  cores = tf.strings.regex_replace(words, f"^{_PUNCT}+|{_PUNCT}+$", "")
-  matches = tf.equal(tf.strings.lower(cores), tf.strings.lower(pronoun))
-  positions = tf.range(num_words)
-  distance = tf.where(matches, tf.abs(positions - index), num_words + 1)
-  nearest = tf.cast(tf.argmin(distance), tf.int32)
-  found = tf.reduce_any(matches)
-  chosen = tf.where(found, nearest, index)
-  word = words[chosen]
-  lead = tf.strings.regex_replace(word, f"^({_PUNCT}*).*$", r"\1")
-  trail = tf.strings.regex_replace(word, f"^.*?({_PUNCT}*)$", r"\1")
-  core = tf.strings.regex_replace(word, f"^{_PUNCT}*(.*?){_PUNCT}*$", r"\1")
-  marked = tf.strings.join([lead, "* ", core, " *", trail])
-  new_words = tf.concat([words[:chosen], [marked], words[chosen + 1:]], 0)
-  return tf.strings.reduce_join(new_words, separator=" ")
+  blanked = _blank_pronoun(text, index)
+  # The rewrite of `regex_replace` gives backslashes a meaning; escape them.
+  pronoun = tf.strings.regex_replace(pronoun, r"\\", r"\\\\")
+  rewrite = tf.strings.join([" *", pronoun, "* "])
+  return tf.strings.regex_replace(blanked, " X ", rewrite)
 
 
 def _wsc_simple(prefix: Optional[str], positives_only: bool) -> Callable:
