@@ -45,6 +45,7 @@ from prompt_tuning import errors
 from prompt_tuning.data import glue
 from prompt_tuning.data import locations
 from prompt_tuning.data import postprocessors
+from prompt_tuning.data import rank_classification
 from prompt_tuning.data import sources
 from prompt_tuning.data import super_glue
 from prompt_tuning.data import vocab
@@ -424,7 +425,7 @@ def check_vocabulary(path: Optional[str] = None) -> str:
 
 # Owners of each task family's label strings, consulted in order.
 _LABEL_TABLES: tuple[Mapping[str, tuple[str, ...]], ...] = (
-    super_glue.LABELS, glue.LABELS)
+    super_glue.LABELS, glue.LABELS, rank_classification.LABELS)
 
 
 def _task_labels(task: seqio.Task) -> tuple[str, ...]:
