@@ -214,6 +214,7 @@ def test_rows_of_an_example_are_grouped_and_ties_go_to_the_first():
 
 def test_variant_selected_from_the_command_line(tmp_path, capsys):
   from prompt_tuning import evaluate  # pylint: disable=g-import-not-at-top
+  from prompt_tuning import infer  # pylint: disable=g-import-not-at-top
   from prompt_tuning import train  # pylint: disable=g-import-not-at-top
   cb = "taskless_super_glue_cb_v102"  # A small training split to check.
   # No pretrained weights: the frozen base is the seed's random init.
@@ -255,3 +256,9 @@ def test_variant_selected_from_the_command_line(tmp_path, capsys):
   assert set(written["results"][f"{cb}_rank"]) == {"accuracy", "macro_f1"}
   assert (out / f"{cb}_rank-metrics.jsonl").exists()
   assert f"{cb}_rank" in capsys.readouterr().out
+  gin.clear_config()
+  with pytest.raises(errors.ConfigError, match="scored, not decoded"):
+    infer.main(common + ["--gin_file=runs/prompt_infer.gin",
+                         "--gin.MODEL_DIR=None",
+                         f"--gin.MIXTURE_OR_TASK_NAME='{cb}_rank'",
+                         "--validate_only"])

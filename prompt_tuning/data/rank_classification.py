@@ -29,7 +29,8 @@ reads the same data, builds the same inputs and reports the same metrics:
 pipeline is text steps, `seqio.preprocessors.tokenize`, then the standard
 tail; `prompt_tuning.data.registration.add_task(..., rank_labels=...)` does
 it in the same call as the base task. Variants are for evaluation only (the
-rows of one example are all its labels), so training on one is refused.
+rows of one example are all its labels), so training on one, or decoding one
+with `prompt_tuning.infer`, is refused.
 
 Rows follow the split's example order; SeqIO's `num_examples` counts rows,
 and an example whose rows are cut off at the end is left out of the metrics.
@@ -298,3 +299,13 @@ def check_not_training(tasks: Sequence[seqio.Task]) -> None:
           f"{task.name} is a rank-classification evaluation variant (one row "
           f"per label); train on {base!r} and evaluate with "
           f"--gin.EVAL_MIXTURE_OR_TASK_NAME=\"'{task.name}'\".")
+
+
+def check_not_decoding(tasks: Sequence[seqio.Task]) -> None:
+  """Refuses to decode a rank variant (`prompt_tuning.infer`)."""
+  for task in tasks:
+    if is_variant(task.name):
+      raise errors.ConfigError(
+          f"{task.name} is a rank-classification variant: its rows are "
+          "scored, not decoded. Run prompt_tuning.evaluate on it, or infer "
+          f"on {task.name[:-len(SUFFIX)]!r}.")
