@@ -46,6 +46,9 @@ import seqio
 import tensorflow as tf
 
 from prompt_tuning import errors
+from prompt_tuning.data import postprocessors
+
+_LOG = logging.getLogger(__name__)
 
 SUFFIX = "_rank"
 GOLD_FEATURE = "rank_gold_targets"
@@ -148,8 +151,8 @@ class RankPostprocessor:
     if not is_target:
       raise ValueError("Rank-classification tasks have score metrics only; "
                        "their rows are scored, never decoded.")
-    candidate = _text(output)
-    gold = _text(example[GOLD_FEATURE])
+    candidate = postprocessors.as_text(output)
+    gold = postprocessors.as_text(example[GOLD_FEATURE])
     gold_view = dict(example, targets_pretokenized=gold)
     return {
         "example": int(example[EXAMPLE_FEATURE]),
@@ -157,14 +160,6 @@ class RankPostprocessor:
         "target": self._apply(gold, gold_view, True),
         "if_chosen": self._apply(candidate, example, False),
     }
-
-
-def _text(value: Any) -> str:
-  if isinstance(value, np.ndarray) and value.ndim == 0:
-    value = value.item()
-  if isinstance(value, (bytes, np.bytes_)):
-    return bytes(value).decode("utf-8")
-  return str(value)
 
 
 def choose(scores: Any) -> np.ndarray:
@@ -208,7 +203,7 @@ def ranked_predictions(targets: Sequence[Mapping[str, Any]],
     gold.append(rows[0][2])
     predicted.append(rows[best][3])
   if skipped:
-    logging.warning("Rank classification: %d example(s) without a score for "
+    _LOG.warning("Rank classification: %d example(s) without a score for "
                     "every label left out (num_examples counts rows).",
                     skipped)
   if not gold:
