@@ -32,6 +32,7 @@ import numpy as np
 from prompt_tuning import checkpoints
 from prompt_tuning import gin_utils
 from prompt_tuning.checkpoints import pretrained
+from prompt_tuning.data import rank_classification
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 
@@ -88,7 +89,7 @@ def predict(model: EncoderDecoderModel, params: Any, vocab: Any,
     scores = np.asarray(jax.jit(model.score_batch)(params, batch)).reshape(n, c)
     for result, row in zip(results, scores):
       result["scores"] = {ch: float(s) for ch, s in zip(choices, row)}
-      result["choice"] = choices[int(np.argmax(row))]
+      result["choice"] = choices[int(rank_classification.choose(row))]
   return results
 
 

@@ -11,7 +11,9 @@ trained on one is evaluated zero-shot on the other:
   `MRPC/msr_paraphrase_{train,test}.txt` (see `prompt_tuning.data.mrpc_files`).
 
 Metrics: accuracy and F1 of `equivalent`. Labels:
-`prompt_tuning.data.glue.PARAPHRASE_LABELS`.
+`prompt_tuning.data.glue.PARAPHRASE_LABELS`. Each also has its scored twin
+`domain_shift_{qqp,mrpc}_v200_rank` (rank classification over the two
+labels, same metrics).
 
 Reading comprehension, SQuAD -> out-of-domain MRQA, TFDS `mrqa/<subset>:1.0.0`
 with SQuAD F1/EM over all gold answers:
@@ -49,6 +51,7 @@ for _config, _local in _PARAPHRASE_LOCAL.items():
       postprocess_fn=functools.partial(
           postprocessors.class_id, class_names=glue.PARAPHRASE_LABELS),
       metric_fns=[metrics.accuracy, metrics.binary_f1],
+      rank_labels=glue.PARAPHRASE_LABELS,
   )
 
 for _config in mrqa.IN_DOMAIN + mrqa.OUT_OF_DOMAIN:

@@ -5,7 +5,9 @@ and `wnli`:
 
 * `taskless_glue_<name>_v200`: the paper's setting, no task name in the
   inputs (`sentence: ...`);
-* `glue_<name>_v002`: T5's inputs, task name first (`sst2 sentence: ...`).
+* `glue_<name>_v002`: T5's inputs, task name first (`sst2 sentence: ...`);
+* `<either name>_rank` (all but STS-B): the same task scored by rank
+  classification (`prompt_tuning.data.rank_classification`).
 
 Splits are TFDS's: train / validation / test, and for MNLI train /
 validation_matched / validation_mismatched / test_matched / test_mismatched.
@@ -65,4 +67,7 @@ for _benchmark in glue_tasks.BENCHMARKS:
                                                        _taskless),
         postprocess_fn=_postprocess_fn,
         metric_fns=_metric_fns,
+        # STS-B is a regression onto a number; the rest get `<name>_rank`.
+        rank_labels=(() if _benchmark == glue_tasks.STSB else
+                     glue_tasks.config(_benchmark).label_names),
     )

@@ -10,9 +10,15 @@ Registered (the paper's setting, no task name in the inputs):
 * mixture `taskless_super_glue_v102`: the eight tasks, each sampled in
   proportion to its training examples (capped, see
   `prompt_tuning.data.mixing`); the WSC eval task rides along at rate 0.
+* rank-classification variants `<task>_rank` of the closed label-set tasks
+  (BoolQ, CB, COPA, MultiRC, RTE, WiC, AX-b, AX-g; see
+  `prompt_tuning.data.rank_classification`), and the evaluation-only mixture
+  `taskless_super_glue_v102_rank` (those variants plus ReCoRD and WSC,
+  decoded).
 
 and the same names without `taskless_` (plus mixture `super_glue_v102`) for
-T5's original inputs with the leading task name kept.
+T5's original inputs with the leading task name kept (rank variants and
+mixture included).
 
 Data come from TFDS `super_glue/<config>:1.0.2`, or from a directory in the
 official release layout when `PROMPT_TUNING_SUPER_GLUE_DIR` or the gin
@@ -26,6 +32,7 @@ from prompt_tuning.data import locations
 from prompt_tuning.data import metrics
 from prompt_tuning.data import mixing
 from prompt_tuning.data import postprocessors
+from prompt_tuning.data import rank_classification
 from prompt_tuning.data import registration
 from prompt_tuning.data import sources
 from prompt_tuning.data import super_glue
@@ -72,6 +79,11 @@ def _evaluation(benchmark: str):
   raise ValueError(f"Unknown SuperGLUE benchmark {benchmark!r}.")
 
 
+def _rank_labels(benchmark: str) -> tuple[str, ...]:
+  """Label strings to rank; empty for free-text answers (ReCoRD, WSC)."""
+  return super_glue.label_strings(super_glue.task_name(benchmark))
+
+
 def _source(benchmark: str) -> sources.TfdsOrLocalSource:
   config = super_glue.tfds_config(benchmark)
   transforms = {}
@@ -97,6 +109,7 @@ def _register(taskless: bool) -> None:
         text_preprocessor=super_glue.text_preprocessor(benchmark, taskless),
         postprocess_fn=postprocess_fn,
         metric_fns=metric_fns,
+        rank_labels=_rank_labels(benchmark),
     )
   mixture = [(super_glue.task_name(b, taskless), mixing.capped_examples_rate)
              for b in super_glue.STANDARD_BENCHMARKS]
@@ -106,6 +119,17 @@ def _register(taskless: bool) -> None:
   mixture.append((super_glue.task_name("wsc_simple_eval", taskless),
                   mixing.evaluation_only_rate))
   registration.add_mixture(super_glue.mixture_name(taskless), mixture)
+  # Evaluation only: the classification tasks rank-classified, ReCoRD and
+  # WSC decoded as in the mixture above.
+  rank_mixture = []
+  for benchmark in super_glue.STANDARD_BENCHMARKS + ("wsc_simple_eval",):
+    name = super_glue.task_name(benchmark, taskless)
+    if _rank_labels(benchmark):
+      name = rank_classification.variant_name(name)
+    rank_mixture.append((name, mixing.evaluation_only_rate))
+  registration.add_mixture(
+      rank_classification.variant_name(super_glue.mixture_name(taskless)),
+      rank_mixture)
 
 
 _register(taskless=True)

@@ -46,6 +46,7 @@ from prompt_tuning.data import glue
 from prompt_tuning.data import glue_tasks
 from prompt_tuning.data import locations
 from prompt_tuning.data import postprocessors
+from prompt_tuning.data import rank_classification
 from prompt_tuning.data import sources
 from prompt_tuning.data import super_glue
 from prompt_tuning.data import vocab
@@ -425,7 +426,8 @@ def check_vocabulary(path: Optional[str] = None) -> str:
 
 # Owners of each task family's label strings, consulted in order.
 _LABEL_TABLES: tuple[Mapping[str, tuple[str, ...]], ...] = (
-    super_glue.LABELS, glue.LABELS, glue_tasks.LABELS)
+    super_glue.LABELS, glue.LABELS, glue_tasks.LABELS,
+    rank_classification.LABELS)
 
 
 def _task_labels(task: seqio.Task) -> tuple[str, ...]:

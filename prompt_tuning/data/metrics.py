@@ -256,7 +256,8 @@ def squad_f1_and_exact_match(
 
 
 _TASK_NAME = re.compile(
-    r"^(?:taskless_)?super_glue_([a-z]+)_v102(?:_simple_(?:train|eval))?$")
+    r"^(?:taskless_)?super_glue_([a-z]+)_v102(?:_simple_(?:train|eval))?"
+    r"(?:_rank)?$")
 
 
 def _scored_benchmark(name: str):
@@ -282,7 +283,8 @@ def super_glue_score(results: Mapping[str, Mapping[str, Any]]) -> float:
   Args:
     results: metrics per task, keyed by benchmark (`boolq`, ..., `wsc`) or by
       registered task name (`taskless_super_glue_boolq_v102`,
-      `taskless_super_glue_wsc_v102_simple_eval`, ...). Other entries (AX-b,
+      `taskless_super_glue_wsc_v102_simple_eval`, ...; rank-classification
+      variants `..._rank` count as their task). Other entries (AX-b,
       AX-g, tasks without metrics) are ignored.
 
   Returns:

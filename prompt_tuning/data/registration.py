@@ -5,12 +5,17 @@ followed by T5's standard tail: tokenize with the shared T5 vocabulary
 (keeping `*_pretokenized` copies for the postprocessors), an optional cache
 point, and EOS after trimming. Re-registering a name replaces the old entry,
 so re-importing (or reloading) a task module never raises.
+
+A classification task can get its rank-classification twin `<name>_rank`
+(`prompt_tuning.data.rank_classification`) in the same call, by passing its
+label strings as `rank_labels`.
 """
 
 from typing import Any, Callable, Optional, Sequence
 
 import seqio
 
+from prompt_tuning.data import rank_classification
 from prompt_tuning.data import vocab
 
 
@@ -20,11 +25,17 @@ def add_task(
     text_preprocessor: Callable[..., Any],
     postprocess_fn: Optional[Callable[..., Any]] = None,
     metric_fns: Sequence[Callable[..., Any]] = (),
+    rank_labels: Sequence[str] = (),
 ) -> seqio.Task:
-  """Registers (or replaces) a text-to-text task and returns it."""
+  """Registers (or replaces) a text-to-text task and returns it.
+
+  With `rank_labels` (the target strings in class-id order) it also
+  registers the scored variant `<name>_rank` (same data and metrics, the
+  label picked by log-likelihood instead of decoding).
+  """
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  return seqio.TaskRegistry.add(
+  task = seqio.TaskRegistry.add(
       name,
       source=source,
       output_features=vocab.output_features(),
@@ -37,6 +48,9 @@ def add_task(
       postprocess_fn=postprocess_fn,
       metric_fns=list(metric_fns),
   )
+  if rank_labels:
+    rank_classification.register_variant(task, rank_labels)
+  return task
 
 
 def add_mixture(name: str,

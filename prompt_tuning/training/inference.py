@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import seqio
 
+from prompt_tuning.data import rank_classification
 from prompt_tuning.data import super_glue
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
@@ -135,6 +136,8 @@ def infer(*, model: EncoderDecoderModel, mixture_or_task_name: str,
       split=split, checkpoint_step=checkpoint_step,
       trainable_patterns=trainable_patterns,
       allow_all_trainable=allow_all_trainable)
+  task = data.get_task(mixture_or_task_name)
+  rank_classification.check_not_decoding(getattr(task, "tasks", [task]))
   if validate_only:
     return {}
   from prompt_tuning.training import trainer  # pylint: disable=g-import-not-at-top

@@ -35,6 +35,7 @@ from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.checkpoints import training as train_ckpt
 from prompt_tuning.data import checks as data_checks
+from prompt_tuning.data import rank_classification
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
@@ -265,6 +266,7 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
 
   tasks = _check_task_data(mixture_or_task_name, "train",
                            "MIXTURE_OR_TASK_NAME")
+  rank_classification.check_not_training(tasks)
   eval_tasks = []
   if eval_mixture_or_task_name:
     eval_tasks = _check_task_data(eval_mixture_or_task_name, eval_split,
