@@ -208,3 +208,20 @@ def test_hand_checked_metric_values():
   assert np.isnan(metrics.pearson_corrcoef([1, 2], [3, 3])[
       "pearson_corrcoef"])
   assert postprocessors.as_float(b" 2.4") == 2.4
+
+
+def test_glue_classification_tasks_have_rank_variants(local_glue):
+  # Each SST-2 dev sentence becomes one scored row per label, in label
+  # order; STS-B (a number, not a label set) has no variant.
+  from prompt_tuning.data import rank_classification  # pylint: disable=g-import-not-at-top
+  assert "taskless_glue_stsb_v200_rank" not in seqio.TaskRegistry.names()
+  task = seqio.get_mixture_or_task("taskless_glue_sst2_v200_rank")
+  rows = list(task.get_dataset(split="validation", shuffle=False,
+                               sequence_length=None).take(4)
+              .as_numpy_iterator())
+  assert [r["targets_pretokenized"].decode() for r in rows] == [
+      "negative", "positive"] * 2
+  assert [int(r[rank_classification.CHOICE_FEATURE]) for r in rows] == [
+      0, 1, 0, 1]
+  assert rows[0]["inputs_pretokenized"] == rows[1]["inputs_pretokenized"]
+  assert rows[0]["inputs_pretokenized"] != rows[2]["inputs_pretokenized"]
