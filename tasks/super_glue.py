@@ -102,6 +102,12 @@ def _register(taskless: bool) -> None:
   mixture.append((super_glue.task_name("wsc_simple_eval", taskless),
                   mixing.evaluation_only_rate))
   registration.add_mixture(super_glue.mixture_name(taskless), mixture)
+  # The closed-label benchmarks whose examples carry an int `label`, for
+  # P-Tuning v2's multi-task stage (one deep prompt and head over class ids).
+  registration.add_mixture(
+      super_glue.classification_mixture_name(taskless),
+      [(super_glue.task_name(b, taskless), mixing.capped_examples_rate)
+       for b in super_glue.CLASSIFICATION_BENCHMARKS])
 
 
 _register(taskless=True)
