@@ -82,9 +82,12 @@ def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
     with_label: also yield each example's class id `label` `[b]` (int32).
   """
   task = get_task(task_name)
+  extra = {}
+  if with_label and isinstance(task, seqio.Mixture):
+    extra["passthrough_features"] = [LABEL]  # Mixtures keep only these.
   ds = task.get_dataset(dict(task_feature_lengths), split=split,
                         shuffle=True, seed=seed, num_epochs=None,
-                        use_cached=False)
+                        use_cached=False, **extra)
   lengths = dict(task_feature_lengths)
   if with_label:
     ds = _label_as_feature(ds, task_name)
