@@ -36,11 +36,11 @@ import seqio
 
 from prompt_tuning import errors
 from prompt_tuning import partitioning
+from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.checkpoints import training as train_ckpt
 from prompt_tuning.data import checks as data_checks
 from prompt_tuning.data import vocab as vocab_lib
-from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.models import model as model_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
