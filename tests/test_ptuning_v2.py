@@ -238,3 +238,17 @@ def test_soft_and_deep_prompts_train_together():
     else:
       np.testing.assert_array_equal(after[name], value, err_msg=name)
   assert losses[-1] < losses[0], losses
+
+
+def test_too_few_classes_is_refused_before_loading(local_super_glue,
+                                                   tmp_path):
+  try:
+    _parse(["models/t5_1_1_tiny.gin", "prompts/deep_prompt.gin",
+            "runs/ptuning_v2_finetune.gin"],
+           _bindings(tmp_path / "run", TRAIN_STEPS=1, BATCH_SIZE=4,
+                     NUM_CLASSES=2))
+    with pytest.raises(errors.ConfigError, match=r"3 labels .*NUM_CLASSES=3"):
+      gin.get_configurable(trainer.train)(run_config=gin.config_str())
+  finally:
+    gin.clear_config()
+  assert not (tmp_path / "run").exists()  # Nothing written.

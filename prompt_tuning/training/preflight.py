@@ -203,10 +203,21 @@ def _check_model(model: Any, lengths: Mapping[str, int],
     partitioning.check_logical_axes(boxed)
     freezing.check_split(boxed, trainable_patterns,
                          allow_all_trainable=allow_all_trainable)
+    shapes = {name: tuple(leaf.shape) for name, leaf in
+              param_tree.flatten_params(nn.unbox(boxed)).items()}
     source = getattr(model.module, "prompt_source", None)
     if source is not None:
-      source.check({name: tuple(leaf.shape) for name, leaf in
-                    param_tree.flatten_params(nn.unbox(boxed)).items()})
+      source.check(shapes)
+    if model.is_classifier:
+      trained = set(freezing.trainable_names(nn.unbox(boxed),
+                                             trainable_patterns))
+      frozen_head = sorted(n for n in shapes
+                           if n.startswith("classifier/") and n not in trained)
+      if frozen_head:
+        _fail(f"TRAINABLE_PATTERNS {list(trainable_patterns)} leave the "
+              f"classification head {frozen_head} frozen at its random "
+              "initialisation; add 'classifier/.*' (runs/ptuning_v2_*.gin "
+              "use DEEP_TRAINABLE_PATTERNS).")
   except errors.ConfigError:
     raise
   except (ValueError, TypeError, OSError) as e:
