@@ -22,8 +22,6 @@ from prompt_tuning import partitioning
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import t5x
-from prompt_tuning.models import T5Config
-from prompt_tuning.prompts import deep
 from prompt_tuning.prompts import deep_init
 from prompt_tuning.prompts import deep_soft
 from prompt_tuning.training import data
@@ -255,19 +253,3 @@ def test_too_few_classes_is_refused_before_loading(local_super_glue,
     gin.clear_config()
   assert not (tmp_path / "run").exists()  # Nothing written.
 
-
-def test_reparameterised_run_prompt_materialises_like_deep_materialize():
-  config = T5Config(vocab_size=48, emb_dim=8, num_heads=2, head_dim=4,
-                    mlp_dim=16, num_encoder_layers=2, num_decoder_layers=1)
-  module = deep.DeepPromptTransformer(config, prefix_length=3,
-                                      reparameterize=True,
-                                      reparam_hidden_dim=5)
-  params = nn.unbox(module.init(jax.random.PRNGKey(0),
-                                np.ones((1, 4), np.int32),
-                                np.ones((1, 2), np.int32)))["params"]
-  expected = deep.materialize(module, params)["deep_prompt"]["encoder"][
-      "prefix"]
-  flat = {k: np.asarray(v) for k, v in param_tree.flatten_params(
-      params).items() if k.startswith("deep_prompt/")}
-  got = deep_init._materialize(flat, "encoder", (2, 2, 3, 8))  # pylint: disable=protected-access
-  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
