@@ -130,6 +130,12 @@ def _register(taskless: bool) -> None:
   registration.add_mixture(
       rank_classification.variant_name(super_glue.mixture_name(taskless)),
       rank_mixture)
+  # The closed-label benchmarks whose examples carry an int `label`, for
+  # P-Tuning v2's multi-task stage (one deep prompt and head over class ids).
+  registration.add_mixture(
+      super_glue.classification_mixture_name(taskless),
+      [(super_glue.task_name(b, taskless), mixing.capped_examples_rate)
+       for b in super_glue.CLASSIFICATION_BENCHMARKS])
 
 
 _register(taskless=True)

@@ -48,6 +48,9 @@ UNLABELLED_TARGET = "<unk>"
 STANDARD_BENCHMARKS = ("boolq", "cb", "copa", "multirc", "record", "rte",
                        "wic")
 DIAGNOSTIC_BENCHMARKS = ("axb", "axg")
+# Standard benchmarks with a closed label set and an int `label` (a
+# classification head can be trained on them; ReCoRD answers free text).
+CLASSIFICATION_BENCHMARKS = ("boolq", "cb", "copa", "multirc", "rte", "wic")
 WSC_VARIANTS = ("wsc_simple_train", "wsc_simple_eval")
 
 # The leading task name T5 uses for each benchmark.
@@ -102,6 +105,11 @@ def task_name(benchmark: str, taskless: bool = True) -> str:
 
 def mixture_name(taskless: bool = True) -> str:
   return "taskless_super_glue_v102" if taskless else "super_glue_v102"
+
+
+def classification_mixture_name(taskless: bool = True) -> str:
+  """The mixture of `CLASSIFICATION_BENCHMARKS` (P-Tuning v2 multi-task)."""
+  return f"{'taskless_' if taskless else ''}super_glue_classification_v102"
 
 
 def benchmark_of(name: str) -> str:

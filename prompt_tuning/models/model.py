@@ -7,8 +7,16 @@ a batch of SeqIO-style features
   decoder_input_tokens   [b, t]  int32 (targets shifted right, start id 0)
   decoder_target_tokens  [b, t]  int32 (0 = padding)
   decoder_loss_weights   [b, t]  optional, defaults to targets > 0
+  label                  [b]     int32 class id (classification objective)
 
 so callers `jax.jit` them with whatever shardings they need.
+
+Two training objectives share the wrapper: `objective='seq2seq'` (the
+default) is T5's teacher-forced cross entropy over target tokens;
+`objective='classification'` (P-Tuning v2) is the cross entropy of a
+classification head's logits (`module.classify(tokens) -> [b, c]`, e.g.
+`prompts.deep.DeepPromptTransformer` with `num_classes > 0`) against the
+batch's `label`, and `classify_batch` gives the head's argmax class ids.
 """
 
 import dataclasses
@@ -26,6 +34,10 @@ Array = jax.Array
 Batch = Mapping[str, Array]
 Params = Any
 
+SEQ2SEQ = "seq2seq"
+CLASSIFICATION = "classification"
+OBJECTIVES = (SEQ2SEQ, CLASSIFICATION)
+
 
 @dataclasses.dataclass(frozen=True)
 class EncoderDecoderModel:
@@ -36,11 +48,19 @@ class EncoderDecoderModel:
     z_loss: coefficient of the z-loss added to the cross entropy.
     eos_id: end-of-sequence id.
     decoder_start_id: first decoder input id.
+    objective: what `loss_fn` trains, `'seq2seq'` or `'classification'`
+      (see the module doc).
   """
   module: nn.Module
   z_loss: float = 1e-4
   eos_id: int = 1
   decoder_start_id: int = 0
+  objective: str = SEQ2SEQ
+
+  @property
+  def is_classifier(self) -> bool:
+    """Whether this model trains and predicts through a classification head."""
+    return self.objective == CLASSIFICATION
 
   def init(self, rng: Array, encoder_length: int, decoder_length: int,
            batch_size: int = 1) -> Any:
@@ -76,15 +96,60 @@ class EncoderDecoderModel:
         enable_dropout=dropout_rng is not None, rngs=rngs,
         prompt_index=batch.get("prompt_index"))
 
+  def class_logits(self, params: Params, batch: Batch, *,
+                   dropout_rng: Optional[Array] = None) -> Array:
+    """The classification head's logits `[b, c]` from `encoder_input_tokens`."""
+    if not hasattr(self.module, "classify"):
+      raise ValueError(
+          f"objective='classification' needs a module with a classification "
+          f"head (a `classify` method), got {type(self.module).__name__}; "
+          "include prompts/deep_prompt.gin and set NUM_CLASSES.")
+    rngs = None if dropout_rng is None else {"dropout": dropout_rng}
+    return self.module.apply(
+        {"params": params}, batch["encoder_input_tokens"],
+        enable_dropout=dropout_rng is not None, rngs=rngs,
+        prompt_index=batch.get("prompt_index"), method="classify")
+
+  def classify_batch(self, params: Params, batch: Batch) -> Array:
+    """The head's predicted class ids `[b]` (int32), without dropout."""
+    return jnp.argmax(self.class_logits(params, batch), axis=-1).astype(
+        jnp.int32)
+
+  def classification_loss_fn(self, params: Params, batch: Batch,
+                             dropout_rng: Optional[Array] = None
+                             ) -> tuple[Array, dict[str, Array]]:
+    """Class cross entropy summed over the labelled examples (`label >= 0`).
+
+    The metrics have `loss_fn`'s keys, so the trainer logs them alike: one
+    prediction per example, so `num_tokens` counts labelled examples and
+    `accuracy_correct` correct classes; `z_loss` is 0.
+    """
+    logits = self.class_logits(params, batch, dropout_rng=dropout_rng)
+    labels = batch["label"].astype(jnp.int32)
+    weights = (labels >= 0).astype(jnp.float32)
+    loss = jnp.sum(losses.class_cross_entropy(logits, labels) * weights)
+    correct = jnp.sum((jnp.argmax(logits, -1) == labels) * weights)
+    metrics = {"loss": loss, "z_loss": jnp.zeros((), jnp.float32),
+               "num_tokens": jnp.sum(weights), "accuracy_correct": correct}
+    return loss, metrics
+
   def loss_fn(self, params: Params, batch: Batch,
               dropout_rng: Optional[Array] = None
               ) -> tuple[Array, dict[str, Array]]:
-    """Cross entropy (+ z-loss) summed over target tokens, as T5X trains.
+    """The training loss of `objective`.
+
+    `'seq2seq'`: cross entropy (+ z-loss) summed over target tokens, as T5X
+    trains; `'classification'`: `classification_loss_fn`.
 
     Returns:
       (loss, metrics) with metrics `loss`, `z_loss`, `num_tokens`,
       `accuracy_correct` (all summed over the batch).
     """
+    if self.objective == CLASSIFICATION:
+      return self.classification_loss_fn(params, batch, dropout_rng)
+    if self.objective != SEQ2SEQ:
+      raise ValueError(f"objective must be one of {OBJECTIVES}, got "
+                       f"{self.objective!r}.")
     logits = self.logits(params, batch, dropout_rng=dropout_rng)
     targets = batch["decoder_target_tokens"]
     weights = batch.get("decoder_loss_weights")

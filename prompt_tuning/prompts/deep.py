@@ -35,6 +35,7 @@ from prompt_tuning.models import layers
 from prompt_tuning.models.config import T5Config
 from prompt_tuning.models.t5 import Transformer
 from prompt_tuning.prompts import classification
+from prompt_tuning.prompts import deep_init
 
 Array = jax.Array
 DType = Any
@@ -171,6 +172,9 @@ class DeepPromptTransformer(Transformer):
     prefix_dropout_rate: dropout on the prefixes in training.
     prefix_init: initializer of the prefixes (or of the MLP's embedding).
     num_classes: > 0 adds a `ClassificationHead` used by `classify`.
+    prompt_source: where the trainer takes the deep prompt's initial values
+      from after loading the frozen base (`deep_init`: `.npy` files or a
+      trained run); None keeps `prefix_init`'s random values.
   """
   prefix_length: int = 100
   decoder_prompt: bool = False
@@ -179,6 +183,7 @@ class DeepPromptTransformer(Transformer):
   prefix_dropout_rate: float = 0.0
   prefix_init: Initializer = default_prefix_init
   num_classes: int = 0
+  prompt_source: Optional[deep_init.DeepPromptSource] = None
 
   def setup(self):
     super().setup()

@@ -5,6 +5,11 @@ without packing (as the paper trains), padded to `task_feature_lengths`,
 and batched with the remainder dropped. The training stream is
 deterministic for a seed, so its position (the number of batches consumed)
 is all a checkpoint needs to resume it.
+
+A classification run (`EncoderDecoderModel(objective='classification')`)
+also needs each example's class id: `train_batches(..., with_label=True)`
+passes the task's int `label` feature through the converter as `label`
+`[b]` (int32).
 """
 
 from typing import Iterator, Mapping, Optional
@@ -18,6 +23,7 @@ import prompt_tuning.data  # pylint: disable=unused-import  (hides GPUs from TF)
 Batch = dict[str, np.ndarray]
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens",
                   "decoder_target_tokens", "decoder_loss_weights")
+LABEL = "label"
 
 
 def get_task(name: str) -> seqio.Task | seqio.Mixture:
@@ -36,13 +42,34 @@ def get_task(name: str) -> seqio.Task | seqio.Mixture:
     ) from e
 
 
-def feature_converter() -> seqio.FeatureConverter:
-  return seqio.EncDecFeatureConverter(pack=False)
+def feature_converter(with_label: bool = False) -> seqio.FeatureConverter:
+  """SeqIO's unpacked encoder-decoder converter; `with_label` passes the
+  task's `label` through (as a `[1]` int32 feature, see `train_batches`)."""
+  passthrough = None
+  if with_label:
+    passthrough = {LABEL: seqio.FeatureConverter.FeatureSpec(tf.int32,
+                                                              rank=1)}
+  return seqio.EncDecFeatureConverter(pack=False,
+                                      passthrough_features=passthrough)
+
+
+def _label_as_feature(ds: tf.data.Dataset, task_name: str) -> tf.data.Dataset:
+  """Reshapes each example's scalar `label` to `[1]` int32 for the converter."""
+
+  def fn(x):
+    if LABEL not in x:
+      raise KeyError(
+          f"{task_name} examples have no {LABEL!r} feature (they have "
+          f"{sorted(x)}), which objective='classification' trains on; use a "
+          "classification task (e.g. SuperGLUE RTE, BoolQ, CB).")
+    return dict(x, **{LABEL: tf.reshape(tf.cast(x[LABEL], tf.int32), [1])})
+  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
                   batch_size: int, *, seed: int = 0, start_position: int = 0,
-                  split: str = "train") -> Iterator[Batch]:
+                  split: str = "train",
+                  with_label: bool = False) -> Iterator[Batch]:
   """An endless, deterministic stream of training batches.
 
   Args:
@@ -52,17 +79,29 @@ def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
     seed: shuffle seed.
     start_position: batches to skip (resuming).
     split: dataset split.
+    with_label: also yield each example's class id `label` `[b]` (int32).
   """
   task = get_task(task_name)
+  extra = {}
+  if with_label and isinstance(task, seqio.Mixture):
+    extra["passthrough_features"] = [LABEL]  # Mixtures keep only these.
   ds = task.get_dataset(dict(task_feature_lengths), split=split,
                         shuffle=True, seed=seed, num_epochs=None,
-                        use_cached=False)
-  ds = feature_converter()(ds, dict(task_feature_lengths))
+                        use_cached=False, **extra)
+  lengths = dict(task_feature_lengths)
+  if with_label:
+    ds = _label_as_feature(ds, task_name)
+    lengths[LABEL] = 1
+  ds = feature_converter(with_label)(ds, lengths)
   ds = ds.batch(batch_size, drop_remainder=True)
   if start_position:
     ds = ds.skip(start_position)
+  features = MODEL_FEATURES + ((LABEL,) if with_label else ())
   for batch in ds.as_numpy_iterator():
-    yield {k: v for k, v in batch.items() if k in MODEL_FEATURES}
+    batch = {k: v for k, v in batch.items() if k in features}
+    if with_label:
+      batch[LABEL] = batch[LABEL][:, 0]
+    yield batch
 
 
 def pad_batch(batch: Mapping[str, np.ndarray],

@@ -5,6 +5,10 @@ rank-classification metrics, results as JSON and TensorBoard.
 split and returns `{task_name: {metric: value}}`; SeqIO's loggers write
 `<log_dir>/<task>-metrics.jsonl`, the decoded inferences, and TensorBoard
 events.
+
+A model with `objective='classification'` is evaluated through its head:
+its class ids reach the task's metric functions as label text
+(`class_predictions`); metrics that score targets still use the decoder.
 """
 
 import json
@@ -18,6 +22,7 @@ from jax.sharding import Mesh
 
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
+from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
 from prompt_tuning.training import partitioned
 from prompt_tuning.training import preflight
@@ -65,6 +70,21 @@ class Evaluation:
                                                  param_shardings)
     self._score = partitioned.compile_model_fn(model.score_batch, mesh,
                                                param_shardings)
+    self._class_predict = {}  # Task name -> label predict fn (classifier).
+    if model.is_classifier:
+      classify = class_predictions.compile_classify(model, mesh,
+                                                    param_shardings)
+      self._class_predict = {
+          task.name: class_predictions.label_predict_fn(classify, task)
+          for task in self.evaluator.eval_tasks}
+
+  def _predict_fn(self, params, ds):
+    """Decoded tokens, or the head's class ids as label tokens."""
+    if not self._class_predict:
+      return self._run(self._predict, params, ds)
+    cached = self.evaluator.cached_model_datasets
+    name = next(n for n, d in cached.items() if d is ds)
+    return self._run(self._class_predict[name], params, ds)
 
   def _run(self, fn, params, ds):
     outputs = []
@@ -79,7 +99,7 @@ class Evaluation:
   def __call__(self, params: Any, step: int) -> dict[str, dict[str, Any]]:
     metrics, _ = self.evaluator.evaluate(
         compute_metrics=True, step=step,
-        predict_fn=lambda ds: self._run(self._predict, params, ds),
+        predict_fn=lambda ds: self._predict_fn(params, ds),
         score_fn=lambda ds: self._run(self._score, params, ds))
     results = metrics.result()
     return {task: {name: _value(v) for name, v in task_metrics.items()}

@@ -5,6 +5,10 @@ example: `{"index", "inputs", "prediction", "postprocessed"}` (and the
 example's `idx`). For the SuperGLUE test splits it also writes the
 leaderboard's submission file (`RTE.jsonl`, `BoolQ.jsonl`, `AX-b.jsonl`, ...
 with `{"idx", "label"}` lines; MultiRC nested by paragraph and question).
+
+A model with `objective='classification'` predicts through its head: each
+record's `prediction` is the label string of the head's class id
+(`class_predictions`), postprocessed by the task as a decoded one would be.
 """
 
 import collections
@@ -20,6 +24,7 @@ from prompt_tuning.data import rank_classification
 from prompt_tuning.data import super_glue
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
+from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
 from prompt_tuning.training import partitioned
 from prompt_tuning.training import preflight
@@ -149,9 +154,15 @@ def infer(*, model: EncoderDecoderModel, mixture_or_task_name: str,
       allow_all_trainable=allow_all_trainable)
   predict = partitioned.compile_model_fn(model.predict_batch, trained.mesh,
                                          trained.param_shardings)
+  classify = None
+  if model.is_classifier:
+    classify = class_predictions.compile_classify(model, trained.mesh,
+                                                  trained.param_shardings)
   written = {}
   for task in _tasks(mixture_or_task_name):
-    records = list(predict_task(task, predict, trained.params,
+    task_predict = predict if classify is None else (
+        class_predictions.label_predict_fn(classify, task))
+    records = list(predict_task(task, task_predict, trained.params,
                                 task_feature_lengths, batch_size, split))
     path = os.path.join(output_dir, f"{task.name}-{split}.jsonl")
     with open(path, "w") as f:

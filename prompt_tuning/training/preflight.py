@@ -12,8 +12,11 @@ seconds and without reading weights or writing a file, checks
     every closed-label task (else the model could never emit a whole label);
   * the initial checkpoint path (present, a known format, T5X when the
     optimizer step is to be restored from it);
-  * the model: its parameter shapes (prompt length, prompt file shape),
-    logical axis names, and that the trainable patterns split it sensibly;
+  * the model: its parameter shapes (prompt length, prompt file shape, a
+    deep prompt's source files or run), logical axis names, and that the
+    trainable patterns split it sensibly; for `objective='classification'`
+    a head with enough classes for every task's labels, and a `label`
+    feature in the training examples;
   * the mesh: the batch size splits over the data axis and microbatches;
   * MODEL_DIR: no live run holds it, and a resumed run has the recorded
     configuration.
@@ -27,18 +30,22 @@ import numbers
 import os
 from typing import Any, Mapping, Optional, Sequence
 
+import flax.linen as nn
 import jax
 import seqio
 
 from prompt_tuning import errors
 from prompt_tuning import partitioning
+from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.checkpoints import training as train_ckpt
 from prompt_tuning.data import checks as data_checks
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import vocab as vocab_lib
+from prompt_tuning.models import model as model_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
+from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
 from prompt_tuning.training import run_dir
 
@@ -192,11 +199,29 @@ def _check_model(model: Any, lengths: Mapping[str, int],
     _fail(f"TRAINABLE_PATTERNS must be a tuple of regex strings, got "
           f"{trainable_patterns!r}; e.g. --gin.TRAINABLE_PATTERNS="
           "\"('prompt/prompt',)\".")
+  if model.objective not in model_lib.OBJECTIVES:
+    _fail(f"The model's objective must be one of {model_lib.OBJECTIVES}, got "
+          f"{model.objective!r} (models.EncoderDecoderModel.objective).")
   try:
     boxed = model.init_shapes(lengths["inputs"], lengths["targets"])["params"]
     partitioning.check_logical_axes(boxed)
     freezing.check_split(boxed, trainable_patterns,
                          allow_all_trainable=allow_all_trainable)
+    shapes = {name: tuple(leaf.shape) for name, leaf in
+              param_tree.flatten_params(nn.unbox(boxed)).items()}
+    source = getattr(model.module, "prompt_source", None)
+    if source is not None:
+      source.check(shapes)
+    if model.is_classifier:
+      trained = set(freezing.trainable_names(nn.unbox(boxed),
+                                             trainable_patterns))
+      frozen_head = sorted(n for n in shapes
+                           if n.startswith("classifier/") and n not in trained)
+      if frozen_head:
+        _fail(f"TRAINABLE_PATTERNS {list(trainable_patterns)} leave the "
+              f"classification head {frozen_head} frozen at its random "
+              "initialisation; add 'classifier/.*' (runs/ptuning_v2_*.gin "
+              "use DEEP_TRAINABLE_PATTERNS).")
   except errors.ConfigError:
     raise
   except (ValueError, TypeError, OSError) as e:
@@ -222,6 +247,17 @@ def _check_mesh(batch_size: int, eval_batch_size: Optional[int],
     _fail(f"BATCH_SIZE {batch_size} is not divisible by NUM_MICROBATCHES "
           f"{num_microbatches}.")
   return mesh
+
+
+def _check_has_label(task: seqio.Task) -> None:
+  """A classification run trains on the examples' int `label` feature."""
+  spec = task.get_dataset(None, split="train", shuffle=False,
+                          use_cached=False).element_spec
+  if data.LABEL not in spec:
+    _fail(f"{task.name}'s training examples have no {data.LABEL!r} feature "
+          f"(they have {sorted(spec)}), which objective='classification' "
+          "trains the head on; use a classification task or the seq2seq "
+          "objective.")
 
 
 def check_train_run(*, model: Any, mixture_or_task_name: str,
@@ -288,6 +324,11 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
   notes.append(_check_checkpoint_path(initial_checkpoint_path,
                                       optimizer_step))
   boxed = _check_model(model, lengths, trainable_patterns, allow_all_trainable)
+  if model.is_classifier:
+    notes += class_predictions.check_classifier_tasks(model,
+                                                      tasks + eval_tasks)
+    for task in tasks:
+      _check_has_label(task)
   mesh = _check_mesh(batch_size, eval_batch_size, num_partitions, mesh_shape,
                      num_microbatches)
 
@@ -324,6 +365,8 @@ def check_eval_run(*, model: Any, mixture_or_task_name: str,
   _check_target_length(mixture_or_task_name, lengths["targets"])
   _check_checkpoint_path(initial_checkpoint_path, OPTIMIZER_STEP_ZERO)
   _check_model(model, lengths, trainable_patterns, allow_all_trainable)
+  if model.is_classifier:
+    class_predictions.check_classifier_tasks(model, tasks)
   if model_dir is not None and not train_ckpt.has_checkpoint(
       os.fspath(model_dir)):
     _fail(f"No training checkpoint in {model_dir}/checkpoints; set MODEL_DIR "

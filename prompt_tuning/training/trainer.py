@@ -9,7 +9,8 @@ evaluate.
   1. build the mesh and the model's boxed parameter shapes (logical axes
      checked), initialise, restore the frozen base from
      `initial_checkpoint_path` (strict: only trainable parameters may be
-     absent from it) and draw the prompt from the loaded embedding table;
+     absent from it) and draw the prompt from the loaded embedding table
+     (and a deep prompt from its `prompt_source`, e.g. a multi-task run);
   2. split trainable/frozen, create the optimizer state (step counter 0 or
      the pretrained checkpoint's), place everything with named shardings;
   3. resume from `model_dir/checkpoints` if a checkpoint is there (state,
@@ -45,6 +46,7 @@ from prompt_tuning.checkpoints import t5x
 from prompt_tuning.checkpoints import training as train_ckpt
 from prompt_tuning.checkpoints import validation
 from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.prompts import deep_init
 from prompt_tuning.prompts import freezing
 from prompt_tuning.prompts import initializers
 from prompt_tuning.training import data
@@ -92,7 +94,9 @@ def load_initial_params(model: EncoderDecoderModel, boxed_params: Any,
                         rng: jax.Array) -> tuple[Any, Optional[int]]:
   """Random init overlaid with a pretrained checkpoint, prompt redrawn.
 
-  Every parameter of the model must come from the checkpoint except
+  A deep prompt with a `prompt_source` (`prompts.deep_init`) then takes its
+  values from there, whether or not a checkpoint path is given. Every
+  parameter of the model must come from the checkpoint except
   trainable ones it lacks (the prompt); a checkpoint parameter the model
   does not have, or of another shape, is an error.
 
@@ -121,6 +125,9 @@ def load_initial_params(model: EncoderDecoderModel, boxed_params: Any,
   init = getattr(model.module, "prompt_init", None)
   if init is not None and path:
     params = initializers.initialize_prompt(params, init, prompt_rng)
+  source = getattr(model.module, "prompt_source", None)
+  if source is not None:
+    params = deep_init.initialize_deep_prompt(params, source)
   return jax.tree_util.tree_map(jnp.asarray, params), step
 
 
@@ -419,7 +426,8 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
 
   batches = data.train_batches(mixture_or_task_name, task_feature_lengths,
                                batch_size, seed=seed,
-                               start_position=data_position)
+                               start_position=data_position,
+                               with_label=model.is_classifier)
   last_good_checkpoint = checkpointer.latest_step()
   summed: dict[str, jax.Array] = {}
   last_metrics: dict[str, float] = {}
