@@ -9,19 +9,16 @@ same rows go through our registered tasks, read from GLUE's own files:
 inputs without their first word.
 """
 
-import json
-
 import pytest
 import seqio
 
-from conftest import TESTDATA, shared_path
+from conftest import shared_path
 import prompt_tuning.tasks  # pylint: disable=unused-import  # Registers.
 from prompt_tuning.data import glue_tasks
 from prompt_tuning.data import locations
-from prompt_tuning.data import postprocessors
 from prompt_tuning.data import vocab
+from test_t5_reference import _golden, _text  # The goldens' reader.
 
-GOLDEN_DIR = TESTDATA / "t5_reference"
 # Golden file -> (our benchmark, split).
 GOLDENS = {
     "glue_sst2_v002": ("sst2", "validation"),
@@ -29,15 +26,6 @@ GOLDENS = {
     "glue_mrpc_v002": ("mrpc", "validation"),
     "glue_stsb_v002": ("stsb", "validation"),
 }
-
-
-def _golden(name: str) -> dict:
-  with open(GOLDEN_DIR / f"{name}.json", encoding="utf-8") as f:
-    return json.load(f)
-
-
-def _text(value) -> str:
-  return postprocessors.as_text(value)
 
 
 @pytest.fixture(scope="module")
