@@ -159,11 +159,25 @@ class _Format(logging.Formatter):
     return message
 
 
+class _StderrHandler(logging.Handler):
+  """Writes each record to whatever `sys.stderr` is when it is emitted.
+
+  (A `StreamHandler` keeps the stream it was made with, so a later swap of
+  `sys.stderr`, e.g. by a caller capturing output, would not see the logs.)
+  """
+
+  def emit(self, record: logging.LogRecord) -> None:
+    try:
+      sys.stderr.write(self.format(record) + "\n")
+    except Exception:  # pylint: disable=broad-except
+      self.handleError(record)
+
+
 def show_project_logs() -> None:
   """Sends this package's INFO and higher logs to stderr, one line each."""
   logger = logging.getLogger("prompt_tuning")
-  if not any(isinstance(h.formatter, _Format) for h in logger.handlers):
-    handler = logging.StreamHandler(sys.stderr)
+  if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+    handler = _StderrHandler()
     handler.setFormatter(_Format())
     logger.addHandler(handler)
   logger.setLevel(logging.INFO)
