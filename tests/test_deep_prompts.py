@@ -12,7 +12,8 @@ from prompt_tuning import gin_utils
 from prompt_tuning import partitioning
 from prompt_tuning.models import T5Config, Transformer, layers
 from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts import classification, deep
+from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.prompts import classification, deep, deep_init
 
 CONFIG = T5Config(vocab_size=48, emb_dim=16, num_heads=2, head_dim=8,
                   mlp_dim=32, num_encoder_layers=2, num_decoder_layers=2,
@@ -230,6 +231,14 @@ def test_materialize_reparameterised_prompt():
       2, 2, 4, 16)
   np.testing.assert_allclose(direct.logits(direct_params, batch),
                              model.logits(params, batch), atol=1e-5)
+  # A run's reparameterised prompt starting a direct one (deep_init.from_run)
+  # computes the same prefixes from the checkpoint's arrays.
+  flat = param_tree.flatten_params(params)
+  for stack in ("encoder", "decoder"):
+    expected = direct_params["deep_prompt"][stack]["prefix"]
+    np.testing.assert_allclose(
+        deep_init._materialize(flat, stack, expected.shape),  # pylint: disable=protected-access
+        expected, atol=1e-5)
 
 
 # ------------------------------------------------------------ classification
@@ -251,19 +260,20 @@ def test_classification_head_forward_loss_and_gradient():
   logits = module.apply({"params": params}, batch["encoder_input_tokens"],
                         method="classify")
   assert logits.shape == (3, 3) and logits.dtype == jnp.float32
-  loss, metrics = classification.classification_loss_fn(module, params,
-                                                        batch)
-  expected = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(3),
-                                                  batch["label"]])
+  classifier = EncoderDecoderModel(module, objective="classification")
+  loss, metrics = classifier.loss_fn(params, batch)
+  expected = -jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(3),
+                                                 batch["label"]])
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
-  preds = classification.predict_classes(logits)
+  preds = classifier.classify_batch(params, batch)
+  np.testing.assert_array_equal(preds, jnp.argmax(logits, -1))
   assert metrics["accuracy_correct"] == jnp.sum(preds == batch["label"])
-  assert metrics["num_examples"] == 3
+  assert metrics["num_tokens"] == 3  # One prediction per example.
 
   trainable = {k: params[k] for k in ("deep_prompt", "classifier")}
   frozen = {k: v for k, v in params.items() if k not in trainable}
-  grads = jax.grad(lambda t: classification.classification_loss_fn(
-      module, {**frozen, **t}, batch)[0])(trainable)
+  grads = jax.grad(lambda t: classifier.loss_fn({**frozen, **t}, batch)[0])(
+      trainable)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.any(np.abs(g) > 0), jax.tree_util.keystr(path)
 

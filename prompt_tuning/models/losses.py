@@ -34,19 +34,3 @@ def sequence_log_likelihood(logits: Array, targets: Array) -> Array:
   token_ll = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
   return jnp.sum(token_ll * (targets > 0), axis=-1)
 
-
-def class_cross_entropy(logits: Array, labels: Array) -> Array:
-  """Softmax cross entropy over classes, per example.
-
-  Args:
-    logits: `[b, c]`.
-    labels: int `[b]` in `[0, c)`.
-
-  Returns:
-    `[b]` float32; mask unlabelled examples yourself.
-  """
-  logits = logits.astype(jnp.float32)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  safe = jnp.clip(labels, 0, logits.shape[-1] - 1)
-  label_logits = jnp.take_along_axis(logits, safe[:, None], axis=-1)[:, 0]
-  return log_z - label_logits

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from prompt_tuning.models import decoding
 from prompt_tuning.models import losses
@@ -127,7 +128,9 @@ class EncoderDecoderModel:
     logits = self.class_logits(params, batch, dropout_rng=dropout_rng)
     labels = batch["label"].astype(jnp.int32)
     weights = (labels >= 0).astype(jnp.float32)
-    loss = jnp.sum(losses.class_cross_entropy(logits, labels) * weights)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), jnp.maximum(labels, 0))
+    loss = jnp.sum(per_example * weights)
     correct = jnp.sum((jnp.argmax(logits, -1) == labels) * weights)
     metrics = {"loss": loss, "z_loss": jnp.zeros((), jnp.float32),
                "num_tokens": jnp.sum(weights), "accuracy_correct": correct}

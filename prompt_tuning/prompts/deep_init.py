@@ -30,6 +30,7 @@ import numpy as np
 
 from prompt_tuning import errors
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.prompts import initializers
 
 PREFIX = "deep_prompt"
 STACKS = ("encoder", "decoder")
@@ -163,20 +164,7 @@ def _npy_shape(path: str) -> tuple[int, ...]:
 
 
 def _load_npy(path: str, mmap_mode: Optional[str] = None) -> np.ndarray:
-  try:
-    value = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-  except FileNotFoundError as e:
-    raise errors.ConfigError(
-        f"Deep prompt file {path} does not exist. {_FILE_FIX}") from e
-  except (ValueError, OSError, EOFError) as e:
-    raise errors.ConfigError(
-        f"Deep prompt file {path} is not a readable .npy array ({e}). "
-        f"{_FILE_FIX}") from e
-  if not isinstance(value, np.ndarray):
-    raise errors.ConfigError(
-        f"Deep prompt file {path} is an archive of several arrays, not one "
-        f"array. {_FILE_FIX}")
-  return value
+  return initializers.load_npy(path, "Deep prompt file", _FILE_FIX, mmap_mode)
 
 
 def _check_shape(path: str, actual: tuple[int, ...],

@@ -196,19 +196,26 @@ def from_string(text: str,
   return _per_prompt(fn)
 
 
-def _load_prompt_file(path: str) -> np.ndarray:
-  """A `.npy` array, with errors that name the file (never unpickles)."""
-  fix = ("PROMPT_FILE must be a NumPy .npy file of shape [length, embed], "
-         "as numpy.save or scripts/export_prompt.py write it.")
+PROMPT_FILE_FIX = ("PROMPT_FILE must be a NumPy .npy file of shape "
+                   "[length, embed], as numpy.save or "
+                   "scripts/export_prompt.py write it.")
+
+
+def load_npy(path: str, what: str = "Prompt file", fix: str = PROMPT_FILE_FIX,
+             mmap_mode: Optional[str] = None) -> np.ndarray:
+  """A `.npy` array, with errors that name `what`, the file and `fix`.
+
+  Never unpickles; `mmap_mode='r'` reads only the header until data is used.
+  """
   try:
-    value = np.load(path, allow_pickle=False)
+    value = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
   except FileNotFoundError as e:
-    raise errors.ConfigError(f"Prompt file {path} does not exist. {fix}") from e
+    raise errors.ConfigError(f"{what} {path} does not exist. {fix}") from e
   except (ValueError, OSError, EOFError) as e:
     raise errors.ConfigError(
-        f"Prompt file {path} is not a readable .npy array ({e}). {fix}") from e
+        f"{what} {path} is not a readable .npy array ({e}). {fix}") from e
   if not isinstance(value, np.ndarray):
-    raise errors.ConfigError(f"Prompt file {path} is an archive of several "
+    raise errors.ConfigError(f"{what} {path} is an archive of several "
                              f"arrays, not one array. {fix}")
   return value
 
@@ -224,7 +231,7 @@ def from_file(path: Union[str, os.PathLike[str]]) -> PromptInitializer:
            ) -> Array:
     del rng, embedding
     shape = tuple(shape)
-    value = _load_prompt_file(os.fspath(path))
+    value = load_npy(os.fspath(path))
     if value.shape == shape:
       return jnp.asarray(value, jnp.float32)
     if len(shape) == 3 and value.shape == shape[1:]:
