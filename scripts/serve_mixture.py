@@ -51,6 +51,8 @@ def main(argv: Sequence[str]) -> int:
   for task, path in serving.write_records(outputs, args.output_dir,
                                           args.split).items():
     print(f"{task}: {len(outputs[task])} predictions -> {path}")
+  for task, values in serving.task_metrics(outputs).items():
+    print(f"{task}: " + ", ".join(f"{k}={v:.2f}" for k, v in values.items()))
   return 0
 
 

@@ -6,4 +6,5 @@ downloaded until a dataset is requested.
 
 from . import domain_shift
 from . import glue
+from . import sentences
 from . import super_glue

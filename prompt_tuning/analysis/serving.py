@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+import seqio
 
 from prompt_tuning import partitioning
 from prompt_tuning.analysis import bank
@@ -56,7 +57,8 @@ def serve_mixed(model: EncoderDecoderModel, base_params: Any,
 
   Returns:
     `{task: [record per example, dataset order]}` with `index`, `idx`,
-    `inputs`, `prediction`, `postprocessed`.
+    `inputs`, `prediction`, `postprocessed` and `target` (the postprocessed
+    target, as SeqIO's evaluator forms it; see `task_metrics`).
   """
   names = list(prompts)
   stacked = bank.stack_prompts([prompts[n] for n in names])
@@ -73,6 +75,7 @@ def serve_mixed(model: EncoderDecoderModel, base_params: Any,
                         batch_size)
   outputs: dict[str, list[dict[str, Any]]] = {n: [None] * len(t) for n, t in
                                               zip(names, loaded)}
+  targets = [task_lib.targets(t) for t in loaded]
   for row, t, i in zip(tokens.tolist(), task_ids.tolist(),
                        positions.tolist()):
     examples = loaded[t]
@@ -87,8 +90,18 @@ def serve_mixed(model: EncoderDecoderModel, base_params: Any,
         "prediction": text,
         "postprocessed": inference.to_json_value(
             task_lib.postprocess(examples.task, text, example)),
+        "target": inference.to_json_value(targets[t][i]),
     }
   return outputs
+
+
+def task_metrics(outputs: Mapping[str, Sequence[Mapping[str, Any]]]
+                 ) -> dict[str, dict[str, float]]:
+  """`{task: {metric: value}}` of `serve_mixed`'s records (0-100 scale)."""
+  return {name: task_lib.predict_metrics(
+      seqio.get_mixture_or_task(name), [r["target"] for r in records],
+      [r["postprocessed"] for r in records])
+          for name, records in outputs.items()}
 
 
 def write_records(outputs: Mapping[str, Sequence[Mapping[str, Any]]],

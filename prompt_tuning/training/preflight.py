@@ -101,18 +101,20 @@ def check_optional_number(name: str, value: Any) -> None:
           f"e.g. --gin.trainer.train.{name}=None.")
 
 
-def check_feature_lengths(lengths: Any) -> dict[str, int]:
-  """`{'inputs': int, 'targets': int}` with positive lengths."""
-  example = "--gin.TASK_FEATURE_LENGTHS=\"{'inputs': 512, 'targets': 8}\""
+def check_feature_lengths(lengths: Any, what: str = "TASK_FEATURE_LENGTHS"
+                          ) -> dict[str, int]:
+  """`{'inputs': int, 'targets': int}` with positive lengths; errors name
+  the setting `what`."""
+  example = f"--gin.{what}=\"{{'inputs': 512, 'targets': 8}}\""
   if not isinstance(lengths, Mapping):
-    _fail(f"TASK_FEATURE_LENGTHS must be a dict of feature lengths, got "
+    _fail(f"{what} must be a dict of feature lengths, got "
           f"{lengths!r} ({type(lengths).__name__}); e.g. {example}.")
   keys = set(lengths)
   if keys != set(FEATURES):
-    _fail(f"TASK_FEATURE_LENGTHS must have exactly the keys {list(FEATURES)}, "
+    _fail(f"{what} must have exactly the keys {list(FEATURES)}, "
           f"got {sorted(map(str, keys))}; e.g. {example}.")
   for key in FEATURES:
-    check_int(f"TASK_FEATURE_LENGTHS[{key!r}]", lengths[key])
+    check_int(f"{what}[{key!r}]", lengths[key])
   return {k: int(lengths[k]) for k in FEATURES}
 
 

@@ -275,6 +275,7 @@ def train(*,
           eval_split: str = "validation",
           eval_batch_size: Optional[int] = None,
           eval_num_examples: Optional[int] = None,
+          eval_feature_lengths: Optional[Mapping[str, int]] = None,
           best_metric: Optional[str] = None,
           max_update_ratio: Optional[float] = 100.0,
           max_norm_growth: Optional[float] = 1e4,
@@ -319,6 +320,9 @@ def train(*,
     eval_split: split to evaluate.
     eval_batch_size: default `batch_size`.
     eval_num_examples: evaluate on the first N examples only.
+    eval_feature_lengths: the evaluation's `{'inputs', 'targets'}` lengths;
+      default `task_feature_lengths` (e.g. train on short inputs, evaluate on
+      the full sentences).
     best_metric: `task/metric` to keep the best checkpoint by (under
       `model_dir/best`), e.g. 'taskless_super_glue_rte_v102/accuracy'.
     max_update_ratio: divergence guard: stop when one step's update is more
@@ -347,6 +351,9 @@ def train(*,
       eval_num_examples=eval_num_examples, best_metric=best_metric,
       max_update_ratio=max_update_ratio, max_norm_growth=max_norm_growth,
       run_config=run_config)
+  eval_feature_lengths = preflight.check_feature_lengths(
+      eval_feature_lengths or task_feature_lengths,
+      "EVAL_TASK_FEATURE_LENGTHS")
   for note in checked.notes:
     _log.info("%s", note)
   for warning in checked.warnings:
@@ -369,7 +376,8 @@ def train(*,
         eval_period=eval_period,
         eval_mixture_or_task_name=eval_mixture_or_task_name,
         eval_split=eval_split, eval_batch_size=eval_batch_size,
-        eval_num_examples=eval_num_examples, best_metric=best_metric,
+        eval_num_examples=eval_num_examples,
+        eval_feature_lengths=eval_feature_lengths, best_metric=best_metric,
         max_update_ratio=max_update_ratio, max_norm_growth=max_norm_growth,
         run_config=run_config, progress=progress)
 
@@ -380,7 +388,8 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
                   allow_all_trainable, tx, optimizer_step, num_microbatches,
                   seed, log_period, checkpoint_period, keep_checkpoints,
                   save_frozen, eval_period, eval_mixture_or_task_name,
-                  eval_split, eval_batch_size, eval_num_examples, best_metric,
+                  eval_split, eval_batch_size, eval_num_examples,
+                  eval_feature_lengths, best_metric,
                   max_update_ratio, max_norm_growth, run_config,
                   progress) -> TrainResult:
   """`train` after its checks, holding MODEL_DIR's lock."""
@@ -413,7 +422,7 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
     evaluator = evaluation.Evaluation(
         eval_mixture_or_task_name, model, mesh, param_shardings,
         batch_size=eval_batch_size or batch_size,
-        feature_lengths=task_feature_lengths, split=eval_split,
+        feature_lengths=eval_feature_lengths, split=eval_split,
         log_dir=os.path.join(model_dir, "inference_eval"),
         num_examples=eval_num_examples)
     if best_metric:
