@@ -1,4 +1,4 @@
-"""Reads T5X native (msgpack + tensorstore) checkpoints.
+"""Reads and writes T5X native (msgpack + tensorstore) checkpoints.
 
 A T5X checkpoint is a directory `checkpoint_<step>/` holding a msgpack file
 named `checkpoint` with the tree
@@ -18,12 +18,19 @@ without momentum, v_row/v_col for unfactored parameters, v for factored ones)
 hold a placeholder of shape [1].
 
 The model directory T5X trains into holds one `checkpoint_<step>/` per save.
+
+`save_t5x_checkpoint` writes the same layout (format version 3, relative
+array paths, zarr v2 with gzip) for the parameters and the step, without
+optimizer slots: what a full-model run (runs/pretrain.gin) leaves for the
+next run's INITIAL_CHECKPOINT_PATH.
 """
 
 import dataclasses
+import math
 import os
 import pathlib
 import re
+import shutil
 from typing import Any, Mapping
 
 from flax import serialization
@@ -39,6 +46,10 @@ CHECKPOINT_FILE = "checkpoint"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 _TENSORSTORE_DRIVERS = ("zarr", "zarr3", "n5")
 _LOCAL_KVSTORES = ("file", "gfile")
+FORMAT_VERSION = 3
+# Arrays of rank < 2 (layer-norm scales) are written inline, as T5X does;
+# others as zarr folders in chunks of at most this many bytes.
+_MAX_CHUNK_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,3 +269,78 @@ def load_t5x_checkpoint(
       path=ckpt_dir,
       version=None if version is None else int(version),
   )
+
+
+def _write_zarr(folder: pathlib.Path, array: np.ndarray) -> dict[str, Any]:
+  """Writes `array` as a zarr v2 folder; returns its (relative) spec."""
+  row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
+  rows = max(1, min(array.shape[0], _MAX_CHUNK_BYTES // max(row_bytes, 1)))
+  metadata = {"chunks": [rows, *array.shape[1:]],
+              "compressor": {"id": "gzip", "level": 1},
+              "dtype": array.dtype.str, "shape": list(array.shape)}
+  store = ts.open({"driver": "zarr",
+                   "kvstore": {"driver": "file", "path": str(folder)},
+                   "metadata": metadata},
+                  create=True, delete_existing=True).result()
+  store.write(array).result()
+  return {"driver": "zarr",
+          "kvstore": {"driver": "gfile", "path": folder.name},
+          "metadata": metadata}
+
+
+def save_t5x_checkpoint(model_dir: str | os.PathLike[str], params: Params,
+                        step: int) -> pathlib.Path:
+  """Writes `params` as the T5X checkpoint `model_dir/checkpoint_<step>/`.
+
+  The checkpoint holds `{version: 3, optimizer: {target: params, state:
+  {step}}}` (no Adafactor slots), float32, matrices as zarr folders named by
+  the flattened path (`target.encoder.layers_0.mlp.wo.kernel`). It is
+  written to a temporary folder and renamed when complete, replacing an
+  older one of the same step; `load_t5x_checkpoint` reads it back exactly.
+
+  Args:
+    model_dir: where `checkpoint_<step>` goes (created if absent).
+    params: nested dict of host arrays (our / Flaxformer's names).
+    step: the training step to record, e.g. the optimizer's counter.
+
+  Returns:
+    The checkpoint directory.
+  """
+  model_dir = pathlib.Path(model_dir).resolve()
+  final = model_dir / f"checkpoint_{int(step)}"
+  temporary = model_dir / f"{final.name}.tmp-{os.getpid()}"
+  if temporary.exists():
+    shutil.rmtree(temporary)
+  temporary.mkdir(parents=True)
+  target = {}
+  for name, value in param_tree.flatten_params(params).items():
+    array = np.asarray(value, dtype=np.float32)
+    if array.ndim < 2:
+      target[name] = array
+    else:
+      folder = temporary / ("target." + name.replace(param_tree.SEPARATOR,
+                                                     "."))
+      target[name] = _write_zarr(folder, array)
+  tree = {"version": FORMAT_VERSION,
+          "optimizer": {"target": param_tree.unflatten_params(target),
+                        "state": {"step": np.asarray(int(step), np.int64)}}}
+  (temporary / CHECKPOINT_FILE).write_bytes(
+      serialization.msgpack_serialize(tree))
+  if final.exists():
+    shutil.rmtree(final)
+  temporary.rename(final)
+  return final
+
+
+def remove_old_checkpoints(model_dir: str | os.PathLike[str],
+                           keep: int) -> list[int]:
+  """Deletes all but the `keep` newest `checkpoint_<step>` folders.
+
+  Returns:
+    The steps removed.
+  """
+  steps = sorted(checkpoint_steps(model_dir))
+  removed = steps[:-keep] if keep > 0 else steps
+  for step in removed:
+    shutil.rmtree(pathlib.Path(model_dir) / f"checkpoint_{step}")
+  return removed

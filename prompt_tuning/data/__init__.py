@@ -21,6 +21,11 @@ environment variable, then the default):
   `prompt_tuning.data.vocab.vocabulary_path.path` (a SentencePiece model file,
   or a model directory holding `spiece.model`); default is T5's public
   `gs://t5-data/vocabs/cc_all.32000/sentencepiece.model`.
+* Pretraining text: TFDS `c4/en:3.1.0` (prepared beforehand; TFDS builds it
+  with Apache Beam), or, with `PROMPT_TUNING_TEXT_FILES` set to
+  comma-separated file specs (`a.txt,b.jsonl:key,c.tsv:column`, see
+  `prompt_tuning.data.text_files`), the `text_span_corruption` and
+  `text_prefix_lm` tasks of `prompt_tuning.tasks.pretraining`.
 * `PROMPT_TUNING_OFFLINE=1`: the pre-flight checks in
   `prompt_tuning.data.checks` make no network probe and fail at once where
   data (an unprepared TFDS dataset) or the vocabulary would need the network.

@@ -49,6 +49,7 @@ from prompt_tuning.data import postprocessors
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import sources
 from prompt_tuning.data import super_glue
+from prompt_tuning.data import text_files
 from prompt_tuning.data import vocab
 
 OFFLINE_ENV = "PROMPT_TUNING_OFFLINE"
@@ -306,6 +307,18 @@ def _check_tfds(task: seqio.Task, source: sources.TfdsOrLocalSource,
           f"{tfds_split!r} (it has {sorted(available)}), needed by "
           f"{task.name}/{split}. {fix}")
     return
+  if isinstance(builder, tfds.core.BeamBasedBuilder):
+    # No download can help: TFDS builds it with an Apache Beam pipeline
+    # (c4: from Common Crawl, hundreds of GB), never on first use.
+    raise DataUnavailableError(
+        f"{task.name}/{split} reads TFDS {source.tfds_name}, which is not "
+        f"prepared in {shown_dir}; TFDS cannot prepare it on first use (it "
+        "is built by an Apache Beam pipeline, see the TFDS catalog). Build "
+        f"it with `tfds build {source.tfds_name.split(':')[0]}` and Beam, "
+        f"then point {locations.setting_of(locations.tfds_data_dir).hint()} "
+        "at that data directory; or pretrain on local text files instead "
+        "(PROMPT_TUNING_TEXT_FILES and the text_* tasks, see "
+        "prompt_tuning.tasks.pretraining).")
   hosts = _download_hosts(builder)
   _require_network(
       hosts,
@@ -342,7 +355,10 @@ def check_split_available(mixture_or_task_name: str, split: str) -> None:
   * TFDS: the dataset is prepared in the TFDS data directory, or else a short
     connect probe (`PROBE_TIMEOUT_S`) reaches its download host(s), so that a
     download could work. `PROMPT_TUNING_OFFLINE=1` skips the probe and fails
-    at once;
+    at once; a dataset TFDS builds with Apache Beam (c4) fails at once
+    unless prepared;
+  * local text files (`text_files.TextFilesSource`): every file is read once
+    and must parse (a bad JSON line is named with its line number);
   * other sources: local file patterns must match; anything else is
     accepted as it is.
 
@@ -369,6 +385,8 @@ def check_split_available(mixture_or_task_name: str, split: str) -> None:
           files(root, split)
       else:
         _check_tfds(task, source, split, probed)
+    elif isinstance(source, text_files.TextFilesSource):
+      source.check(split)
     elif isinstance(source, seqio.FileDataSource):
       _check_file_source(task, source, split)
 
@@ -599,15 +617,38 @@ def _batched_lengths(task: seqio.Task, dataset: tf.data.Dataset,
   return only_features.batch(_LENGTH_BATCH).map(lengths)
 
 
+def _untrimmed_dataset(task: seqio.Task, split: str,
+                       sequence_length: Optional[Mapping[str, int]]
+                       ) -> tf.data.Dataset:
+  """`split` through all of the task's steps, in file order, untrimmed.
+
+  Steps that size their output by the feature lengths (span corruption,
+  prefix LM) get `sequence_length`; the EOS steps get None, so they append
+  EOS without trimming anything.
+  """
+  dataset = task.source.get_dataset(split=split, shuffle=False)
+  with seqio.utils.map_seed_manager(0):
+    for step in task.preprocessors:
+      if isinstance(step, seqio.CacheDatasetPlaceholder):
+        continue
+      dataset = seqio.utils.add_kwargs_to_transform(
+          step, sequence_length=None if step in _EOS_STEPS else
+          sequence_length, output_features=task.output_features)(dataset)
+  return dataset
+
+
 def _token_lengths(task: seqio.Task, split: str, features: Sequence[str],
                    max_examples: Optional[int],
-                   fast: bool = True) -> dict[str, np.ndarray]:
+                   fast: bool = True,
+                   sequence_length: Optional[Mapping[str, int]] = None
+                   ) -> dict[str, np.ndarray]:
   """Token counts (with EOS) of each feature of the first examples.
 
   The standard T5 pipeline is counted fast: its text steps run as usual and
   the text is tokenised in batches by the same vocabulary (giving the ids
-  `get_dataset` gives). Any other pipeline, or `fast=False`, runs
-  `get_dataset` in full.
+  `get_dataset` gives). Any other pipeline, or `fast=False`, runs all of the
+  task's steps (`_untrimmed_dataset`, with `sequence_length` for the steps
+  that need it, e.g. pretraining objectives).
   """
   steps = _text_steps(task) if fast else None
   dataset = None
@@ -623,9 +664,7 @@ def _token_lengths(task: seqio.Task, split: str, features: Sequence[str],
       dataset = dataset.take(max_examples)
     dataset = _batched_lengths(task, dataset, features)
   else:
-    dataset = task.get_dataset(sequence_length=None, split=split,
-                               shuffle=False, num_epochs=1,
-                               try_in_mem_cache=False)
+    dataset = _untrimmed_dataset(task, split, sequence_length)
     if max_examples is not None:
       dataset = dataset.take(max_examples)
     dataset = dataset.map(
@@ -645,7 +684,9 @@ def truncation_report(mixture_or_task_name: str, split: str,
   """Counts the examples that `feature_lengths` would truncate.
 
   Lengths are those `get_dataset` produces before trimming: tokenised by the
-  task's vocabulary, with EOS. The first `max_examples` examples (file order)
+  task's vocabulary, with EOS (a step that sizes its output by the lengths,
+  like span corruption, runs with `feature_lengths`, so it needs those it
+  reads). The first `max_examples` examples (file order)
   of every task of the task/mixture that has `split` are counted together.
   Runs `check_split_available` first, so it never triggers a download.
 
@@ -670,8 +711,9 @@ def truncation_report(mixture_or_task_name: str, split: str,
     if unknown:
       raise ValueError(f"{task.name} has no feature(s) {unknown}; it has "
                        f"{sorted(task.output_features)}.")
-    for feature, lengths in _token_lengths(task, split, features,
-                                           max_examples).items():
+    for feature, lengths in _token_lengths(
+        task, split, features, max_examples,
+        sequence_length=dict(feature_lengths)).items():
       all_lengths[feature].append(lengths)
   reports = []
   for feature in features:

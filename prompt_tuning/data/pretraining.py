@@ -12,8 +12,9 @@ Both take tokenized examples (`targets` `[n]` int32, e.g. text tokenized by
   its sentinel. Sentinels count down from the top of the vocabulary: the
   first span of an example gets id `vocab_size - 1` (`<extra_id_0>` with T5's
   100 extra ids), the next `vocab_size - 2`, and so on.
-* Prefix LM (the LM adaptation of Lester et al. 2021): each chunk is split at
-  a uniformly random point; the prefix is the input and the rest the target.
+* Prefix LM (the LM adaptation of Lester et al. 2021): each chunk of
+  `min(inputs, targets)` tokens is split at a uniformly random point; the
+  prefix is the input and the rest the target.
 
 Shape legend: n tokens of one example, s noise spans.
 """
@@ -24,6 +25,10 @@ import seqio
 import tensorflow as tf
 
 NOISE_DENSITY = 0.15
+# The mapped functions are plain TF ops (no Python control flow on tensors):
+# tracing them as they are skips AutoGraph's source conversion, seconds per
+# pipeline on a small CPU.
+_NO_AUTOGRAPH = tf.autograph.experimental.do_not_convert
 MEAN_NOISE_SPAN_LENGTH = 3.0
 
 
@@ -112,9 +117,9 @@ def _chunks(dataset: tf.data.Dataset, length: int) -> tf.data.Dataset:
 
   The last, shorter piece is kept. Other features are dropped.
   """
-  tokens = dataset.flat_map(
-      lambda x: tf.data.Dataset.from_tensor_slices(x["targets"]))
-  return tokens.batch(length).map(lambda t: {"targets": t})
+  tokens = dataset.flat_map(_NO_AUTOGRAPH(
+      lambda x: tf.data.Dataset.from_tensor_slices(x["targets"])))
+  return tokens.batch(length).map(_NO_AUTOGRAPH(lambda t: {"targets": t}))
 
 
 def span_corruption(dataset: tf.data.Dataset,
@@ -133,6 +138,7 @@ def span_corruption(dataset: tf.data.Dataset,
   vocab_size = output_features["targets"].vocabulary.vocab_size
 
   @seqio.map_over_dataset(num_seeds=1)
+  @_NO_AUTOGRAPH
   def corrupt(x, seed):
     tokens = x["targets"]
     seeds = tf.random.experimental.stateless_split(seed, 2)
@@ -149,16 +155,20 @@ def prefix_lm(dataset: tf.data.Dataset,
               sequence_length: Mapping[str, int]) -> tf.data.Dataset:
   """SeqIO preprocessor: tokenized `targets` -> (random prefix, the rest).
 
-  Chunks are `inputs + targets - 2` tokens long (room for both EOS); each is
-  split at a point drawn uniformly from 1 .. n - 1 (a chunk of one token is
-  all target).
+  Chunks are `min(inputs, targets)` tokens long and each is split at a point
+  drawn uniformly from 1 .. n - 1 (a chunk of one token is all target), so
+  the prefix (at most n - 1 tokens) and the rest (at most n - 1) both fit
+  their feature with EOS: nothing is ever truncated, and the targets always
+  continue the inputs' last token. (A longer chunk would have to be cut on
+  one side, opening a gap between the visible prefix and its continuation.)
   """
-  length = sequence_length["inputs"] + sequence_length["targets"] - 2
+  length = min(sequence_length["inputs"], sequence_length["targets"])
   if length < 2:
-    raise ValueError(f"prefix_lm needs inputs + targets >= 4, got "
+    raise ValueError(f"prefix_lm needs inputs and targets lengths >= 2, got "
                      f"{dict(sequence_length)}.")
 
   @seqio.map_over_dataset(num_seeds=1)
+  @_NO_AUTOGRAPH
   def split(x, seed):
     tokens = x["targets"]
     n = tf.size(tokens)

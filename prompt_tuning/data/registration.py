@@ -19,6 +19,14 @@ from prompt_tuning.data import rank_classification
 from prompt_tuning.data import vocab
 
 
+def replace_task(name: str, **task_kwargs: Any) -> seqio.Task:
+  """`seqio.TaskRegistry.add(name, **task_kwargs)`, replacing any task
+  already registered under `name`."""
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(name, **task_kwargs)
+
+
 def add_task(
     name: str,
     source: seqio.DataSource,
@@ -33,9 +41,7 @@ def add_task(
   registers the scored variant `<name>_rank` (same data and metrics, the
   label picked by log-likelihood instead of decoding).
   """
-  if name in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.remove(name)
-  task = seqio.TaskRegistry.add(
+  task = replace_task(
       name,
       source=source,
       output_features=vocab.output_features(),

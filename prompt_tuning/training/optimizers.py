@@ -3,6 +3,8 @@
 The paper (and T5X's prompt-tuning configs) use Adafactor with a constant
 learning rate of 0.3, second-moment decay exponent 0.8, weight decay 1e-5,
 no momentum, no parameter-scale multiplication and update clipping at 1.0.
+T5's pretraining (runs/pretrain.gin) instead scales updates by the
+parameters' scale and follows `rsqrt_schedule`.
 """
 
 import numbers
@@ -45,6 +47,40 @@ def adafactor(learning_rate: float = 0.3,
       momentum=momentum,
       weight_decay_rate=weight_decay_rate,
       min_dim_size_to_factor=min_dim_size_to_factor)
+
+
+def rsqrt_schedule(base_learning_rate: float = 1.0,
+                   warmup_steps: int = 10000) -> optax.Schedule:
+  """T5's pretraining schedule: `base / sqrt(max(step, warmup_steps))`.
+
+  Constant `base / sqrt(warmup_steps)` (0.01 with the defaults) for the
+  first `warmup_steps` steps, then inverse square-root decay. The step is
+  the optimizer's counter, so a run whose counter is restored from a
+  checkpoint (OPTIMIZER_STEP = 'restored') continues the decay.
+
+  Raises:
+    errors.ConfigError: `base_learning_rate` not a positive number, or
+      `warmup_steps` not an integer >= 1.
+  """
+  if (isinstance(base_learning_rate, bool) or
+      not isinstance(base_learning_rate, numbers.Real) or
+      not base_learning_rate > 0):
+    raise errors.ConfigError(
+        f"rsqrt_schedule's base_learning_rate must be a positive number, got "
+        f"{base_learning_rate!r}; e.g. --gin.optimizers.rsqrt_schedule."
+        "base_learning_rate=1.0.")
+  if (isinstance(warmup_steps, bool) or
+      not isinstance(warmup_steps, numbers.Integral) or warmup_steps < 1):
+    raise errors.ConfigError(
+        f"rsqrt_schedule's warmup_steps (WARMUP_STEPS) must be an integer >= "
+        f"1, got {warmup_steps!r}; e.g. --gin.WARMUP_STEPS=10000.")
+  base, warmup = float(base_learning_rate), int(warmup_steps)
+
+  def schedule(count: jax.Array) -> jax.Array:
+    step = jnp.maximum(jnp.asarray(count, jnp.float32), float(warmup))
+    return base * jax.lax.rsqrt(step)
+
+  return schedule
 
 
 def set_optimizer_step(opt_state: Any, step: int) -> Any:

@@ -7,7 +7,8 @@ seconds and without reading weights or writing a file, checks
     lengths, periods, the divergence guard, ...);
   * the task or mixture names, and that their sources can serve the train
     and evaluation splits (local files present, or TFDS data prepared or
-    downloadable) and that the vocabulary is reachable;
+    downloadable) and that the vocabulary is reachable; that the evaluation
+    task has metrics;
   * that `TASK_FEATURE_LENGTHS['targets']` holds the longest class label of
     every closed-label task (else the model could never emit a whole label);
   * the initial checkpoint path (present, a known format, T5X when the
@@ -251,6 +252,17 @@ def _check_mesh(batch_size: int, eval_batch_size: Optional[int],
   return mesh
 
 
+def _check_has_metrics(name: str, tasks: Sequence[seqio.Task]) -> None:
+  """Something to evaluate: a task without metrics (a pretraining
+  objective) would make every evaluation an empty, silent pass."""
+  if not any(t.metric_fns or getattr(t, "metric_objs", None) for t in tasks):
+    _fail(f"The evaluation task {name} has no metrics (its tasks "
+          f"{sorted(t.name for t in tasks)} are trained on, not evaluated, "
+          "e.g. pretraining objectives); set --gin.EVAL_MIXTURE_OR_TASK_NAME="
+          "None (or --gin.trainer.train.eval_mixture_or_task_name=None), or "
+          "name a task with metrics.")
+
+
 def _check_has_label(task: seqio.Task) -> None:
   """A classification run trains on the examples' int `label` feature."""
   spec = task.get_dataset(None, split="train", shuffle=False,
@@ -309,6 +321,7 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
   if eval_mixture_or_task_name:
     eval_tasks = _check_task_data(eval_mixture_or_task_name, eval_split,
                                   "the evaluation task")
+    _check_has_metrics(eval_mixture_or_task_name, eval_tasks)
   if best_metric is not None:
     task_part = str(best_metric).split("/")[0]
     names = sorted(t.name for t in eval_tasks)

@@ -20,7 +20,10 @@ evaluate.
      trainable norm or update far outside the usual range (the divergence
      guard), stops the run before any further checkpoint is written;
      checkpoints every
-     `checkpoint_period` steps and at the end; evaluation every
+     `checkpoint_period` steps and at the end (with `export_t5x`, each also
+     as a T5X checkpoint `model_dir/checkpoint_<optimizer step>` holding the
+     whole model, which a later run's `initial_checkpoint_path` loads);
+     evaluation every
      `eval_period` steps, keeping the best checkpoint by `best_metric`;
      evaluations due before a resume that never finished are run first.
 """
@@ -34,6 +37,7 @@ from typing import Any, Mapping, Optional, Sequence
 from clu import metric_writers
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -94,6 +98,9 @@ def load_initial_params(model: EncoderDecoderModel, boxed_params: Any,
                         rng: jax.Array) -> tuple[Any, Optional[int]]:
   """Random init overlaid with a pretrained checkpoint, prompt redrawn.
 
+  The random initialisation is skipped when the checkpoint holds every
+  parameter (a whole model, e.g. continuing a pretraining run).
+
   A deep prompt with a `prompt_source` (`prompts.deep_init`) then takes its
   values from there, whether or not a checkpoint path is given. Every
   parameter of the model must come from the checkpoint except
@@ -104,24 +111,31 @@ def load_initial_params(model: EncoderDecoderModel, boxed_params: Any,
     (params, the checkpoint's step if it is a T5X checkpoint else None).
   """
   init_rng, prompt_rng = jax.random.split(rng)
-  shapes = nn.unbox(boxed_params)
-  params = jax.jit(lambda r: nn.unbox(model.init(r, 1, 1))["params"])(init_rng)
+  shapes = param_tree.flatten_params(nn.unbox(boxed_params))
   step = None
+  flat_loaded = {}
   if path:
-    loaded = pretrained.load_pretrained_params(path)
-    flat_loaded = param_tree.flatten_params(loaded)
-    expected = {k: v for k, v in param_tree.flatten_params(shapes).items()
-                if k in flat_loaded or
-                not freezing.is_trainable(k, trainable_patterns)}
-    loaded = validation.check_params(
-        param_tree.unflatten_params(expected), loaded, source=str(path),
-        expected_source="the gin model config")
-    flat = param_tree.flatten_params(params)
-    flat.update(param_tree.flatten_params(loaded))
-    params = param_tree.unflatten_params(flat)
     if pretrained.detect_checkpoint_format(path) == (
         pretrained.CheckpointFormat.T5X):
-      step = t5x.load_t5x_checkpoint(path, restore_optimizer_state=False).step
+      checkpoint = t5x.load_t5x_checkpoint(path,
+                                           restore_optimizer_state=False)
+      loaded, step = checkpoint.params, checkpoint.step
+    else:
+      loaded = pretrained.load_pretrained_params(path)
+    flat_loaded = param_tree.flatten_params(loaded)
+    expected = {k: v for k, v in shapes.items()
+                if k in flat_loaded or
+                not freezing.is_trainable(k, trainable_patterns)}
+    flat_loaded = param_tree.flatten_params(validation.check_params(
+        param_tree.unflatten_params(expected), loaded, source=str(path),
+        expected_source="the gin model config"))
+  if set(shapes) - set(flat_loaded):  # Not all from the checkpoint.
+    flat = param_tree.flatten_params(jax.jit(
+        lambda r: nn.unbox(model.init(r, 1, 1))["params"])(init_rng))
+    flat.update(flat_loaded)
+  else:  # E.g. a whole model (LM adaptation): nothing to draw.
+    flat = flat_loaded
+  params = param_tree.unflatten_params(flat)
   init = getattr(model.module, "prompt_init", None)
   if init is not None and path:
     params = initializers.initialize_prompt(params, init, prompt_rng)
@@ -236,6 +250,31 @@ def load_trained_params(model: EncoderDecoderModel,
       step=restored_step, mesh=mesh)
 
 
+def export_t5x_checkpoint(model_dir: str, state: TrainState,
+                          keep: int) -> Optional[str]:
+  """Writes `state`'s parameters as `model_dir/checkpoint_<N>` (T5X).
+
+  N is Adafactor's step counter (the state's step if it has none), so a run
+  continuing a restored counter numbers its checkpoints after the one it
+  started from. Only the first process writes; the `keep` newest exports
+  are kept.
+
+  Returns:
+    The checkpoint directory, or None on other processes.
+  """
+  step = optimizers.optimizer_step(state.opt_state)
+  step = int(jax.device_get(state.step)) if step is None else step
+  if jax.process_count() > 1:
+    params = multihost_utils.process_allgather(state.params, tiled=True)
+  else:
+    params = jax.device_get(state.params)
+  if jax.process_index() > 0:
+    return None
+  path = t5x.save_t5x_checkpoint(model_dir, params, step)
+  t5x.remove_old_checkpoints(model_dir, keep)
+  return str(path)
+
+
 def _write_scalars(writer: Any, step: int, scalars: Mapping[str, float]):
   writer.write_scalars(step, dict(scalars))
   writer.flush()
@@ -270,6 +309,7 @@ def train(*,
           checkpoint_period: int = 1000,
           keep_checkpoints: int = 3,
           save_frozen: bool = False,
+          export_t5x: bool = False,
           eval_period: int = 0,
           eval_mixture_or_task_name: Optional[str] = None,
           eval_split: str = "validation",
@@ -312,6 +352,11 @@ def train(*,
     checkpoint_period: steps between checkpoints.
     keep_checkpoints: recent checkpoints kept.
     save_frozen: also checkpoint the frozen parameters (full fine-tuning).
+    export_t5x: also write every checkpoint as the T5X checkpoint
+      `model_dir/checkpoint_<N>` of all parameters, N being Adafactor's step
+      counter (this run's steps plus a restored checkpoint's step), keeping
+      the `keep_checkpoints` newest; `initial_checkpoint_path` reads it
+      (runs/pretrain.gin, runs/lm_adapt.gin).
     eval_period: steps between evaluations; 0 evaluates only at the end if
       `eval_mixture_or_task_name` is set, never otherwise. A resumed run
       first runs the evaluations due at or before its step that have no
@@ -373,7 +418,7 @@ def train(*,
         num_microbatches=num_microbatches, seed=seed, log_period=log_period,
         checkpoint_period=checkpoint_period,
         keep_checkpoints=keep_checkpoints, save_frozen=save_frozen,
-        eval_period=eval_period,
+        export_t5x=export_t5x, eval_period=eval_period,
         eval_mixture_or_task_name=eval_mixture_or_task_name,
         eval_split=eval_split, eval_batch_size=eval_batch_size,
         eval_num_examples=eval_num_examples,
@@ -387,9 +432,9 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
                   initial_checkpoint_path, trainable_patterns,
                   allow_all_trainable, tx, optimizer_step, num_microbatches,
                   seed, log_period, checkpoint_period, keep_checkpoints,
-                  save_frozen, eval_period, eval_mixture_or_task_name,
-                  eval_split, eval_batch_size, eval_num_examples,
-                  eval_feature_lengths, best_metric,
+                  save_frozen, export_t5x, eval_period,
+                  eval_mixture_or_task_name, eval_split, eval_batch_size,
+                  eval_num_examples, eval_feature_lengths, best_metric,
                   max_update_ratio, max_norm_growth, run_config,
                   progress) -> TrainResult:
   """`train` after its checks, holding MODEL_DIR's lock."""
@@ -501,6 +546,8 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
       checkpointer.save(state, data_position=data_position,
                         frozen_record=frozen_record,
                         trainable_patterns=trainable_patterns)
+    if export_t5x:
+      export_t5x_checkpoint(model_dir, state, keep_checkpoints)
     last_good_checkpoint = step
 
   def eval_due(step: int) -> bool:
