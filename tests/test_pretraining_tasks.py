@@ -80,6 +80,13 @@ def test_text_files_read_tsv_columns_json_keys_nested_keys_and_lists():
   assert shard == texts[1::2]
   assert both.num_input_examples("validation") == 277
 
+  # A .txt with a column is tab-separated: the MSR paraphrase corpus.
+  msr_path = str(shared_path("data", "glue", "MRPC",
+                             "msr_paraphrase_train.txt"))
+  msr = text_files.text_files_source([f"{msr_path}:#1 String"])
+  assert msr.num_input_examples("train") == 4076
+  assert _texts(msr)[0].startswith("Amrozi accused his brother , whom he")
+
   # A list on the way yields each element: every MultiRC question.
   questions = text_files.text_files_source(
       [f"{multirc_path}:passage.questions.question"])
@@ -109,7 +116,6 @@ def test_txt_files_give_one_text_per_non_empty_line(tmp_path):
      "a .jsonl file needs the key to read, as '{dir}/data.jsonl:KEY'"),
     ("{dir}/data.tsv", errors.ConfigError,
      "a .tsv file needs the column to read, as '{dir}/data.tsv:COLUMN'"),
-    ("{dir}/data.txt:text", errors.ConfigError, "takes no field"),
     ("{dir}/data.tsv:sentense", errors.ConfigError,
      r"has no column 'sentense'; its header has \['sentence', 'label'\]"),
     ("{dir}/data.jsonl:passage.txt", errors.ConfigError,

@@ -8,7 +8,9 @@ Each file is named by a spec string:
   the way, or as the value, yields each of its elements
   (`train.jsonl:passage.questions.question`);
 * `path.tsv:column`: the column a header row names (tab-separated, read with
-  `csv` and `csv.QUOTE_NONE`, so quotes are kept as text).
+  `csv` and `csv.QUOTE_NONE`, so quotes are kept as text); `path.txt:column`
+  reads a `.txt` file the same way (the MSR paraphrase corpus,
+  `msr_paraphrase_train.txt:#1 String`, is tab-separated with a header).
 
 Texts that are empty or only (ASCII) whitespace are skipped in every format;
 texts are kept as they are otherwise (a `.txt` line without its line end).
@@ -63,11 +65,12 @@ def parse_spec(spec: str) -> tuple[str, Optional[str]]:
       hold colons.
 
   Returns:
-    `(path, None)` for `.txt`, `(path, key or column)` otherwise.
+    `(path, None)` for a `.txt` read by lines, `(path, key or column)`
+    otherwise.
 
   Raises:
     errors.ConfigError: not a string, an unknown extension, a jsonl/tsv spec
-      without a field, a `.txt` spec with one.
+      without a field.
     FileNotFoundError: the file does not exist (named).
   """
   if not isinstance(spec, str) or not spec.strip():
@@ -84,10 +87,6 @@ def parse_spec(spec: str) -> tuple[str, Optional[str]]:
     raise errors.ConfigError(
         f"Text file spec {spec!r}: unknown extension {extension or '(none)'!r}"
         f"; use {', '.join(EXTENSIONS)} ({_EXAMPLE}).")
-  if extension == TXT and field is not None:
-    raise errors.ConfigError(
-        f"Text file spec {spec!r}: a .txt file is read one text per line and "
-        f"takes no field; write {path!r}.")
   if extension != TXT and not field:
     what = "key" if extension == JSONL else "column"
     raise errors.ConfigError(
@@ -144,10 +143,21 @@ class TextFile:
   def extension(self) -> str:
     return os.path.splitext(self.path)[1]
 
+  @property
+  def by_lines(self) -> bool:
+    """A `.txt` without a column: one text per line."""
+    return self.extension == TXT and self.field is None
+
+  @property
+  def tabular(self) -> bool:
+    """A `.tsv`, or a `.txt` with a column: tab-separated with a header."""
+    return self.extension == TSV or (self.extension == TXT and
+                                     self.field is not None)
+
   def check_header(self) -> None:
     """Cheap checks: a tsv header names the column; a jsonl first line has
     the key. Reads one line."""
-    if self.extension == TSV:
+    if self.tabular:
       self._tsv_column()
     elif self.extension == JSONL:
       with open(self.path, encoding="utf-8") as f:
@@ -200,7 +210,7 @@ class TextFile:
       raise errors.ConfigError(f"{self.path} is not UTF-8 text ({e}).") from e
 
   def _texts(self) -> Iterator[str]:
-    if self.extension == TXT:
+    if self.by_lines:
       with open(self.path, encoding="utf-8") as f:
         for line in f:
           if not _is_blank(line):
@@ -315,7 +325,7 @@ class TextFilesSource(seqio.DataSource):
     del shuffle, seed, sequence_length, use_cached, num_epochs
     dataset = None
     for text_file in self.files(split):
-      if text_file.extension == TXT:
+      if text_file.by_lines:
         lines = tf.data.TextLineDataset(text_file.path).filter(_NO_AUTOGRAPH(
             lambda line: tf.strings.length(tf.strings.strip(line)) > 0))
       else:

@@ -105,7 +105,7 @@ _PRETRAIN_TARGETS = pretraining.span_corruption_lengths(64)[1]
 STAGES: tuple[Stage, ...] = (
     Stage("pretrain", SPAN_CORRUPTION_TASK,
           {"inputs": 64, "targets": _PRETRAIN_TARGETS}, 400, 32),
-    Stage("lm_adapt", PREFIX_LM_TASK, {"inputs": 48, "targets": 16}, 200, 32),
+    Stage("lm_adapt", PREFIX_LM_TASK, {"inputs": 32, "targets": 32}, 200, 32),
     Stage("multitask", MULTITASK_MIXTURE, {"inputs": 48, "targets": 4}, 1500,
           64, eval_task="glue_sst2_v002",
           eval_feature_lengths={"inputs": 96, "targets": 4}),

@@ -63,6 +63,7 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
         prompt_length: int = PROMPT_LENGTH,
         config: Optional[config_lib.T5Config] = None,
         stages: Sequence[frozen_model.Stage] = frozen_model.STAGES,
+        num_examples: Optional[int] = None,
         progress: bool = True) -> dict[str, float]:
   """Builds (or reuses) the frozen model, then scores and trains a prompt.
 
@@ -75,6 +76,7 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
     prompt_length: prompt positions.
     config: the architecture; default `models/t5_1_1_mini.gin`'s.
     stages: the build's stages (`frozen_model.STAGES`).
+    num_examples: score the first N dev sentences only (default all 872).
     progress: tqdm bars.
 
   Returns:
@@ -103,7 +105,7 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
         model=base, mixture_or_task_name=task,
         task_feature_lengths=EVAL_LENGTHS, batch_size=128, model_dir=None,
         initial_checkpoint_path=frozen, trainable_patterns=(".*",),
-        allow_all_trainable=True,
+        allow_all_trainable=True, num_examples=num_examples,
         output_dir=os.path.join(work_dir or cache_dir, f"eval_{key}"))
     scores[key] = _accuracy(results, task)
   print(f"SST-2 dev accuracy of the frozen model: {scores['no_prompt']:.1f} "
@@ -125,6 +127,7 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
       seed=seed,
       checkpoint_period=prompt_steps, eval_mixture_or_task_name=TASKLESS,
       eval_feature_lengths=EVAL_LENGTHS, eval_batch_size=128,
+      eval_num_examples=num_examples,
       progress=progress)
   scores["prompt_tuned"] = _accuracy(result.eval_results[prompt_steps],
                                      TASKLESS)
