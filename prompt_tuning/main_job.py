@@ -15,7 +15,8 @@
    frozen (the paper's Adafactor, lr 0.3; prompt initialised from the class
    labels), and scores it on the same 872 sentences.
 
-It ends with the three accuracies. Every step is the library's
+It ends with the three accuracies. `--build_only` stops after step 1 (the
+recipe alone). Every step is the library's
 (`prompt_tuning.training.trainer.train`, `evaluation.evaluate`); the same
 runs from the command line are in the README.
 """
@@ -39,18 +40,31 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--work_dir", default=None,
                       help="prompt runs and evaluations (default cache_dir)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--build_only", action="store_true",
+                      help="build (or find) the frozen model, then stop")
   args = parser.parse_args(argv)
+  shared = os.path.abspath(args.shared_dir)
+  needed = [os.path.join(shared, "data", "glue", "SST-2", "train.tsv"),
+            os.path.join(shared, "models", "t5_vocab", "spiece.model")]
+  missing = [path for path in needed if not os.path.isfile(path)]
+  if missing:
+    raise FileNotFoundError(
+        f"{missing[0]} does not exist: the main job reads the project's "
+        f"shared/ folder ({shared}); pass --shared_dir=DIR or set "
+        "PROMPT_TUNING_SHARED.")
   cli.quiet_startup()
   cli.show_project_logs()
   # pylint: disable-next=g-import-not-at-top  (after the start-up logs)
   from prompt_tuning.recipes import steering
   cache_dir = os.path.abspath(os.path.expanduser(args.cache_dir))
-  shared = os.path.abspath(args.shared_dir)
   os.environ.setdefault("PROMPT_TUNING_GLUE_DIR",
                         os.path.join(shared, "data", "glue"))
   os.environ.setdefault("PROMPT_TUNING_VOCAB", os.path.join(
       shared, "models", "t5_vocab", "spiece.model"))
-  steering.run(cache_dir, shared, work_dir=args.work_dir, seed=args.seed)
+  if args.build_only:
+    steering.build(cache_dir, shared, seed=args.seed)
+  else:
+    steering.run(cache_dir, shared, work_dir=args.work_dir, seed=args.seed)
   return 0
 
 

@@ -9,7 +9,7 @@ the paper's models were made, at toy scale:
 2. `lm_adapt`: the paper's LM adaptation, prefix LM on the same text,
    continuing from stage 1;
 3. `multitask`: T5's supervised multi-task training with task names in the
-   inputs (`sprompt_tuning.tasks.sentences`'s `sst2_multitask_v001`): SST-2
+   inputs (`prompt_tuning.tasks.sentences`'s `sst2_multitask_v001`): SST-2
    sentiment plus two tasks constructed on the same sentences (length,
    negation), so that the taskless input `sentence: S` leaves open which
    answer is wanted;
@@ -132,15 +132,6 @@ def register_tasks(shared_dir: str) -> None:
       PREFIX_LM_TASK, text_files.text_files_source(specs))
 
 
-def optimizer():
-  """Adafactor as T5 pretrains (see `BASE_LEARNING_RATE`)."""
-  return optimizers.adafactor(
-      learning_rate=optimizers.rsqrt_schedule(BASE_LEARNING_RATE,
-                                              WARMUP_STEPS),
-      decay_rate=0.8, weight_decay_rate=None, clipping_threshold=1.0,
-      multiply_by_parameter_scale=True, momentum=None)
-
-
 def frozen_checkpoint(cache_dir: str) -> Optional[str]:
   """The frozen model's `checkpoint_<step>` under `cache_dir`, if built."""
   frozen = os.path.join(cache_dir, FROZEN_DIR)
@@ -202,7 +193,9 @@ def build(cache_dir: str, config: config_lib.T5Config, *, shared_dir: str,
           train_steps=stage.train_steps, batch_size=stage.batch_size,
           model_dir=os.path.join(cache_dir, stage.name),
           initial_checkpoint_path=previous, trainable_patterns=(".*",),
-          allow_all_trainable=True, export_t5x=True, optimizer=optimizer(),
+          allow_all_trainable=True, export_t5x=True,
+          optimizer=optimizers.pretraining_adafactor(BASE_LEARNING_RATE,
+                                                     WARMUP_STEPS),
           optimizer_step=trainer.OPTIMIZER_STEP_RESTORED, seed=seed,
           log_period=50, checkpoint_period=stage.train_steps,
           keep_checkpoints=1, eval_period=0,

@@ -15,7 +15,6 @@ library (`prompt_tuning.main_job` is its command line).
 """
 
 import dataclasses
-import logging
 import os
 import time
 from typing import Optional, Sequence
@@ -34,7 +33,6 @@ from prompt_tuning.recipes import frozen_model
 from prompt_tuning.training import evaluation
 from prompt_tuning.training import trainer
 
-_log = logging.getLogger(__name__)
 
 TASKLESS = glue_tasks.task_name("sst2", taskless=True)
 PREFIXED = glue_tasks.task_name("sst2", taskless=False)
@@ -56,6 +54,30 @@ def model_config(search_paths: Sequence[str] = ()) -> config_lib.T5Config:
 
 def _accuracy(results, task: str) -> float:
   return float(results[task]["accuracy"])
+
+
+def build(cache_dir: str, shared_dir: str, *, seed: int = 0,
+          config: Optional[config_lib.T5Config] = None,
+          stages: Sequence[frozen_model.Stage] = frozen_model.STAGES,
+          progress: bool = True) -> str:
+  """Builds the frozen model into `cache_dir` or finds it there; prints each
+  stage's steps, time and final loss; returns the checkpoint path."""
+  config = dataclasses.replace(config or model_config(), dropout_rate=0.0)
+  start = time.time()
+  cached = frozen_model.frozen_checkpoint(cache_dir)
+  if cached:
+    print(f"Reusing the frozen model {cached}.", flush=True)
+  else:
+    print(f"Building the frozen model into {cache_dir} (once).", flush=True)
+  frozen = frozen_model.build(cache_dir, config, shared_dir=shared_dir,
+                              seed=seed, stages=stages, progress=progress)
+  for name, row in frozen_model.read_recipe(cache_dir)["stages"].items():
+    print(f"  stage {name:9s} {row['steps']:5d} steps  "
+          f"{row['seconds']:7.1f} s  final loss/token "
+          f"{row['final_loss_per_token']:.3f}", flush=True)
+  print(f"Frozen model ready after {time.time() - start:.0f} s: {frozen}",
+        flush=True)
+  return frozen
 
 
 def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
@@ -83,21 +105,8 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
     `{'no_prompt', 'task_name', 'prompt_tuned'}` SST-2 dev accuracies.
   """
   config = dataclasses.replace(config or model_config(), dropout_rate=0.0)
-  start = time.time()
-  cached = frozen_model.frozen_checkpoint(cache_dir)
-  if cached:
-    print(f"Reusing the frozen model {cached}.", flush=True)
-  else:
-    print(f"Building the frozen model into {cache_dir} (once).", flush=True)
-  frozen = frozen_model.build(cache_dir, config, shared_dir=shared_dir,
-                              seed=seed, stages=stages, progress=progress)
-  for name, row in frozen_model.read_recipe(cache_dir)["stages"].items():
-    print(f"  stage {name:9s} {row['steps']:5d} steps  "
-          f"{row['seconds']:7.1f} s  final loss/token "
-          f"{row['final_loss_per_token']:.3f}", flush=True)
-  print(f"Frozen model ready after {time.time() - start:.0f} s: {frozen}",
-        flush=True)
-
+  frozen = build(cache_dir, shared_dir, seed=seed, config=config,
+                 stages=stages, progress=progress)
   base = EncoderDecoderModel(t5.Transformer(config))
   scores = {}
   for key, task in (("no_prompt", TASKLESS), ("task_name", PREFIXED)):

@@ -67,7 +67,7 @@ def rsqrt_schedule(base_learning_rate: float = 1.0,
       not base_learning_rate > 0):
     raise errors.ConfigError(
         f"rsqrt_schedule's base_learning_rate must be a positive number, got "
-        f"{base_learning_rate!r}; e.g. --gin.optimizers.rsqrt_schedule."
+        f"{base_learning_rate!r}; e.g. --gin.optimizers.pretraining_adafactor."
         "base_learning_rate=1.0.")
   if (isinstance(warmup_steps, bool) or
       not isinstance(warmup_steps, numbers.Integral) or warmup_steps < 1):
@@ -81,6 +81,19 @@ def rsqrt_schedule(base_learning_rate: float = 1.0,
     return base * jax.lax.rsqrt(step)
 
   return schedule
+
+
+def pretraining_adafactor(base_learning_rate: float = 1.0,
+                          warmup_steps: int = 10000
+                          ) -> optax.GradientTransformation:
+  """Adafactor as T5 pretrains: updates scaled by each parameter's RMS,
+  decay rate 0.8, update clipping 1.0, no momentum, no weight decay, and
+  `rsqrt_schedule(base_learning_rate, warmup_steps)` as the learning rate
+  (runs/pretrain.gin, runs/lm_adapt.gin, `prompt_tuning.recipes`)."""
+  return adafactor(
+      learning_rate=rsqrt_schedule(base_learning_rate, warmup_steps),
+      decay_rate=0.8, weight_decay_rate=None, clipping_threshold=1.0,
+      multiply_by_parameter_scale=True, momentum=None)
 
 
 def set_optimizer_step(opt_state: Any, step: int) -> Any:
