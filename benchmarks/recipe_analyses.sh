@@ -3,7 +3,7 @@
 # model"): five SST-2 prompts (seeds 0-4) trained from the command line, their
 # majority-vote ensemble, the nearest vocabulary neighbours of one prompt,
 # two tasks served with two prompts in one batch, and the prompt length x
-# initialiser ablation PNG. About 35 minutes on 2 cores.
+# initialiser ablation PNG (200 steps per cell).
 #
 #   bash benchmarks/recipe_analyses.sh [CACHE_DIR] [OUT_DIR]
 #
@@ -61,6 +61,6 @@ start=$(date +%s)
 $PY scripts/prompt_ablation.py "${MODEL[@]}" --gin_file=prompts/prompt.gin \
   --checkpoint="$CKPT" --task=$SST2 --lengths=1,5,20 \
   --initializers=random_uniform,sampled_vocab,class_labels \
-  --train_steps=300 --batch_size=32 --inputs_length=64 --targets_length=4 \
+  --train_steps=200 --batch_size=32 --inputs_length=64 --targets_length=4 \
   --out_dir="$OUT/ablation"
 echo "ablation: $(( $(date +%s) - start )) s"

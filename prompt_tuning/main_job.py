@@ -2,20 +2,12 @@
 
   python -m prompt_tuning.main_job --cache_dir=~/.cache/prompt_tuning
 
-1. Builds the frozen mini T5 of `prompt_tuning.recipes.frozen_model` into
-   `--cache_dir` (about 25 minutes on 2 cores, once; later runs reuse it):
-   pretrained with span corruption, LM-adapted, then trained multi-task with
-   task names in the inputs on SST-2 and two tasks constructed on the same
-   sentences.
-2. Scores the frozen model on SST-2 dev (872 sentences) two ways: with the
-   taskless input `sentence: S`, which does not say which of its three tasks
-   is wanted (`taskless_glue_sst2_v200`), and with T5's task name
-   (`glue_sst2_v002`, `sst2 sentence: S`).
-3. Trains a soft prompt on SST-2 train with the taskless input, the model
-   frozen (the paper's Adafactor, lr 0.3; prompt initialised from the class
-   labels), and scores it on the same 872 sentences.
+Builds the frozen mini T5 of `prompt_tuning.recipes.frozen_model` into
+`--cache_dir` once (later runs reuse it), scores it on SST-2 dev without a
+prompt and with its task name, trains a taskless soft prompt on SST-2 train
+and scores that: the steps of `prompt_tuning.recipes.steering.run`.
 
-It ends with the three accuracies. `--build_only` stops after step 1 (the
+It ends with the three accuracies. `--build_only` stops after the build (the
 recipe alone). Every step is the library's
 (`prompt_tuning.training.trainer.train`, `evaluation.evaluate`); the same
 runs from the command line are in the README.

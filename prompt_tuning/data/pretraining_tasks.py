@@ -22,7 +22,6 @@ import tensorflow as tf
 
 from prompt_tuning.data import pretraining
 from prompt_tuning.data import registration
-from prompt_tuning.data import vocab
 
 TEXT = "text"
 
@@ -37,19 +36,8 @@ def text_as_targets(x: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 def _add(name: str, source: seqio.DataSource,
          objective: Callable[..., tf.data.Dataset]) -> seqio.Task:
-  return registration.replace_task(
-      name,
-      source=source,
-      output_features=vocab.output_features(),
-      preprocessors=[
-          text_as_targets,
-          seqio.preprocessors.tokenize,
-          seqio.CacheDatasetPlaceholder(),
-          objective,
-          seqio.preprocessors.append_eos_after_trim,
-      ],
-      metric_fns=[],
-  )
+  return registration.add_task(name, source, text_as_targets,
+                               after_cache=(objective,))
 
 
 def add_span_corruption_task(name: str, source: seqio.DataSource

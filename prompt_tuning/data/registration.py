@@ -34,8 +34,13 @@ def add_task(
     postprocess_fn: Optional[Callable[..., Any]] = None,
     metric_fns: Sequence[Callable[..., Any]] = (),
     rank_labels: Sequence[str] = (),
+    after_cache: Sequence[Callable[..., Any]] = (),
 ) -> seqio.Task:
   """Registers (or replaces) a text-to-text task and returns it.
+
+  Preprocessing: `text_preprocessor`, tokenization, the cache point, then
+  `after_cache` (e.g. an unsupervised objective, so each epoch draws anew),
+  then EOS.
 
   With `rank_labels` (the target strings in class-id order) it also
   registers the scored variant `<name>_rank` (same data and metrics, the
@@ -49,6 +54,7 @@ def add_task(
           text_preprocessor,
           seqio.preprocessors.tokenize,
           seqio.CacheDatasetPlaceholder(),
+          *after_cache,
           seqio.preprocessors.append_eos_after_trim,
       ],
       postprocess_fn=postprocess_fn,
