@@ -24,7 +24,8 @@ import numpy as np
 from prompt_tuning.analysis import neighbors
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.checkpoints import pretrained
-from prompt_tuning.data import super_glue
+import prompt_tuning.tasks  # pylint: disable=unused-import  (registers)
+from prompt_tuning.data import checks
 from prompt_tuning.data import vocab as vocab_lib
 
 
@@ -60,7 +61,11 @@ def main(argv: Sequence[str]) -> int:
   prompt_io.check_portable(prompt, np.shape(embedding)[-1],
                            source=args.prompt)
   vocabulary = vocab_lib.get_vocabulary(args.vocab)
-  label_strings = (super_glue.label_strings(args.task) if args.task else
+  task_labels = checks.label_strings(args.task) if args.task else None
+  if args.task and not task_labels:
+    raise SystemExit(f"--task {args.task} has no fixed label strings; give "
+                     "--labels=a,b instead.")
+  label_strings = (task_labels[args.task] if args.task else
                    tuple(args.labels.split(",")) if args.labels else ())
   report = neighbors.neighbor_report(
       prompt, np.asarray(embedding), args.k,
