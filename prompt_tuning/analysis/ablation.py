@@ -20,7 +20,7 @@ import math
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from prompt_tuning.data import super_glue
+from prompt_tuning.data import checks
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import initializers
@@ -50,11 +50,10 @@ class AblationRow:
 
 
 def class_label_strings(task_name: str) -> tuple[str, ...]:
-  """Label strings of a SuperGLUE task, empty for free-text tasks."""
-  try:
-    return super_glue.label_strings(task_name)
-  except KeyError:
-    return ()
+  """Label strings of a closed label-set task (SuperGLUE, GLUE, the
+  sentence tasks: `data.checks.label_strings`), empty for free-text tasks."""
+  labels = checks.label_strings(task_name) or {}
+  return tuple(labels.get(task_name, ()))
 
 
 def make_initializer(name: str, labels: Sequence[str] = (),
