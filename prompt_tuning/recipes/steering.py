@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import gin
 
+from prompt_tuning import evaluate as evaluate_lib
 from prompt_tuning import gin_utils
 from prompt_tuning.data import glue_tasks
 from prompt_tuning.data import vocab
@@ -30,7 +31,6 @@ from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import initializers
 from prompt_tuning.prompts import models as prompt_models
 from prompt_tuning.recipes import frozen_model
-from prompt_tuning.training import evaluation
 from prompt_tuning.training import trainer
 
 
@@ -110,7 +110,7 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
   base = EncoderDecoderModel(t5.Transformer(config))
   scores = {}
   for key, task in (("no_prompt", TASKLESS), ("task_name", PREFIXED)):
-    results = evaluation.evaluate(
+    results = evaluate_lib.evaluate(
         model=base, mixture_or_task_name=task,
         task_feature_lengths=EVAL_LENGTHS, batch_size=128, model_dir=None,
         initial_checkpoint_path=frozen, trainable_patterns=(".*",),
