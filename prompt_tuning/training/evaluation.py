@@ -6,6 +6,9 @@ split and returns `{task_name: {metric: value}}`; SeqIO's loggers write
 `<log_dir>/<task>-metrics.jsonl`, the decoded inferences, and TensorBoard
 events.
 
+In a multi-process run every process reads the whole split and feeds its
+devices' rows; all compute the metrics, process 0 writes the logs.
+
 A model with `objective='classification'` is evaluated through its head:
 its class ids reach the task's metric functions as label text
 (`class_predictions`); metrics that score targets still use the decoder.
@@ -19,9 +22,11 @@ import numpy as np
 import seqio
 from jax.sharding import Mesh
 
+from prompt_tuning import partitioning
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
+from prompt_tuning.training import distributed
 from prompt_tuning.training import partitioned
 
 
@@ -49,6 +54,8 @@ class Evaluation:
                num_examples: Optional[int] = None):
     data.get_task(task_name)  # Clear error for unknown names.
     loggers = ()
+    if log_dir and not distributed.is_primary():
+      log_dir = None  # Process 0 writes the logs for all.
     if log_dir:
       os.makedirs(log_dir, exist_ok=True)
       loggers = (seqio.JSONLogger, seqio.TensorBoardLogger)
@@ -63,6 +70,8 @@ class Evaluation:
         log_dir=log_dir,
         use_memory_cache=True)
     self.batch_size = batch_size
+    self._feed = distributed.batch_feed(partitioning.batch_sharding(mesh),
+                                        batch_size)
     self._predict = partitioned.compile_model_fn(model.predict_batch, mesh,
                                                  param_shardings)
     self._score = partitioned.compile_model_fn(model.score_batch, mesh,
@@ -86,10 +95,10 @@ class Evaluation:
   def _run(self, fn, params, ds):
     outputs = []
     for indices, batch, n in data.numpy_batches(ds, self.batch_size):
-      result = fn(params, batch)
+      result = fn(params, self._feed.from_full(batch))
       if isinstance(result, tuple):
         result = result[0]
-      result = np.asarray(jax.device_get(result))[:n]
+      result = np.asarray(distributed.gather(result))[:n]
       outputs.extend(zip(indices[:n].tolist(), result.tolist()))
     return outputs
 

@@ -19,7 +19,8 @@ seconds and without reading weights or writing a file, checks
     a head with enough classes for every task's labels, and a `label`
     feature in the training examples;
   * the mesh: the batch size splits over the data axis and microbatches;
-  * MODEL_DIR: no live run holds it, and a resumed run has the recorded
+  * MODEL_DIR: no live run holds it (process 0 checks, as it takes the
+    lock for all), and a resumed run has the recorded
     configuration.
 
 It returns the notes a user should see once (inputs truncated at the feature
@@ -48,6 +49,7 @@ from prompt_tuning.prompts import freezing
 from prompt_tuning.training import checkpointer as train_ckpt
 from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
+from prompt_tuning.training import distributed
 from prompt_tuning.training import run_dir
 from prompt_tuning.training.state import (OPTIMIZER_STEP_RESTORED,
                                           OPTIMIZER_STEP_ZERO)
@@ -265,6 +267,13 @@ def _check_mesh(batch_size: int, eval_batch_size: Optional[int],
   if batch_size % num_microbatches:
     _fail(f"BATCH_SIZE {batch_size} is not divisible by NUM_MICROBATCHES "
           f"{num_microbatches}.")
+  if distributed.is_multiprocess():
+    for size in {batch_size, eval_batch_size or batch_size}:
+      try:
+        distributed.batch_feed(partitioning.batch_sharding(mesh), size)
+      except ValueError as e:
+        _fail(f"{e} (mesh {dict(mesh.shape)} over {jax.process_count()} "
+              "processes; change mesh_shape or NUM_PARTITIONS)")
   return mesh
 
 
@@ -366,7 +375,8 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
 
   model_dir = os.fspath(model_dir)
   has_checkpoint = train_ckpt.has_checkpoint(model_dir)
-  run_dir.check_unlocked(model_dir)
+  if distributed.is_primary():  # The others rely on its lock (run_dir.hold).
+    run_dir.check_unlocked(model_dir)
   run_dir.check_run_config(model_dir, run_config, has_checkpoint)
 
   warnings = [report.message() for report in data_checks.truncation_report(

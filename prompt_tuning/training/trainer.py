@@ -27,6 +27,13 @@ evaluate.
      evaluation every
      `eval_period` steps, keeping the best checkpoint by `best_metric`;
      evaluations due before a resume that never finished are run first.
+
+Multi-process runs (`distributed.initialize` first, e.g. the entry point's
+`--coordinator_address/--num_processes/--process_id`): every process runs
+`train`; each reads the SeqIO shard of the batch rows its devices hold
+(`distributed.batch_feed`) and the global batch is assembled from them;
+checkpoints are saved and restored by all processes together; MODEL_DIR's
+lock and records, TensorBoard and T5X exports come from process 0 only.
 """
 
 import dataclasses
@@ -48,6 +55,7 @@ from prompt_tuning.checkpoints import t5x
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.training import checkpointer as train_ckpt
 from prompt_tuning.training import data
+from prompt_tuning.training import distributed
 from prompt_tuning.training import evaluation
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
@@ -245,7 +253,7 @@ def train(*,
   if validate_only:
     return TrainResult(state=None, metrics={}, eval_results={}, history=[],
                        checks=checked)
-  with run_dir.RunLock(model_dir):
+  with run_dir.hold(model_dir):
     return _train_locked(
         checked, model=model, mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=dict(task_feature_lengths),
@@ -317,10 +325,13 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
   writer = metric_writers.create_default_writer(
       os.path.join(model_dir, "train"), just_logging=jax.process_index() > 0)
 
+  # This process's rows of each global batch (all of it with one process).
+  feed = distributed.batch_feed(partitioning.batch_sharding(mesh), batch_size)
   batches = data.train_batches(mixture_or_task_name, task_feature_lengths,
-                               batch_size, seed=seed,
+                               feed.local_batch_size, seed=seed,
                                start_position=data_position,
-                               with_label=model.is_classifier)
+                               with_label=model.is_classifier,
+                               shard_info=feed.shard_info)
   last_good_checkpoint = checkpointer.latest_step()
   summed: dict[str, jax.Array] = {}
   last_metrics: dict[str, float] = {}
@@ -423,12 +434,13 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
         run_eval(step, old.state, old.data_position)
 
   bar = tqdm.tqdm(total=train_steps, initial=min(start_step, train_steps),
-                  disable=not progress, desc="train", dynamic_ncols=True)
+                  disable=not progress or not distributed.is_primary(),
+                  desc="train", dynamic_ncols=True)
   try:
     if evaluator is not None:
       run_missing_evals()
     for step in range(start_step, train_steps):
-      batch = next(batches)
+      batch = feed(next(batches))
       state, metrics = train_fn(state, batch, dropout_rng)
       data_position += 1
       summed = _accumulate(summed, metrics)
