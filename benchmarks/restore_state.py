@@ -1,7 +1,18 @@
-r"""Restoring a pre-trained T5X checkpoint into sharded state (writer part).
+r"""Restoring a pre-trained T5X checkpoint into the sharded prompt-tuning state.
 
+    # Write random T5 1.1-base weights in the real T5X layout (once):
+    python benchmarks/restore_state.py --model_dir=/tmp/t5_1_1_base_random
+    # Build the state from it on meshes of 8 CPU devices, one process each:
     python benchmarks/restore_state.py --model_dir=/tmp/t5_1_1_base_random \
-        [--config_name=t5_1_1_base] [--seed=0]
+        --measure --meshes=1x1,2x4,1x8
+
+`--measure` runs `training.state.build_train_state` (prompt length 100,
+Adafactor) in a fresh process per mesh and prints a markdown table: wall
+time; peak RSS above the process's baseline (CPU "devices" live in host
+memory, so it is split into what the devices hold at the end and the
+transient host overhead above that); bytes per device against 1/model of
+each split parameter; and the reads: bytes read over the checkpoint's bytes
+(1.00 = every byte read once) and the largest number of reads of one array.
 
 `write_random_t5x_checkpoint` writes random weights of a T5 1.1 size in the
 real T5X layout, to restore from: `checkpoint_<step>/checkpoint` (msgpack,
@@ -160,6 +171,114 @@ def write_random_t5x_checkpoint(model_dir: str | os.PathLike[str],
   return final
 
 
+def measure_one(checkpoint: str, config_name: str, mesh: str,
+                prompt_length: int = 100) -> dict[str, float]:
+  """Builds the prompt-tuning state from `checkpoint` on `mesh` ('2x4') of
+  this process's devices; returns the measurements (see the module doc)."""
+  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS, in the child)
+  import collections
+  import time
+  import flax.linen as nn
+  import jax
+  import memory as memory_lib  # benchmarks/memory.py (this directory)
+  from prompt_tuning import partitioning
+  from prompt_tuning.checkpoints import sharded
+  from prompt_tuning.models.model import EncoderDecoderModel
+  from prompt_tuning.prompts import freezing
+  from prompt_tuning.prompts.models import PromptTransformer
+  from prompt_tuning.training import optimizers
+  from prompt_tuning.training import state as state_lib
+  # pylint: enable=g-import-not-at-top
+  data, model_ways = (int(x) for x in mesh.split("x"))
+  model = EncoderDecoderModel(PromptTransformer(
+      t5_1_1_config(config_name), prompt_length=prompt_length))
+  boxed = state_lib.model_shapes(model, {"inputs": 1, "targets": 1})
+  split = freezing.compute_split(boxed, model.trainable_patterns)
+  mesh_obj = partitioning.create_mesh(
+      mesh_shape=(data, model_ways), devices=jax.devices()[:data * model_ways])
+  reads = collections.Counter()
+  read_bytes = [0]
+  real = sharded._read_slice  # pylint: disable=protected-access
+
+  def counting(source, handle, index):
+    out = real(source, handle, index)
+    reads[source.name] += 1
+    read_bytes[0] += out.size * 4  # As float32, like the checkpoint.
+    return out
+
+  sharded._read_slice = counting  # pylint: disable=protected-access
+  baseline = memory_lib.current_rss_bytes()
+  start = time.time()
+  with memory_lib.RssSampler() as sampler:
+    built = state_lib.build_train_state(model, mesh_obj,
+                                        optimizers.adafactor(), checkpoint,
+                                        split, boxed_params=boxed)
+    jax.block_until_ready(built.state)
+  seconds = time.time() - start
+  per_device = collections.Counter()
+  for leaf in jax.tree_util.tree_leaves((built.state.frozen,
+                                         built.state.trainable)):
+    for shard in leaf.addressable_shards:
+      per_device[shard.device.id] += shard.data.nbytes
+  specs = param_tree.flatten_params(partitioning.mesh_specs(boxed, mesh_obj))
+  shapes = param_tree.flatten_params(nn.unbox(boxed))
+  expected = 0
+  for name, spec in specs.items():
+    ways = math.prod(mesh_obj.shape[a] for a in
+                     jax.tree_util.tree_leaves(tuple(spec)))
+    expected += 4 * math.prod(shapes[name].shape) // ways
+  one_copy = sum(4 * math.prod(v.shape) for v in shapes.values())
+  held = sum(per_device.values())
+  peak = sampler.peak - baseline
+  checkpoint_bytes = sum(4 * math.prod(v.shape) for n, v in shapes.items()
+                         if n in reads)
+  return {"mesh": mesh, "seconds": seconds, "one_copy_gib": one_copy / 2**30,
+          "peak_above_baseline_gib": peak / 2**30,
+          "held_by_devices_gib": held / 2**30,
+          "transient_host_gib": (peak - held) / 2**30,
+          "per_device_gib": max(per_device.values()) / 2**30,
+          "expected_per_device_gib": expected / 2**30,
+          "bytes_read_ratio": read_bytes[0] / max(checkpoint_bytes, 1),
+          "max_reads_per_array": max(reads.values()),
+          "arrays": len(reads)}
+
+
+def _measure(model_dir: str, config_name: str, meshes: Sequence[str]) -> str:
+  """Runs `measure_one` per mesh in a fresh 8-device process; a table."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  checkpoint = str(t5x.find_checkpoint_dir(model_dir))
+  rows = []
+  for mesh in meshes:
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               PYTHONPATH=str(_ROOT))
+    out = subprocess.run(
+        [sys.executable, __file__, "--model_dir", model_dir, "--config_name",
+         config_name, "--_measure_one", mesh], env=env, check=True,
+        capture_output=True, text=True).stdout
+    rows.append(json.loads(out.strip().splitlines()[-1]))
+  load = os.getloadavg()
+  lines = [f"Build of the prompt-tuning state from {checkpoint} "
+           f"({config_name}, prompt 100), 8 CPU devices; load average "
+           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.", "",
+           "| mesh (data x model) | wall s | peak RSS above baseline GiB | "
+           "held by devices GiB | transient host GiB | per device GiB "
+           "(expected) | bytes read / checkpoint | max reads of one array |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    lines.append(
+        f"| {r['mesh']} | {r['seconds']:.1f} | "
+        f"{r['peak_above_baseline_gib']:.2f} | {r['held_by_devices_gib']:.2f}"
+        f" | {r['transient_host_gib']:.2f} | {r['per_device_gib']:.3f} "
+        f"({r['expected_per_device_gib']:.3f}) | {r['bytes_read_ratio']:.2f} "
+        f"| {r['max_reads_per_array']} |")
+  lines.append("")
+  lines.append(f"One copy of the parameters: {rows[0]['one_copy_gib']:.2f} "
+               "GiB (float32).")
+  return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--model_dir", required=True,
@@ -167,7 +286,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--config_name", default="t5_1_1_base")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--step", type=int, default=0)
+  parser.add_argument("--measure", action="store_true",
+                      help="build the state from the checkpoint; a table")
+  parser.add_argument("--meshes", default="1x1,2x4,1x8")
+  parser.add_argument("--_measure_one", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args._measure_one:  # pylint: disable=protected-access
+    import json  # pylint: disable=g-import-not-at-top
+    print(json.dumps(measure_one(
+        str(t5x.find_checkpoint_dir(args.model_dir)), args.config_name,
+        args._measure_one)))  # pylint: disable=protected-access
+    return 0
+  if args.measure:
+    print(_measure(args.model_dir, args.config_name, args.meshes.split(",")))
+    return 0
   path = write_random_t5x_checkpoint(args.model_dir, args.config_name,
                                      args.seed, args.step)
   size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -21,7 +21,8 @@ Parameters, gradients and optimizer state are exact per-device shard sizes
 (the trainer's logical-axis rules, uneven dimensions replicated);
 activations are an estimate (see `partitioning.memory.activation_bytes`).
 The trainable parameters are `--trainable`, else the gin macro
-TRAINABLE_PATTERNS, else DEEP_TRAINABLE_PATTERNS, else `prompt/prompt`.
+TRAINABLE_PATTERNS, else what the model declares (the prompt file's soft
+prompt, deep prompt, head).
 Shapes come from `jax.eval_shape`: nothing is allocated.
 """
 
@@ -32,7 +33,7 @@ from absl import flags
 
 from prompt_tuning import cli
 
-_READ_DIRECTLY = ("MODEL", "TRAINABLE_PATTERNS", "DEEP_TRAINABLE_PATTERNS")
+_READ_DIRECTLY = ("MODEL", "TRAINABLE_PATTERNS")
 _OPTIMIZERS = ("adafactor", "adam", "none")
 
 
@@ -113,7 +114,6 @@ def _configured_model(files: Sequence[str], bindings: Sequence[str],
   # pylint: disable=g-import-not-at-top
   import gin
   from prompt_tuning import gin_utils
-  from prompt_tuning.prompts import freezing
   # pylint: enable=g-import-not-at-top
   gin.clear_config()
   gin_utils.parse_gin(files, bindings, search)
@@ -123,8 +123,11 @@ def _configured_model(files: Sequence[str], bindings: Sequence[str],
                          "e.g. --gin_file=models/t5_1_1_base.gin.")
   model = gin.query_parameter("%MODEL").scoped_configurable_fn()
   patterns = (gin_utils.query_macro("TRAINABLE_PATTERNS") or
-              gin_utils.query_macro("DEEP_TRAINABLE_PATTERNS") or
-              freezing.PROMPT_PATTERNS)
+              model.trainable_patterns)
+  if not patterns:
+    raise cli.UsageError(
+        "The model declares no trainable parameters (no prompt file); add "
+        "e.g. --gin_file=prompts/prompt.gin or pass --trainable.")
   return model, tuple(patterns)
 
 

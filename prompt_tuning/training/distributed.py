@@ -199,18 +199,6 @@ def agree(ok: bool) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
 
 
-def global_arrays(tree: Any, shardings: Any) -> Any:
-  """Host values (the same on every process) as global arrays placed with
-  `shardings` (a matching tree); each process fills its own devices."""
-
-  def place(value, sharding):
-    host = np.asarray(value)
-    return jax.make_array_from_callback(host.shape, sharding,
-                                        lambda index: host[index])
-
-  return jax.tree_util.tree_map(place, tree, shardings)
-
-
 @dataclasses.dataclass(frozen=True)
 class BatchFeed:
   """Which rows of the global batch this process reads and feeds.
