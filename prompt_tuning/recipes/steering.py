@@ -15,6 +15,7 @@ library (`prompt_tuning.main_job` is its command line).
 """
 
 import dataclasses
+import json
 import os
 import time
 from typing import Optional, Sequence
@@ -85,7 +86,8 @@ def build(cache_dir: str, shared_dir: str, *, seed: int = 0,
 def _evaluate_frozen(model: EncoderDecoderModel, task: str, frozen: str,
                      num_examples: Optional[int],
                      output_dir: str) -> dict[str, dict[str, float]]:
-  """`task`'s dev metrics of `model` with the frozen weights as they are."""
+  """`task`'s dev metrics of `model` with the frozen weights as they are,
+  also written to `output_dir/metrics.json` (as `prompt_tuning.evaluate`)."""
   boxed = state.model_shapes(model, EVAL_LENGTHS)
   split = freezing.compute_split(boxed, (".*",), allow_all_trainable=True)
   loaded = state.load_trained_params(model, EVAL_LENGTHS, None, frozen,
@@ -94,7 +96,11 @@ def _evaluate_frozen(model: EncoderDecoderModel, task: str, frozen: str,
       task, model, loaded.mesh, loaded.param_shardings, batch_size=128,
       feature_lengths=EVAL_LENGTHS, log_dir=output_dir,
       num_examples=num_examples)
-  return run_eval(loaded.params, 0)
+  results = run_eval(loaded.params, 0)
+  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+    json.dump({"step": 0, "split": "validation", "results": results}, f,
+              indent=2, default=str)
+  return results
 
 
 def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
