@@ -310,7 +310,7 @@ def _du_bytes(path: str) -> int:
 def run_checkpoint_worker() -> dict[str, Any]:
   """Sizes of a prompt-only and of full-model training checkpoints."""
   import jax  # pylint: disable=g-import-not-at-top
-  from prompt_tuning.checkpoints import training as train_ckpt  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import checkpointer as train_ckpt  # pylint: disable=g-import-not-at-top
   from prompt_tuning.prompts import freezing  # pylint: disable=g-import-not-at-top
 
   rows = []

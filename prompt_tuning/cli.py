@@ -15,6 +15,12 @@ Every entry point (`python -m prompt_tuning.train`, `evaluate`, `infer`,
                              traceback of every error;
   --help                     this text.
 
+`python -m prompt_tuning.train` also takes the multi-process flags
+(`define_distributed_flags`): `--coordinator_address=host:port
+--num_processes=N --process_id=I` on each process, or `--multihost` to
+detect them (TPU pods, SLURM, Open MPI), `--local_device_ids=0,1`; JAX joins
+the run (`training.distributed.initialize`) before the gin files are read.
+
 Errors end the run with one last line `error: ...` and a non-zero exit
 code: 2 for a bad command line or setting (no traceback), 1 for anything
 else (traceback first, unless it is a known bad-input error).
@@ -29,7 +35,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Callable, Iterator, NoReturn, Optional, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
 
 from absl import flags
 
@@ -62,6 +68,42 @@ def define_gin_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_bool(
       "verbose", False, "Show TensorFlow's start-up logs and full tracebacks "
       f"(also: {VERBOSE_ENV}=1).", flag_values=flag_values)
+
+
+def define_distributed_flags(flag_values: flags.FlagValues) -> None:
+  """Defines the multi-process flags (`training.distributed.initialize`)."""
+  flags.DEFINE_bool(
+      "multihost", False, "Join a multi-process run, detecting the settings "
+      "not given (TPU pods, SLURM, Open MPI).", flag_values=flag_values)
+  flags.DEFINE_string(
+      "coordinator_address", None, "host:port of process 0, the same on "
+      "every process of a multi-process run.", flag_values=flag_values)
+  flags.DEFINE_integer(
+      "num_processes", None, "Processes in a multi-process run.",
+      flag_values=flag_values)
+  flags.DEFINE_integer(
+      "process_id", None, "This process's index, 0 ... num_processes - 1.",
+      flag_values=flag_values)
+  flags.DEFINE_list(
+      "local_device_ids", None, "Comma-separated local device ids this "
+      "process uses (default all).", flag_values=flag_values)
+
+
+def initialize_distributed(flag_values: flags.FlagValues) -> bool:
+  """Joins the multi-process run the flags describe; False for a single
+  process (no multi-process flag given)."""
+  # pylint: disable-next=g-import-not-at-top  (JAX after the quiet start-up)
+  from prompt_tuning.training import distributed
+  ids = flag_values["local_device_ids"].value
+  try:
+    ids = None if ids is None else [int(i) for i in ids]
+  except ValueError as e:
+    raise UsageError(f"--local_device_ids must be integers: {ids}.") from e
+  return distributed.initialize(
+      coordinator_address=flag_values["coordinator_address"].value,
+      num_processes=flag_values["num_processes"].value,
+      process_id=flag_values["process_id"].value, local_device_ids=ids,
+      auto=flag_values["multihost"].value)
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
@@ -239,7 +281,10 @@ def new_flags() -> flags.FlagValues:
 
 def parse_gin_command(argv: Sequence[str], doc: str,
                       flag_values: Optional[flags.FlagValues] = None,
-                      read_directly: Sequence[str] = ()) -> flags.FlagValues:
+                      read_directly: Sequence[str] = (),
+                      before_gin: Optional[
+                          Callable[[flags.FlagValues], Any]] = None
+                      ) -> flags.FlagValues:
   """Flags, quiet start-up, then the gin files and bindings, checked.
 
   Args:
@@ -247,6 +292,8 @@ def parse_gin_command(argv: Sequence[str], doc: str,
     doc: the command's help text.
     flag_values: the command's flags (default: `new_flags()`).
     read_directly: macros the command queries itself (not via `%NAME`).
+    before_gin: called with the parsed flags after the quiet start-up and
+      before the gin files are read (e.g. `initialize_distributed`).
 
   Returns:
     The parsed flags; gin is parsed and finalized.
@@ -262,6 +309,8 @@ def parse_gin_command(argv: Sequence[str], doc: str,
                      "--gin_file=models/t5_1_1_base.gin; see --help.")
   quiet_startup(is_verbose(args))
   show_project_logs()
+  if before_gin is not None:
+    before_gin(args)
   from prompt_tuning import gin_utils  # pylint: disable=g-import-not-at-top
   gin_utils.parse_gin(args.gin_file, args.gin_bindings,
                       search_paths(args.gin_search_paths))

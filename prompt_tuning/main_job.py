@@ -9,8 +9,8 @@ and scores that: the steps of `prompt_tuning.recipes.steering.run`.
 
 It ends with the three accuracies. `--build_only` stops after the build (the
 recipe alone). Every step is the library's
-(`prompt_tuning.training.trainer.train`, `evaluation.evaluate`); the same
-runs from the command line are in the README.
+(`prompt_tuning.training.trainer.train`, `prompt_tuning.evaluate.evaluate`);
+the same runs from the command line are in the README.
 """
 
 import argparse

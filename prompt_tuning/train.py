@@ -18,6 +18,16 @@ checkpoint in MODEL_DIR, first running any evaluation that was cut short.
 The configuration is written once to MODEL_DIR/config.gin; a resume with
 other settings (except TRAIN_STEPS, EVAL_PERIOD, CHECKPOINT_PERIOD and
 MODEL_DIR) is refused, naming the differences.
+
+A multi-process run (several hosts, or processes on one) runs the same
+command on every process, adding
+
+    --coordinator_address=HOST0:PORT --num_processes=N --process_id=I
+
+(or --multihost where JAX detects them: TPU pods, SLURM, Open MPI). Each
+process reads its shard of the data; all write the checkpoints together;
+process 0 holds MODEL_DIR and writes its logs and records. MODEL_DIR must be
+one directory all processes see.
 """
 
 from typing import Sequence
@@ -27,9 +37,13 @@ from prompt_tuning import cli
 
 def main(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (without the program name)."""
-  args = cli.parse_gin_command(argv, __doc__)
+  flag_values = cli.new_flags()
+  cli.define_distributed_flags(flag_values)
+  args = cli.parse_gin_command(argv, __doc__, flag_values,
+                               before_gin=cli.initialize_distributed)
   # pylint: disable=g-import-not-at-top  (after the start-up logs are quiet)
   import gin
+  import jax
   from prompt_tuning.training import trainer
   # pylint: enable=g-import-not-at-top
   train = gin.get_configurable(trainer.train)
@@ -39,6 +53,8 @@ def main(argv: Sequence[str]) -> int:
     print("Configuration valid: settings, task, data, vocabulary, "
           "checkpoint path and MODEL_DIR checked; nothing loaded or written.")
     return 0
+  if jax.process_index() > 0:
+    return 0  # Process 0 reports for the run.
   if not result.history and not result.eval_results:
     print(f"Already trained to step {int(result.state.step)}; raise "
           "TRAIN_STEPS to train further.")

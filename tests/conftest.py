@@ -82,3 +82,23 @@ def random_batch(vocab_size: int, batch: int = 3, inputs: int = 10,
   dec = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), tgt[:, :-1]], 1)
   return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
           "decoder_target_tokens": tgt}
+
+
+def initial_params(model, rng=None, lengths=None, checkpoint=None,
+                   patterns=None):
+  """`training.state.initial_params` on one device, as host arrays: the
+  model's declared (or `patterns`') trainable set, random init (or the
+  frozen base from `checkpoint`)."""
+  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS above)
+  import jax
+  from prompt_tuning import partitioning
+  from prompt_tuning.prompts import freezing
+  from prompt_tuning.training import state
+  # pylint: enable=g-import-not-at-top
+  lengths = lengths or {"inputs": 1, "targets": 1}
+  boxed = state.model_shapes(model, lengths)
+  split = freezing.compute_split(boxed, patterns or model.trainable_patterns)
+  mesh = partitioning.create_mesh(mesh_shape=(1, 1), devices=jax.devices()[:1])
+  initial = state.initial_params(model, boxed, mesh, checkpoint, split,
+                                 jax.random.PRNGKey(0) if rng is None else rng)
+  return jax.device_get(initial.params)

@@ -9,13 +9,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import load_script, shared_path
+from conftest import initial_params, load_script, shared_path
 from prompt_tuning.analysis import gin_model
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.models import T5Config
 from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts import freezing
 from prompt_tuning.prompts import initializers
 from prompt_tuning.prompts.models import PromptTransformer
 from prompt_tuning.training import trainer
@@ -74,9 +73,7 @@ def test_trained_prompt_round_trips_into_another_model(tmp_path, clean_gin):
       ["models/t5_1_1_tiny.gin", "prompts/from_file.gin"],
       [f"PROMPT_FILE = '{path}'", "PROMPT_LENGTH = 3"])
   assert model.module.config.num_encoder_layers == 2
-  params, _ = trainer.load_initial_params(
-      model, model.init_shapes()["params"], None, freezing.PROMPT_PATTERNS,
-      jax.random.PRNGKey(7))
+  params = initial_params(model, jax.random.PRNGKey(7))
   np.testing.assert_array_equal(_prompt_of(params), trained)
 
   # The command lines: export, then import against the gin model.

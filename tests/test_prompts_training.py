@@ -75,7 +75,8 @@ def test_check_split_catches_bad_patterns():
 def test_one_step_trains_only_the_prompt(num_prompts):
   model, params, batch = _setup(num_prompts)
   tx = optax.adam(0.1)
-  state = train_state.create_train_state(params, freezing.PROMPT_PATTERNS, tx)
+  state = train_state.create_train_state(
+      params, freezing.compute_split(params, freezing.PROMPT_PATTERNS), tx)
   step = jax.jit(functools.partial(steps.train_step, loss_fn=model.loss_fn,
                                    tx=tx))
   new_state, metrics = step(state, batch, jax.random.PRNGKey(2))
@@ -104,7 +105,8 @@ def test_one_step_trains_only_the_prompt(num_prompts):
 def test_gradients_exist_only_for_trainable_leaves():
   model, params, batch = _setup()
   tx = optax.sgd(0.1)
-  state = train_state.create_train_state(params, freezing.PROMPT_PATTERNS, tx)
+  state = train_state.create_train_state(
+      params, freezing.compute_split(params, freezing.PROMPT_PATTERNS), tx)
   grads, _ = steps.trainable_gradients(model.loss_fn, state, batch, None, 1)
   assert list(param_tree.flatten_params(grads)) == ["prompt/prompt"]
   assert float(jnp.abs(grads["prompt"]["prompt"]).sum()) > 0
@@ -118,9 +120,10 @@ def test_full_finetuning_must_be_asked_for():
   _, params, _ = _setup()
   tx = optax.sgd(0.1)
   with pytest.raises(ValueError, match="nothing frozen"):
-    train_state.create_train_state(params, (".*",), tx)
-  state = train_state.create_train_state(params, (".*",), tx,
-                                         allow_all_trainable=True)
+    freezing.compute_split(params, (".*",))
+  state = train_state.create_train_state(
+      params, freezing.compute_split(params, (".*",),
+                                     allow_all_trainable=True), tx)
   assert not state.frozen
 
 

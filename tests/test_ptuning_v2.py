@@ -15,7 +15,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import shared_path
+from conftest import initial_params, shared_path
+from prompt_tuning import evaluate as evaluate_lib
 from prompt_tuning import errors
 from prompt_tuning import gin_utils
 from prompt_tuning import partitioning
@@ -24,8 +25,8 @@ from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.prompts import deep_init
 from prompt_tuning.prompts import deep_soft
+from prompt_tuning.prompts import freezing
 from prompt_tuning.training import data
-from prompt_tuning.training import evaluation
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
 from prompt_tuning.training import train_state
@@ -141,7 +142,7 @@ def test_head_class_ids_are_scored_by_the_task_metrics(run, tmp_path):
             "runs/ptuning_v2_eval.gin"],
            _bindings(model_dir, BATCH_SIZE=8,
                      EVAL_OUTPUT_DIR=repr(str(tmp_path / "eval"))))
-    results = gin.get_configurable(evaluation.evaluate)()
+    results = gin.get_configurable(evaluate_lib.evaluate)()
   finally:
     gin.clear_config()
   written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -190,9 +191,7 @@ def test_deep_prompt_file_round_trip_and_run_init(run, tmp_path):
     gin.clear_config()
   assert new_model.module.prompt_source == deep_init.from_run(str(model_dir))
   boxed = new_model.init_shapes(8, 4)["params"]
-  params, _ = trainer.load_initial_params(
-      new_model, boxed, None, ("deep_prompt/.*", "classifier/.*"),
-      jax.random.PRNGKey(0))
+  params = initial_params(new_model, lengths={"inputs": 8, "targets": 4})
   flat = param_tree.flatten_params(jax.device_get(params))
   np.testing.assert_array_equal(flat["deep_prompt/encoder/prefix"],
                                 trained["deep_prompt/encoder/prefix"])
@@ -206,7 +205,6 @@ def test_soft_and_deep_prompts_train_together():
             "NUM_EMBEDDINGS = 64",
             "models.EncoderDecoderModel.objective = 'classification'"])
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-    patterns = gin.query_parameter("%DEEP_TRAINABLE_PATTERNS")
   finally:
     gin.clear_config()
   assert isinstance(model.module, deep_soft.DeepSoftPromptTransformer)
@@ -216,8 +214,11 @@ def test_soft_and_deep_prompts_train_together():
   tx = optimizers.adafactor(learning_rate=0.3)
   mesh = partitioning.create_mesh(mesh_shape=(1, 1),
                                   devices=jax.devices()[:1])
-  state = train_state.create_train_state(params, patterns, tx)
-  shardings = partitioned.state_shardings(boxed, state, patterns, mesh)
+  # The model declares both prompts and the head (no TRAINABLE_PATTERNS).
+  split = freezing.compute_split(boxed, model.trainable_patterns)
+  assert set(split.trainable) == {"prompt/prompt"} | TRAINED
+  state = train_state.create_train_state(params, split, tx)
+  shardings = partitioned.state_shardings(boxed, state, split, mesh)
   before = param_tree.flatten_params(jax.device_get(state.params))
   assert {n for n in before if n.startswith(("prompt/", "deep_prompt/",
                                              "classifier/"))} == {

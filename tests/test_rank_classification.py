@@ -249,7 +249,7 @@ def test_variant_selected_from_the_command_line(tmp_path, capsys):
       "--gin_file=runs/prompt_eval.gin", "--gin.MODEL_DIR=None",
       f"--gin.EVAL_OUTPUT_DIR='{out}'",
       f"--gin.MIXTURE_OR_TASK_NAME='{cb}_rank'",
-      "--gin.evaluation.evaluate.num_examples=30"]) == 0
+      "--gin.evaluate.evaluate.num_examples=30"]) == 0
   written = json.loads((out / "metrics.json").read_text())
   assert written["step"] == 0
   assert set(written["results"]) == {f"{cb}_rank"}

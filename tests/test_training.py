@@ -25,10 +25,14 @@ from prompt_tuning.checkpoints import t5x
 from prompt_tuning.models import T5Config
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts.models import PromptTransformer
+from prompt_tuning import evaluate as evaluate_lib
+from prompt_tuning import infer as infer_lib
+from prompt_tuning.data import super_glue_submission
+from prompt_tuning.prompts import freezing
 from prompt_tuning.training import evaluation
-from prompt_tuning.training import inference
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
+from prompt_tuning.training import state as state_lib
 from prompt_tuning.training import trainer
 from prompt_tuning.training import train_state
 
@@ -61,12 +65,18 @@ def tiny_fixture_model(prompt_length=3):
 
 
 def _random_init(model):
-  """(boxed parameter shapes, randomly initialised parameters)."""
-  boxed = model.init_shapes(LENGTHS["inputs"], LENGTHS["targets"])["params"]
-  params, _ = trainer.load_initial_params(model, boxed, None,
-                                          ("prompt/prompt",),
-                                          jax.random.PRNGKey(0))
-  return boxed, params
+  """(boxed parameter shapes, randomly initialised parameters on one
+  device)."""
+  boxed = state_lib.model_shapes(model, LENGTHS)
+  mesh = partitioning.create_mesh(mesh_shape=(1, 1),
+                                  devices=jax.devices()[:1])
+  initial = state_lib.initial_params(
+      model, boxed, mesh, None, _prompt_split(boxed), jax.random.PRNGKey(0))
+  return boxed, jax.device_get(initial.params)
+
+
+def _prompt_split(boxed):
+  return freezing.compute_split(boxed, freezing.PROMPT_PATTERNS)
 
 
 def test_loss_decreases_on_rte(tmp_path):
@@ -113,9 +123,11 @@ def test_optimizer_step_zero_and_hugging_face_checkpoints_start_at_0():
   from conftest import TESTDATA  # pylint: disable=g-import-not-at-top
   from prompt_tuning.training import preflight  # pylint: disable=g-import-not-at-top
   ckpt = str(shared_path(*T5X_TINY))
-  built = trainer.initialize_state(
-      tiny_fixture_model(), LENGTHS, partitioning.create_mesh(1),
-      optimizers.adafactor(), ckpt, ("prompt/prompt",), optimizer_step="zero")
+  model = tiny_fixture_model()
+  boxed = state_lib.model_shapes(model, LENGTHS)
+  built = state_lib.build_train_state(
+      model, partitioning.create_mesh(1), optimizers.adafactor(), ckpt,
+      _prompt_split(boxed), boxed_params=boxed, optimizer_step="zero")
   assert optimizers.optimizer_step(built.state.opt_state) == 0
   # A Hugging Face checkpoint holds no step: 0, and the run says so.
   note = preflight._check_checkpoint_path(  # pylint: disable=protected-access
@@ -140,9 +152,10 @@ def test_train_step_on_meshes_matches_one_device(mesh_shape):
   def run(shape):
     devices = jax.devices()[:shape[0] * shape[1]]
     mesh = partitioning.create_mesh(mesh_shape=shape, devices=devices)
-    make = lambda p: train_state.create_train_state(p, ("prompt/prompt",), tx)
+    split = _prompt_split(boxed)
+    make = lambda p: train_state.create_train_state(p, split, tx)
     shardings = partitioned.state_shardings(
-        boxed, jax.eval_shape(make, params), ("prompt/prompt",), mesh)
+        boxed, jax.eval_shape(make, params), split, mesh)
     state = jax.jit(make, out_shardings=shardings)(params)
     step = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings)
     losses = []
@@ -243,7 +256,7 @@ def test_evaluate_and_infer_write_their_outputs(tmp_path):
                 task_feature_lengths=LENGTHS, train_steps=2, batch_size=8,
                 model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
                 progress=False)
-  results = evaluation.evaluate(
+  results = evaluate_lib.evaluate(
       model=model, mixture_or_task_name=RTE, task_feature_lengths=LENGTHS,
       batch_size=16, model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
       num_examples=32)
@@ -251,7 +264,7 @@ def test_evaluate_and_infer_write_their_outputs(tmp_path):
   written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
   assert written["step"] == 2 and "accuracy" in written["results"][RTE]
 
-  paths = inference.infer(
+  paths = infer_lib.infer(
       model=model, mixture_or_task_name=RTE, task_feature_lengths=LENGTHS,
       batch_size=16, model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
       split="validation")
@@ -272,15 +285,15 @@ def test_batch_size_must_split_over_the_data_axis(tmp_path):
 
 
 def test_submission_lines_follow_the_leaderboard_format():
-  rte = inference.submission_lines("rte", [
+  rte = super_glue_submission.submission_lines("rte", [
       {"idx": 0, "postprocessed": 1, "prediction": "not_entailment"},
       {"idx": 1, "postprocessed": -1, "prediction": "garbage"}])
   assert rte == [{"idx": 0, "label": "not_entailment"},
                  {"idx": 1, "label": "not_entailment"}]
-  boolq = inference.submission_lines("boolq", [
+  boolq = super_glue_submission.submission_lines("boolq", [
       {"idx": 3, "postprocessed": 1, "prediction": "True"}])
   assert boolq == [{"idx": 3, "label": "true"}]
-  multirc = inference.submission_lines("multirc", [
+  multirc = super_glue_submission.submission_lines("multirc", [
       {"idx": {"paragraph": 0, "question": 0, "answer": 0},
        "postprocessed": {"value": 1, "group": (0, 0)}},
       {"idx": {"paragraph": 0, "question": 0, "answer": 1},

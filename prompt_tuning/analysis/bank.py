@@ -21,7 +21,7 @@ from prompt_tuning.prompts import initializers
 from prompt_tuning.prompts import models as prompt_models
 from prompt_tuning.training import data
 from prompt_tuning.training import partitioned
-from prompt_tuning.training import trainer
+from prompt_tuning.training import state
 
 Params = Any
 PROMPT_NAME = "prompt/prompt"
@@ -66,16 +66,19 @@ def with_prompt(params: Params, prompt: np.ndarray) -> Params:
 def load_base_params(model: EncoderDecoderModel,
                      initial_checkpoint_path: Optional[str],
                      seed: int = 0) -> Params:
-  """The frozen pretrained weights for `model` (prompt freshly drawn).
+  """The frozen pretrained weights for `model` (prompt freshly drawn), on
+  the host: the predictors place them on their own mesh.
 
-  Strict like the trainer: every non-prompt parameter must come from the
-  checkpoint, with the right shape.
+  Strict like the trainer (`training.state`): every non-prompt parameter
+  must come from the checkpoint, with the right shape.
   """
-  boxed = model.init_shapes()["params"]
-  params, _ = trainer.load_initial_params(
-      model, boxed, initial_checkpoint_path, freezing.PROMPT_PATTERNS,
-      jax.random.PRNGKey(seed))
-  return params
+  boxed = state.model_shapes(model, {"inputs": 1, "targets": 1})
+  split = freezing.compute_split(boxed, freezing.PROMPT_PATTERNS)
+  mesh = partitioning.create_mesh(mesh_shape=(1, 1),
+                                  devices=jax.local_devices()[:1])
+  initial = state.initial_params(model, boxed, mesh, initial_checkpoint_path,
+                                 split, jax.random.PRNGKey(seed))
+  return jax.device_get(initial.params)
 
 
 @dataclasses.dataclass

@@ -8,6 +8,8 @@ from prompt_tuning.checkpoints.param_tree import unflatten_params
 from prompt_tuning.checkpoints.pretrained import CheckpointFormat
 from prompt_tuning.checkpoints.pretrained import detect_checkpoint_format
 from prompt_tuning.checkpoints.pretrained import load_pretrained_params
+from prompt_tuning.checkpoints.sharded import CheckpointRecord
+from prompt_tuning.checkpoints.sharded import open_checkpoint
 from prompt_tuning.checkpoints.t5x import load_t5x_checkpoint
 from prompt_tuning.checkpoints.t5x import T5XCheckpoint
 from prompt_tuning.checkpoints.validation import check_params

@@ -103,13 +103,14 @@ _LAYER_NORM = re.compile(
     r"^(encoder|decoder)\.block\.(\d+)\.layer\.(\d+)\.layer_norm\.weight$")
 _FINAL_NORM = re.compile(r"^(encoder|decoder)\.final_layer_norm\.weight$")
 
-_EMBEDDING_NAMES = ("shared.weight", "encoder.embed_tokens.weight",
-                    "decoder.embed_tokens.weight")
-_LM_HEAD = "lm_head.weight"
+# The token embedding and its copies, shared.weight first.
+EMBEDDING_NAMES = ("shared.weight", "encoder.embed_tokens.weight",
+                   "decoder.embed_tokens.weight")
+LM_HEAD = "lm_head.weight"
 # Old checkpoints carry a relative bias in the first cross-attention that the
 # model never uses; transformers drops it on load too.
-_IGNORED = ("decoder.block.0.layer.1.EncDecAttention."
-            "relative_attention_bias.weight",)
+IGNORED = ("decoder.block.0.layer.1.EncDecAttention."
+           "relative_attention_bias.weight",)
 
 
 def _activations(hf_config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -249,7 +250,7 @@ def param_name_to_hf_name(name: str) -> str | None:
   if name == "token_embedder/embedding":
     return "shared.weight"
   if name == "decoder/logits_dense/kernel":
-    return _LM_HEAD
+    return LM_HEAD
   parts = name.split("/")
   stack = parts[0]
   if stack not in _STACK_NORMS:
@@ -280,14 +281,21 @@ def param_name_to_hf_name(name: str) -> str | None:
   return None
 
 
-def _hf_name_hint(name: str) -> str | None:
+def hf_name_hint(name: str) -> str | None:
   """'HF <tensor name>' for one of our parameter names, for error messages."""
   hf_name = param_name_to_hf_name(name)
   return f"HF {hf_name}" if hf_name else None
 
 
-def _safetensors_files(model_dir: pathlib.Path) -> dict[str, list[str] | None]:
-  """Returns {shard file: tensor names to read (None = all)}."""
+def safetensors_files(model_dir: pathlib.Path) -> dict[str, list[str] | None]:
+  """Returns {shard file: tensor names to read (None = all)}.
+
+  Raises:
+    FileNotFoundError: when there is no safetensors file (naming PyTorch /
+      TensorFlow weights it finds instead) or a shard of the index is
+      missing.
+    ValueError: when the index has no weight map.
+  """
   index_path = model_dir / SAFETENSORS_INDEX_FILE
   if index_path.is_file():
     with index_path.open() as f:
@@ -332,7 +340,7 @@ def iter_safetensors(model_dir: str | os.PathLike[str]
       tensor named by the index is missing.
   """
   model_dir = pathlib.Path(model_dir)
-  for shard, names in _safetensors_files(model_dir).items():
+  for shard, names in safetensors_files(model_dir).items():
     with safetensors.safe_open(model_dir / shard, framework="numpy") as f:
       available = set(f.keys())
       wanted = sorted(available) if names is None else names
@@ -342,6 +350,57 @@ def iter_safetensors(model_dir: str | os.PathLike[str]
               f"Tensor {name} is listed in {SAFETENSORS_INDEX_FILE} but "
               f"missing from shard {model_dir / shard}.")
         yield name, f.get_tensor(name)
+
+
+def embedding_copy_error(source: str, name: str) -> ValueError:
+  """The error for an embedding copy `name` that differs from shared.weight."""
+  return ValueError(
+      f"{source}: {name} differs from {EMBEDDING_NAMES[0]}; T5 shares "
+      "one token embedding between encoder, decoder and shared.")
+
+
+def scaled_untied_head_error(source: str) -> ValueError:
+  """The error for tied (scaled) logits with a different lm_head.weight."""
+  return ValueError(
+      f"{source}: the config scales the decoder output for tied logits "
+      "(tie_word_embeddings / scale_decoder_outputs) but lm_head.weight "
+      "differs from shared.weight. A scaled, untied output layer is not "
+      "supported.")
+
+
+def head_tied_to_embedding(hf_config: Mapping[str, Any]) -> bool:
+  """Whether a missing lm_head.weight means `shared.weight` (config.json)."""
+  return bool(hf_config.get("tie_word_embeddings",
+                            _HF_DEFAULTS["tie_word_embeddings"]))
+
+
+def checkpoint_source(model_dir: str | os.PathLike[str]) -> str:
+  """How errors name a Hugging Face checkpoint directory."""
+  return f"the Hugging Face checkpoint {model_dir}"
+
+
+def check_against_own_config(params: Mapping[str, Any],
+                             config: config_lib.T5Config,
+                             model_dir: str | os.PathLike[str]) -> Params:
+  """`validation.check_params` of `params` against the config's shapes.
+
+  Args:
+    params: nested dict of arrays (or of shapes, e.g. ShapeDtypeStructs).
+    config: the checkpoint's own T5Config (from its config.json).
+    model_dir: named in the error.
+
+  Returns:
+    `params` in the order of `param_tree.t5_param_shapes(config)`.
+
+  Raises:
+    validation.ParamMismatchError: listing every offending parameter, with
+      the Hugging Face tensor name of each.
+  """
+  return validation.check_params(
+      param_tree.t5_param_shapes(config), params,
+      source=checkpoint_source(model_dir),
+      expected_source=f"its own {CONFIG_FILE} ({config})",
+      name_hint=hf_name_hint)
 
 
 def _float32(array: np.ndarray, transpose: bool) -> np.ndarray:
@@ -383,11 +442,11 @@ def hf_state_dict_to_params(
   embeddings: dict[str, np.ndarray] = {}
   lm_head = None
   for name, array in items:
-    if name in _EMBEDDING_NAMES:
+    if name in EMBEDDING_NAMES:
       embeddings[name] = np.asarray(array, dtype=np.float32)
-    elif name == _LM_HEAD:
+    elif name == LM_HEAD:
       lm_head = np.asarray(array, dtype=np.float32)
-    elif name in _IGNORED:
+    elif name in IGNORED:
       continue
     elif (mapped := hf_name_to_param_name(name)) is not None:
       flat[mapped[0]] = _float32(array, mapped[1])
@@ -395,26 +454,20 @@ def hf_state_dict_to_params(
       flat[name] = np.asarray(array)
 
   embedding = None
-  for name in _EMBEDDING_NAMES:
+  for name in EMBEDDING_NAMES:
     if name not in embeddings:
       continue
     if embedding is None:
       embedding = embeddings[name]
     elif not np.array_equal(embedding, embeddings[name]):
-      raise ValueError(
-          f"{source}: {name} differs from {_EMBEDDING_NAMES[0]}; T5 shares "
-          "one token embedding between encoder, decoder and shared.")
+      raise embedding_copy_error(source, name)
   if embedding is not None:
     flat["token_embedder/embedding"] = embedding
 
   if config.logits_via_embedding:
     if (lm_head is not None and embedding is not None and
         not np.array_equal(lm_head, embedding)):
-      raise ValueError(
-          f"{source}: the config scales the decoder output for tied logits "
-          "(tie_word_embeddings / scale_decoder_outputs) but lm_head.weight "
-          "differs from shared.weight. A scaled, untied output layer is not "
-          "supported.")
+      raise scaled_untied_head_error(source)
   elif lm_head is not None:
     flat["decoder/logits_dense/kernel"] = _float32(lm_head, True)
   elif head_tied_to_embedding and embedding is not None:
@@ -459,18 +512,14 @@ def load_hf_t5(
         f"Hugging Face checkpoint directory {model_dir} does not exist.")
   hf_config = read_hf_config(model_dir)
   config = hf_config_to_t5_config(hf_config)
-  tie = bool(hf_config.get("tie_word_embeddings",
-                           _HF_DEFAULTS["tie_word_embeddings"]))
-  source = f"the Hugging Face checkpoint {model_dir}"
+  tie = head_tied_to_embedding(hf_config)
+  source = checkpoint_source(model_dir)
   params = hf_state_dict_to_params(
       iter_safetensors(model_dir), config, head_tied_to_embedding=tie,
       source=source)
-  params = validation.check_params(
-      param_tree.t5_param_shapes(config), params, source=source,
-      expected_source=f"its own {CONFIG_FILE} ({config})",
-      name_hint=_hf_name_hint)
+  params = check_against_own_config(params, config, model_dir)
   if expected_shapes is not None:
     params = validation.check_params(
         expected_shapes, params, source=f"{source} ({config})",
-        name_hint=_hf_name_hint)
+        name_hint=hf_name_hint)
   return config, params

@@ -171,9 +171,17 @@ def _local_array_path(spec: Mapping[str, Any], ckpt_dir: pathlib.Path,
       "checkpoint directory, with its array folders, to local disk.")
 
 
-def _read_tensorstore_arrays(tree: Mapping[str, Any],
-                             ckpt_dir: pathlib.Path) -> Params:
-  """Returns `tree` with every tensorstore spec replaced by its array."""
+def split_tree(tree: Mapping[str, Any]
+               ) -> tuple[dict[str, Any], dict[str, Mapping[str, Any]]]:
+  """Splits a msgpack subtree into inline leaves and tensorstore specs.
+
+  Args:
+    tree: e.g. the checkpoint's `optimizer/target`.
+
+  Returns:
+    ({'/'-joined name: inline leaf}, {'/'-joined name: tensorstore spec}),
+    both in traversal order.
+  """
   flat: dict[str, Any] = {}
   specs: dict[str, Mapping[str, Any]] = {}
 
@@ -188,23 +196,73 @@ def _read_tensorstore_arrays(tree: Mapping[str, Any],
         flat[name] = value
 
   visit(tree, "")
+  return flat, specs
+
+
+def local_tensorstore_spec(spec: Mapping[str, Any], ckpt_dir: pathlib.Path,
+                           name: str) -> dict[str, Any]:
+  """A spec opening the local zarr folder a checkpoint spec points to."""
+  return {"driver": spec["driver"],
+          "kvstore": {"driver": "file",
+                      "path": str(_local_array_path(spec, ckpt_dir, name))}}
+
+
+def check_array_shape(name: str, shape: Any, spec: Mapping[str, Any],
+                      ckpt_dir: pathlib.Path) -> None:
+  """Raises ValueError when an array's shape differs from its spec's."""
+  recorded = spec.get("metadata", {}).get("shape")
+  if recorded is not None and list(shape) != list(recorded):
+    raise ValueError(
+        f"Array {name} in {ckpt_dir} has shape {list(shape)} but the "
+        f"checkpoint records {list(recorded)}.")
+
+
+def _read_tensorstore_arrays(tree: Mapping[str, Any],
+                             ckpt_dir: pathlib.Path) -> Params:
+  """Returns `tree` with every tensorstore spec replaced by its array."""
+  flat, specs = split_tree(tree)
   # Open and read all arrays concurrently, then wait.
-  opened = {}
-  for name, spec in specs.items():
-    local = {"driver": spec["driver"],
-             "kvstore": {"driver": "file",
-                         "path": str(_local_array_path(spec, ckpt_dir, name))}}
-    opened[name] = ts.open(local, open=True, read=True)
+  opened = {name: ts.open(local_tensorstore_spec(spec, ckpt_dir, name),
+                          open=True, read=True)
+            for name, spec in specs.items()}
   reads = {name: future.result().read() for name, future in opened.items()}
   for name, future in reads.items():
     array = np.asarray(future.result())
-    shape = specs[name].get("metadata", {}).get("shape")
-    if shape is not None and list(array.shape) != list(shape):
-      raise ValueError(
-          f"Array {name} in {ckpt_dir} has shape {list(array.shape)} but the "
-          f"checkpoint records {list(shape)}.")
+    check_array_shape(name, array.shape, specs[name], ckpt_dir)
     flat[name] = array
   return param_tree.unflatten_params(flat)
+
+
+def read_checkpoint_tree(ckpt_dir: pathlib.Path) -> Mapping[str, Any]:
+  """Reads (once) and checks the msgpack tree of a checkpoint directory.
+
+  Args:
+    ckpt_dir: a `checkpoint_<step>` directory (see `find_checkpoint_dir`).
+
+  Returns:
+    The tree {version, optimizer: {target, state}}: inline arrays as numpy,
+    the others as tensorstore spec dicts.
+
+  Raises:
+    ValueError: when the msgpack tree is not a T5X checkpoint.
+  """
+  with (ckpt_dir / CHECKPOINT_FILE).open("rb") as f:
+    tree = serialization.msgpack_restore(f.read())
+  optimizer = tree.get("optimizer") if isinstance(tree, Mapping) else None
+  if not isinstance(optimizer, Mapping) or not isinstance(
+      optimizer.get("target"), Mapping):
+    keys = sorted(tree) if isinstance(tree, Mapping) else type(tree).__name__
+    raise ValueError(
+        f"{ckpt_dir / CHECKPOINT_FILE} is not a T5X checkpoint: expected "
+        f"{{optimizer: {{target, state}}}} at the top, found {keys}.")
+  return tree
+
+
+def tree_step(tree: Mapping[str, Any]) -> int | None:
+  """The `optimizer/state/step` of a checkpoint tree; None if absent."""
+  state = tree["optimizer"].get("state")
+  state = state if isinstance(state, Mapping) else {}
+  return int(np.asarray(state["step"])) if "step" in state else None
 
 
 def load_t5x_checkpoint(
@@ -235,15 +293,8 @@ def load_t5x_checkpoint(
       parameters do not match it.
   """
   ckpt_dir = find_checkpoint_dir(path)
-  with (ckpt_dir / CHECKPOINT_FILE).open("rb") as f:
-    tree = serialization.msgpack_restore(f.read())
-  optimizer = tree.get("optimizer") if isinstance(tree, Mapping) else None
-  if not isinstance(optimizer, Mapping) or not isinstance(
-      optimizer.get("target"), Mapping):
-    keys = sorted(tree) if isinstance(tree, Mapping) else type(tree).__name__
-    raise ValueError(
-        f"{ckpt_dir / CHECKPOINT_FILE} is not a T5X checkpoint: expected "
-        f"{{optimizer: {{target, state}}}} at the top, found {keys}.")
+  tree = read_checkpoint_tree(ckpt_dir)
+  optimizer = tree["optimizer"]
 
   source = f"the T5X checkpoint {ckpt_dir}"
   params = _read_tensorstore_arrays(optimizer["target"], ckpt_dir)
@@ -256,7 +307,7 @@ def load_t5x_checkpoint(
 
   state = optimizer.get("state")
   state = state if isinstance(state, Mapping) else {}
-  step = int(np.asarray(state["step"])) if "step" in state else None
+  step = tree_step(tree)
   param_states = None
   if restore_optimizer_state and isinstance(state.get("param_states"),
                                             Mapping):
@@ -271,11 +322,21 @@ def load_t5x_checkpoint(
   )
 
 
-def _write_zarr(folder: pathlib.Path, array: np.ndarray) -> dict[str, Any]:
-  """Writes `array` as a zarr v2 folder; returns its (relative) spec."""
-  row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
-  rows = max(1, min(array.shape[0], _MAX_CHUNK_BYTES // max(row_bytes, 1)))
-  metadata = {"chunks": [rows, *array.shape[1:]],
+def _write_zarr(folder: pathlib.Path, array: np.ndarray,
+                chunks: list[int] | None = None) -> dict[str, Any]:
+  """Writes `array` as a zarr v2 folder; returns its (relative) spec.
+
+  Args:
+    folder: the array folder to create (its name goes into the spec).
+    array: the data.
+    chunks: the zarr chunk shape; default whole rows, at most
+      `_MAX_CHUNK_BYTES` per chunk.
+  """
+  if chunks is None:
+    row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
+    rows = max(1, min(array.shape[0], _MAX_CHUNK_BYTES // max(row_bytes, 1)))
+    chunks = [rows, *array.shape[1:]]
+  metadata = {"chunks": list(chunks),
               "compressor": {"id": "gzip", "level": 1},
               "dtype": array.dtype.str, "shape": list(array.shape)}
   store = ts.open({"driver": "zarr",

@@ -4,6 +4,7 @@ import re
 from typing import Any, Callable, Mapping, Sequence
 
 from flax.core import meta
+import jax
 import numpy as np
 
 from prompt_tuning.checkpoints import param_tree
@@ -131,7 +132,8 @@ def check_params(
 
   Returns:
     `params` as a nested dict of float32 numpy arrays, in the order of
-    `expected_shapes`.
+    `expected_shapes` (`jax.ShapeDtypeStruct` leaves of `params` are
+    returned unchanged).
 
   Raises:
     ParamMismatchError: listing, by '/'-joined name, every parameter that is
@@ -168,5 +170,12 @@ def check_params(
     lines += [f"  - {hint}" for hint in _hints(expected, loaded)]
     raise ParamMismatchError("\n".join(lines))
   return param_tree.unflatten_params(
-      {name: flat[name] for name in expected},
-      lambda x: np.asarray(x, dtype=np.float32))
+      {name: flat[name] for name in expected}, _as_float32)
+
+
+def _as_float32(leaf: Any) -> Any:
+  """A float32 numpy array of `leaf`; shape-only leaves are kept as they are
+  (so a checkpoint's shapes can be checked before its data is read)."""
+  if isinstance(leaf, jax.ShapeDtypeStruct):
+    return leaf
+  return np.asarray(leaf, dtype=np.float32)

@@ -59,6 +59,13 @@ class EncoderDecoderModel:
   objective: str = SEQ2SEQ
 
   @property
+  def trainable_patterns(self) -> tuple[str, ...]:
+    """What the module declares it trains (`prompt/prompt`, `deep_prompt/.*`,
+    `classifier/.*`, ...); empty for a plain T5."""
+    declared = getattr(self.module, "trainable_patterns", None)
+    return tuple(declared()) if declared is not None else ()
+
+  @property
   def is_classifier(self) -> bool:
     """Whether this model trains and predicts through a classification head."""
     return self.objective == CLASSIFICATION

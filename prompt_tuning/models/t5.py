@@ -254,6 +254,12 @@ class Transformer(nn.Module):
   """
   config: T5Config
 
+  def trainable_patterns(self) -> tuple[str, ...]:
+    """Regexes over parameter names of what this model trains: nothing for
+    the plain T5 (a full fine-tune says so with TRAINABLE_PATTERNS); prompt
+    models name their prompts (and head)."""
+    return ()
+
   def setup(self):
     cfg = self.config
     self.token_embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.dtype,

@@ -185,6 +185,11 @@ class DeepPromptTransformer(Transformer):
   num_classes: int = 0
   prompt_source: Optional[deep_init.DeepPromptSource] = None
 
+  def trainable_patterns(self) -> tuple[str, ...]:
+    """The deep prompt, and the head when there is one."""
+    return (r"deep_prompt/.*",) + ((r"classifier/.*",)
+                                   if self.num_classes > 0 else ())
+
   def setup(self):
     super().setup()
     self.deep_prompt = DeepPrompt(

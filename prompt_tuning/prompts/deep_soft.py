@@ -5,7 +5,8 @@
 self-attention layer `DeepPromptTransformer`'s key/value prefixes
 (`deep_prompt/...`), optionally with the classification head
 (`classifier/...`). Both prompts are trainable together, e.g. with
-`TRAINABLE_PATTERNS = ('prompt/prompt', 'deep_prompt/.*', 'classifier/.*')`.
+the model's declared `trainable_patterns()`: `prompt/prompt`, `deep_prompt/.*`
+(and `classifier/.*` with a head).
 
 The encoder output (and so the head's mean pooling and the decoder's
 cross-attention) covers the input prompt's positions, as in
@@ -28,3 +29,8 @@ class DeepSoftPromptTransformer(deep.DeepPromptTransformer,
   (`embed_inputs`, `encode`'s prompt removal), the per-layer prefixes and
   `classify` from the former.
   """
+
+  def trainable_patterns(self) -> tuple[str, ...]:
+    """Both prompts, and the head when there is one."""
+    return (prompt_models.PromptTransformer.trainable_patterns(self) +
+            deep.DeepPromptTransformer.trainable_patterns(self))

@@ -6,16 +6,23 @@ the regular expressions in `patterns` matches it *fully* (`re.fullmatch`),
 so `prompt/prompt` matches only that parameter and `.*prompt.*` any name
 containing "prompt".
 
-The trainer (`prompt_tuning.training`) keeps the two halves apart and
-differentiates with respect to the trainable one only, so gradients and
-optimizer state never exist for frozen leaves, which stay bit-identical:
+The model declares what it trains (`EncoderDecoderModel.trainable_patterns`:
+the soft prompt, the deep prompt, the classification head, or their
+combination); an explicit TRAINABLE_PATTERNS overrides it. The split is
+computed once, checked, from the parameter shapes (`compute_split`), and the
+resulting `ParamSplit` is what the state, the shardings and the checkpoints
+use. The trainer keeps the two halves apart and differentiates with respect
+to the trainable one only, so gradients and optimizer state never exist for
+frozen leaves, which stay bit-identical:
 
-    check_split(params, PROMPT_PATTERNS, must_freeze=(r"token_embedder/.*",))
-    trainable, frozen = split_params(params, PROMPT_PATTERNS)
+    split = compute_split(shapes, model.trainable_patterns,
+                          must_freeze=(r"token_embedder/.*",))
+    trainable, frozen = split.split(params)
     ...
     params = merge_params(trainable, frozen)
 """
 
+import dataclasses
 import re
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +34,58 @@ Params = dict[str, Any]
 
 # The soft prompt of `PromptTransformer` (single prompt or bank).
 PROMPT_PATTERNS = (r"prompt/prompt",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSplit:
+  """Which parameters train; computed once by `compute_split`, passed down.
+
+  Attributes:
+    patterns: the regexes the split came from.
+    trainable: '/'-joined names of the trainable parameters.
+    frozen: names of the others.
+  """
+  patterns: tuple[str, ...]
+  trainable: tuple[str, ...]
+  frozen: tuple[str, ...]
+
+  def is_trainable(self, name: str) -> bool:
+    return name in self._trainable_set
+
+  @property
+  def _trainable_set(self) -> frozenset[str]:
+    return frozenset(self.trainable)
+
+  def split(self, tree: Mapping[str, Any]) -> tuple[Params, Params]:
+    """(trainable, frozen) halves of a tree named like the parameters (the
+    parameters themselves, their shapes, shardings or specs).
+
+    Raises:
+      ValueError: when the tree's names are not the split's.
+    """
+    flat = param_tree.flatten_params(tree)
+    if set(flat) != set(self.trainable) | set(self.frozen):
+      extra = sorted(set(flat) - set(self.trainable) - set(self.frozen))
+      missing = sorted((set(self.trainable) | set(self.frozen)) - set(flat))
+      raise ValueError(f"The tree does not have the split's parameters: "
+                       f"unknown {extra[:5]}, missing {missing[:5]}.")
+    chosen = self._trainable_set
+    return (param_tree.unflatten_params(
+                {k: v for k, v in flat.items() if k in chosen}),
+            param_tree.unflatten_params(
+                {k: v for k, v in flat.items() if k not in chosen}))
+
+
+def compute_split(params: Mapping[str, Any], patterns: Sequence[str],
+                  must_freeze: Sequence[str] = (),
+                  allow_all_trainable: bool = False) -> ParamSplit:
+  """Checks that `patterns` split `params` (arrays or shapes) as intended
+  (`check_split`) and returns the split."""
+  chosen = check_split(params, patterns, must_freeze, allow_all_trainable)
+  names = list(param_tree.flatten_params(params))
+  chosen_set = set(chosen)
+  return ParamSplit(patterns=tuple(patterns), trainable=tuple(chosen),
+                    frozen=tuple(n for n in names if n not in chosen_set))
 
 
 def _compile(patterns: Sequence[str]) -> list[re.Pattern[str]]:

@@ -17,6 +17,7 @@ import jax
 
 from prompt_tuning.models import t5
 from prompt_tuning.prompts import combine
+from prompt_tuning.prompts import freezing
 from prompt_tuning.prompts import initializers
 from prompt_tuning.prompts import prompt as prompt_lib
 
@@ -43,6 +44,10 @@ class PromptTransformer(t5.Transformer):
   num_prompts: Optional[int] = None
   placement: str = combine.PREFIX
   remove_prompt_from_output: bool = False
+
+  def trainable_patterns(self) -> tuple[str, ...]:
+    """The soft prompt (a bank too): `prompt/prompt`."""
+    return freezing.PROMPT_PATTERNS
 
   def setup(self):
     super().setup()

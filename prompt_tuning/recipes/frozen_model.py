@@ -46,6 +46,7 @@ from prompt_tuning.models import config as config_lib
 from prompt_tuning.models import t5
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.training import optimizers
+from prompt_tuning.training import state
 from prompt_tuning.training import trainer
 
 _log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def build(cache_dir: str, config: config_lib.T5Config, *, shared_dir: str,
           allow_all_trainable=True, export_t5x=True,
           optimizer=optimizers.pretraining_adafactor(BASE_LEARNING_RATE,
                                                      WARMUP_STEPS),
-          optimizer_step=trainer.OPTIMIZER_STEP_RESTORED, seed=seed,
+          optimizer_step=state.OPTIMIZER_STEP_RESTORED, seed=seed,
           log_period=50, checkpoint_period=stage.train_steps,
           keep_checkpoints=1, eval_period=0,
           eval_mixture_or_task_name=stage.eval_task,

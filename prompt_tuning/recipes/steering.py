@@ -15,6 +15,7 @@ library (`prompt_tuning.main_job` is its command line).
 """
 
 import dataclasses
+import json
 import os
 import time
 from typing import Optional, Sequence
@@ -27,10 +28,12 @@ from prompt_tuning.data import vocab
 from prompt_tuning.models import config as config_lib
 from prompt_tuning.models import t5
 from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.prompts import freezing
 from prompt_tuning.prompts import initializers
 from prompt_tuning.prompts import models as prompt_models
 from prompt_tuning.recipes import frozen_model
 from prompt_tuning.training import evaluation
+from prompt_tuning.training import state
 from prompt_tuning.training import trainer
 
 
@@ -80,6 +83,26 @@ def build(cache_dir: str, shared_dir: str, *, seed: int = 0,
   return frozen
 
 
+def _evaluate_frozen(model: EncoderDecoderModel, task: str, frozen: str,
+                     num_examples: Optional[int],
+                     output_dir: str) -> dict[str, dict[str, float]]:
+  """`task`'s dev metrics of `model` with the frozen weights as they are,
+  also written to `output_dir/metrics.json` (as `prompt_tuning.evaluate`)."""
+  boxed = state.model_shapes(model, EVAL_LENGTHS)
+  split = freezing.compute_split(boxed, (".*",), allow_all_trainable=True)
+  loaded = state.load_trained_params(model, EVAL_LENGTHS, None, frozen,
+                                     split)
+  run_eval = evaluation.Evaluation(
+      task, model, loaded.mesh, loaded.param_shardings, batch_size=128,
+      feature_lengths=EVAL_LENGTHS, log_dir=output_dir,
+      num_examples=num_examples)
+  results = run_eval(loaded.params, 0)
+  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+    json.dump({"step": 0, "split": "validation", "results": results}, f,
+              indent=2, default=str)
+  return results
+
+
 def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
         seed: int = 0, prompt_steps: int = PROMPT_STEPS,
         prompt_length: int = PROMPT_LENGTH,
@@ -110,12 +133,9 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
   base = EncoderDecoderModel(t5.Transformer(config))
   scores = {}
   for key, task in (("no_prompt", TASKLESS), ("task_name", PREFIXED)):
-    results = evaluation.evaluate(
-        model=base, mixture_or_task_name=task,
-        task_feature_lengths=EVAL_LENGTHS, batch_size=128, model_dir=None,
-        initial_checkpoint_path=frozen, trainable_patterns=(".*",),
-        allow_all_trainable=True, num_examples=num_examples,
-        output_dir=os.path.join(work_dir or cache_dir, f"eval_{key}"))
+    results = _evaluate_frozen(base, task, frozen, num_examples,
+                               os.path.join(work_dir or cache_dir,
+                                            f"eval_{key}"))
     scores[key] = _accuracy(results, task)
   print(f"SST-2 dev accuracy of the frozen model: {scores['no_prompt']:.1f} "
         f"without a prompt, {scores['task_name']:.1f} with its task name.",

@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 from prompt_tuning import errors
 from prompt_tuning.data import checks as data_checks
 from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.training import distributed
 from prompt_tuning.training import partitioned
 
 PredictFn = Callable[[Any, Mapping[str, np.ndarray]], tuple[np.ndarray, None]]
@@ -85,7 +86,7 @@ def label_predict_fn(classify: Callable[..., jax.Array],
   table = label_token_table(task) if table is None else table
 
   def predict(params: Any, batch: Mapping[str, np.ndarray]):
-    ids = np.asarray(jax.device_get(classify(params, batch)))
+    ids = np.asarray(distributed.gather(classify(params, batch)))
     return ids_to_label_tokens(ids, table), None
   return predict
 

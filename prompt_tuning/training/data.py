@@ -69,17 +69,22 @@ def _label_as_feature(ds: tf.data.Dataset, task_name: str) -> tf.data.Dataset:
 def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
                   batch_size: int, *, seed: int = 0, start_position: int = 0,
                   split: str = "train",
-                  with_label: bool = False) -> Iterator[Batch]:
+                  with_label: bool = False,
+                  shard_info: Optional[seqio.ShardInfo] = None
+                  ) -> Iterator[Batch]:
   """An endless, deterministic stream of training batches.
 
   Args:
     task_name: task or mixture.
     task_feature_lengths: e.g. `{'inputs': 512, 'targets': 8}`.
-    batch_size: global batch size.
+    batch_size: rows per batch: the global batch size, or with `shard_info`
+      this shard's part of it.
     seed: shuffle seed.
     start_position: batches to skip (resuming).
     split: dataset split.
     with_label: also yield each example's class id `label` `[b]` (int32).
+    shard_info: read only this shard of the examples (one of a multi-process
+      run's data shards, `distributed.batch_feed`); None reads them all.
   """
   task = get_task(task_name)
   extra = {}
@@ -87,7 +92,7 @@ def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
     extra["passthrough_features"] = [LABEL]  # Mixtures keep only these.
   ds = task.get_dataset(dict(task_feature_lengths), split=split,
                         shuffle=True, seed=seed, num_epochs=None,
-                        use_cached=False, **extra)
+                        use_cached=False, shard_info=shard_info, **extra)
   lengths = dict(task_feature_lengths)
   if with_label:
     ds = _label_as_feature(ds, task_name)

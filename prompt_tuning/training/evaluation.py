@@ -6,26 +6,28 @@ split and returns `{task_name: {metric: value}}`; SeqIO's loggers write
 `<log_dir>/<task>-metrics.jsonl`, the decoded inferences, and TensorBoard
 events.
 
+In a multi-process run every process reads the whole split and feeds its
+devices' rows; all compute the metrics, process 0 writes the logs.
+
 A model with `objective='classification'` is evaluated through its head:
 its class ids reach the task's metric functions as label text
 (`class_predictions`); metrics that score targets still use the decoder.
 """
 
-import json
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
 import seqio
 from jax.sharding import Mesh
 
+from prompt_tuning import partitioning
 from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts import freezing
 from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
+from prompt_tuning.training import distributed
 from prompt_tuning.training import partitioned
-from prompt_tuning.training import preflight
 
 
 def _value(metric: Any) -> Any:
@@ -52,6 +54,8 @@ class Evaluation:
                num_examples: Optional[int] = None):
     data.get_task(task_name)  # Clear error for unknown names.
     loggers = ()
+    if log_dir and not distributed.is_primary():
+      log_dir = None  # Process 0 writes the logs for all.
     if log_dir:
       os.makedirs(log_dir, exist_ok=True)
       loggers = (seqio.JSONLogger, seqio.TensorBoardLogger)
@@ -66,6 +70,8 @@ class Evaluation:
         log_dir=log_dir,
         use_memory_cache=True)
     self.batch_size = batch_size
+    self._feed = distributed.batch_feed(partitioning.batch_sharding(mesh),
+                                        batch_size)
     self._predict = partitioned.compile_model_fn(model.predict_batch, mesh,
                                                  param_shardings)
     self._score = partitioned.compile_model_fn(model.score_batch, mesh,
@@ -89,10 +95,10 @@ class Evaluation:
   def _run(self, fn, params, ds):
     outputs = []
     for indices, batch, n in data.numpy_batches(ds, self.batch_size):
-      result = fn(params, batch)
+      result = fn(params, self._feed.from_full(batch))
       if isinstance(result, tuple):
         result = result[0]
-      result = np.asarray(jax.device_get(result))[:n]
+      result = np.asarray(distributed.gather(result))[:n]
       outputs.extend(zip(indices[:n].tolist(), result.tolist()))
     return outputs
 
@@ -104,44 +110,3 @@ class Evaluation:
     results = metrics.result()
     return {task: {name: _value(v) for name, v in task_metrics.items()}
             for task, task_metrics in results.items()}
-
-
-def evaluate(*, model: EncoderDecoderModel, mixture_or_task_name: str,
-             task_feature_lengths: Mapping[str, int], batch_size: int,
-             model_dir: Optional[str], initial_checkpoint_path: Optional[str],
-             output_dir: Optional[str] = None,
-             checkpoint_step: Optional[int] = None, split: str = "validation",
-             trainable_patterns: Sequence[str] = freezing.PROMPT_PATTERNS,
-             num_examples: Optional[int] = None, num_partitions: int = 1,
-             allow_all_trainable: bool = False,
-             validate_only: bool = False) -> dict[str, Any]:
-  """Returns `{task: {metric: value}}` and writes it to output_dir.
-
-  Settings, data and paths are checked first (`preflight.check_eval_run`);
-  `validate_only` stops there, returning `{}`.
-  """
-  preflight.check_eval_run(
-      model=model, mixture_or_task_name=mixture_or_task_name,
-      task_feature_lengths=task_feature_lengths, batch_size=batch_size,
-      model_dir=model_dir, initial_checkpoint_path=initial_checkpoint_path,
-      split=split, checkpoint_step=checkpoint_step,
-      trainable_patterns=trainable_patterns,
-      allow_all_trainable=allow_all_trainable)
-  if validate_only:
-    return {}
-  output_dir = output_dir or os.path.join(model_dir or ".", "eval")
-  # Imported here: the trainer builds on this module.
-  from prompt_tuning.training import trainer  # pylint: disable=g-import-not-at-top
-  trained = trainer.load_trained_params(
-      model, task_feature_lengths, model_dir, initial_checkpoint_path,
-      trainable_patterns, checkpoint_step, num_partitions=num_partitions,
-      allow_all_trainable=allow_all_trainable)
-  run = Evaluation(
-      mixture_or_task_name, model, trained.mesh, trained.param_shardings,
-      batch_size=batch_size, feature_lengths=task_feature_lengths,
-      split=split, log_dir=output_dir, num_examples=num_examples)
-  results = run(trained.params, trained.step)
-  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-    json.dump({"step": trained.step, "split": split, "results": results}, f,
-              indent=2, default=str)
-  return results

@@ -58,7 +58,7 @@ def optimizer_state_shardings(opt_state_shapes: Any, param_shapes: Any,
 
 
 def state_shardings(boxed_params: Any, state_shapes: TrainState,
-                    trainable_patterns: Sequence[str], mesh: Mesh) -> TrainState:
+                    split: freezing.ParamSplit, mesh: Mesh) -> TrainState:
   """A `TrainState` of `NamedSharding`s matching `state_shapes`."""
   partitioning.check_logical_axes(boxed_params)
   mesh_specs = partitioning.mesh_specs(boxed_params, mesh)
@@ -66,8 +66,8 @@ def state_shardings(boxed_params: Any, state_shapes: TrainState,
   shardings = jax.tree_util.tree_map(
       to_sharding, mesh_specs,
       is_leaf=lambda x: isinstance(x, PartitionSpec))
-  trainable, frozen = freezing.split_params(shardings, trainable_patterns)
-  trainable_specs, _ = freezing.split_params(mesh_specs, trainable_patterns)
+  trainable, frozen = split.split(shardings)
+  trainable_specs, _ = split.split(mesh_specs)
   return TrainState(
       step=NamedSharding(mesh, PartitionSpec()),
       trainable=trainable,

@@ -19,7 +19,8 @@ seconds and without reading weights or writing a file, checks
     a head with enough classes for every task's labels, and a `label`
     feature in the training examples;
   * the mesh: the batch size splits over the data axis and microbatches;
-  * MODEL_DIR: no live run holds it, and a resumed run has the recorded
+  * MODEL_DIR: no live run holds it (process 0 checks, as it takes the
+    lock for all), and a resumed run has the recorded
     configuration.
 
 It returns the notes a user should see once (inputs truncated at the feature
@@ -39,22 +40,20 @@ from prompt_tuning import errors
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import pretrained
-from prompt_tuning.checkpoints import training as train_ckpt
 from prompt_tuning.data import checks as data_checks
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models import model as model_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
+from prompt_tuning.training import checkpointer as train_ckpt
 from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
+from prompt_tuning.training import distributed
 from prompt_tuning.training import run_dir
+from prompt_tuning.training.state import (OPTIMIZER_STEP_RESTORED,
+                                          OPTIMIZER_STEP_ZERO)
 
-# Adafactor's step counter at the start of a run: the pretrained T5X
-# checkpoint's own step (the original's behaviour, the default), or 0. A
-# checkpoint without one (Hugging Face) or none at all starts at 0.
-OPTIMIZER_STEP_ZERO = "zero"
-OPTIMIZER_STEP_RESTORED = "restored"
 FEATURES = ("inputs", "targets")
 
 
@@ -67,12 +66,15 @@ class Preflight:
     warnings: problems that do not stop the run, shown once (e.g. the share
       of training inputs truncated at the feature length).
     boxed_params: the model's parameter shapes with logical axis names.
+    split: which parameters train (the model's declared patterns, or
+      TRAINABLE_PATTERNS), checked against those shapes.
     mesh: the device mesh of the run.
     has_checkpoint: MODEL_DIR holds a checkpoint to resume from.
   """
   notes: list[str]
   warnings: list[str]
   boxed_params: Any
+  split: freezing.ParamSplit
   mesh: jax.sharding.Mesh
   has_checkpoint: bool
 
@@ -188,48 +190,64 @@ def _check_checkpoint_path(path: Optional[str],
   return None
 
 
+def trainable_patterns_of(model: EncoderDecoderModel,
+                          trainable_patterns: Optional[Sequence[str]]
+                          ) -> tuple[str, ...]:
+  """TRAINABLE_PATTERNS when set, else what the model declares it trains."""
+  if trainable_patterns is not None:
+    if (isinstance(trainable_patterns, str) or
+        not all(isinstance(p, str) for p in trainable_patterns)):
+      _fail(f"TRAINABLE_PATTERNS must be a tuple of regex strings (or None: "
+            f"what the model declares), got {trainable_patterns!r}; e.g. "
+            "--gin.TRAINABLE_PATTERNS=\"('prompt/prompt',)\".")
+    return tuple(trainable_patterns)
+  declared = model.trainable_patterns
+  if not declared:
+    _fail(f"The model ({type(model.module).__name__}) declares no trainable "
+          "parameters: it has no prompt. Include a prompts/*.gin file, or "
+          "set TRAINABLE_PATTERNS, e.g. \"('.*',)\" with runs/"
+          "model_finetune.gin to train every parameter.")
+  return declared
+
+
 def _check_model(model: Any, lengths: Mapping[str, int],
-                 trainable_patterns: Sequence[str],
-                 allow_all_trainable: bool) -> Any:
+                 trainable_patterns: Optional[Sequence[str]],
+                 allow_all_trainable: bool
+                 ) -> tuple[Any, freezing.ParamSplit]:
   if not isinstance(model, EncoderDecoderModel):
     _fail(f"model (MODEL) must be an EncoderDecoderModel, got "
           f"{type(model).__name__}; include a models/*.gin file.")
   prompt_length = getattr(model.module, "prompt_length", None)
   if prompt_length is not None:
     check_int("prompt_length", prompt_length, 0, "PROMPT_LENGTH")
-  if (isinstance(trainable_patterns, str) or
-      not all(isinstance(p, str) for p in trainable_patterns)):
-    _fail(f"TRAINABLE_PATTERNS must be a tuple of regex strings, got "
-          f"{trainable_patterns!r}; e.g. --gin.TRAINABLE_PATTERNS="
-          "\"('prompt/prompt',)\".")
+  trainable_patterns = trainable_patterns_of(model, trainable_patterns)
   if model.objective not in model_lib.OBJECTIVES:
     _fail(f"The model's objective must be one of {model_lib.OBJECTIVES}, got "
           f"{model.objective!r} (models.EncoderDecoderModel.objective).")
   try:
     boxed = model.init_shapes(lengths["inputs"], lengths["targets"])["params"]
     partitioning.check_logical_axes(boxed)
-    freezing.check_split(boxed, trainable_patterns,
-                         allow_all_trainable=allow_all_trainable)
+    split = freezing.compute_split(boxed, trainable_patterns,
+                                   allow_all_trainable=allow_all_trainable)
     shapes = {name: tuple(leaf.shape) for name, leaf in
               param_tree.flatten_params(nn.unbox(boxed)).items()}
     source = getattr(model.module, "prompt_source", None)
     if source is not None:
       source.check(shapes)
     if model.is_classifier:
-      trained = set(freezing.trainable_names(nn.unbox(boxed),
-                                             trainable_patterns))
+      trained = set(split.trainable)
       frozen_head = sorted(n for n in shapes
                            if n.startswith("classifier/") and n not in trained)
       if frozen_head:
         _fail(f"TRAINABLE_PATTERNS {list(trainable_patterns)} leave the "
               f"classification head {frozen_head} frozen at its random "
               "initialisation; add 'classifier/.*' (runs/ptuning_v2_*.gin "
-              "use DEEP_TRAINABLE_PATTERNS).")
+              "leave TRAINABLE_PATTERNS None: the model declares its head).")
   except errors.ConfigError:
     raise
   except (ValueError, TypeError, OSError) as e:
     raise errors.ConfigError(f"The model configuration is invalid: {e}") from e
-  return boxed
+  return boxed, split
 
 
 def _check_mesh(batch_size: int, eval_batch_size: Optional[int],
@@ -249,6 +267,13 @@ def _check_mesh(batch_size: int, eval_batch_size: Optional[int],
   if batch_size % num_microbatches:
     _fail(f"BATCH_SIZE {batch_size} is not divisible by NUM_MICROBATCHES "
           f"{num_microbatches}.")
+  if distributed.is_multiprocess():
+    for size in {batch_size, eval_batch_size or batch_size}:
+      try:
+        distributed.batch_feed(partitioning.batch_sharding(mesh), size)
+      except ValueError as e:
+        _fail(f"{e} (mesh {dict(mesh.shape)} over {jax.process_count()} "
+              "processes; change mesh_shape or NUM_PARTITIONS)")
   return mesh
 
 
@@ -278,7 +303,7 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
                     task_feature_lengths: Any, train_steps: Any,
                     batch_size: Any, model_dir: Any,
                     initial_checkpoint_path: Optional[str],
-                    trainable_patterns: Sequence[str],
+                    trainable_patterns: Optional[Sequence[str]],
                     allow_all_trainable: bool, optimizer_step: str,
                     num_partitions: Any, mesh_shape: Optional[tuple[int, int]],
                     num_microbatches: Any, seed: Any, log_period: Any,
@@ -338,7 +363,8 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
 
   notes.append(_check_checkpoint_path(initial_checkpoint_path,
                                       optimizer_step))
-  boxed = _check_model(model, lengths, trainable_patterns, allow_all_trainable)
+  boxed, split = _check_model(model, lengths, trainable_patterns,
+                              allow_all_trainable)
   if model.is_classifier:
     notes += class_predictions.check_classifier_tasks(model,
                                                       tasks + eval_tasks)
@@ -349,13 +375,15 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
 
   model_dir = os.fspath(model_dir)
   has_checkpoint = train_ckpt.has_checkpoint(model_dir)
-  run_dir.check_unlocked(model_dir)
+  if distributed.is_primary():  # The others rely on its lock (run_dir.hold).
+    run_dir.check_unlocked(model_dir)
   run_dir.check_run_config(model_dir, run_config, has_checkpoint)
 
   warnings = [report.message() for report in data_checks.truncation_report(
       mixture_or_task_name, "train", lengths) if report.num_truncated]
   return Preflight(notes=list(dict.fromkeys(n for n in notes if n)),
-                   warnings=warnings, boxed_params=boxed, mesh=mesh,
+                   warnings=warnings, boxed_params=boxed, split=split,
+                   mesh=mesh,
                    has_checkpoint=has_checkpoint)
 
 
@@ -364,8 +392,8 @@ def check_eval_run(*, model: Any, mixture_or_task_name: str,
                    model_dir: Optional[str],
                    initial_checkpoint_path: Optional[str], split: str,
                    checkpoint_step: Optional[int],
-                   trainable_patterns: Sequence[str],
-                   allow_all_trainable: bool) -> None:
+                   trainable_patterns: Optional[Sequence[str]],
+                   allow_all_trainable: bool) -> freezing.ParamSplit:
   """Checks an evaluation or inference run (`evaluate`, `infer`) before it
   loads weights: settings, task data for `split`, vocabulary, label length,
   checkpoint path, model shapes and the trained run in `model_dir`."""
@@ -379,10 +407,12 @@ def check_eval_run(*, model: Any, mixture_or_task_name: str,
     data_checks.check_vocabulary()
   _check_target_length(mixture_or_task_name, lengths["targets"])
   _check_checkpoint_path(initial_checkpoint_path, OPTIMIZER_STEP_ZERO)
-  _check_model(model, lengths, trainable_patterns, allow_all_trainable)
+  _, param_split = _check_model(model, lengths, trainable_patterns,
+                                allow_all_trainable)
   if model.is_classifier:
     class_predictions.check_classifier_tasks(model, tasks)
   if model_dir is not None and not train_ckpt.has_checkpoint(
       os.fspath(model_dir)):
     _fail(f"No training checkpoint in {model_dir}/checkpoints; set MODEL_DIR "
           "to the directory a prompt_tuning.train run wrote.")
+  return param_split

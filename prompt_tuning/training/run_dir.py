@@ -11,8 +11,12 @@ one run per directory.
                       that only say how long or how often (`RESUMABLE`);
   eval_metrics.jsonl  one JSON line per finished evaluation, so that a
                       resumed run knows which evaluations are still due.
+
+In a multi-process run (`distributed`) process 0 alone holds the lock and
+writes these files, for all (`hold`); the others read them.
 """
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -22,9 +26,10 @@ import os
 import socket
 import sys
 import tempfile
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from prompt_tuning import errors
+from prompt_tuning.training import distributed
 
 _log = logging.getLogger(__name__)
 
@@ -157,6 +162,41 @@ class RunLock:
     self._remove_created_dir()
 
 
+@contextlib.contextmanager
+def hold(model_dir: str) -> Iterator[None]:
+  """`RunLock(model_dir)` for the run, whatever its number of processes.
+
+  In a multi-process run process 0 takes the lock and tells the others
+  whether it got it (they raise `RunLockedError` if not); all processes
+  meet again before it is released, so that no other run can take
+  MODEL_DIR while one of them still writes there. (A process that fails
+  skips that meeting; the others then stop when JAX's coordination service
+  reports the lost process.)
+  """
+  if not distributed.is_multiprocess():
+    with RunLock(model_dir):
+      yield
+    return
+  lock, error = None, None
+  if distributed.is_primary():
+    try:
+      lock = RunLock(model_dir).__enter__()
+    except Exception as e:  # pylint: disable=broad-except  (re-raised below)
+      error = e
+  if not distributed.agree(error is None):
+    if error is not None:
+      raise error
+    raise RunLockedError(
+        f"Process 0 could not take the lock of MODEL_DIR {model_dir} (see its"
+        " log); this process stops with it.")
+  try:
+    yield
+    distributed.barrier("prompt_tuning:run_dir.hold")
+  finally:
+    if lock is not None:
+      lock.__exit__(None, None, None)
+
+
 def parse_bindings(config_text: str) -> dict[str, str]:
   """`NAME = value` bindings of a gin config text (as `gin.config_str()`
   writes it), values whitespace-normalised; imports and comments skipped."""
@@ -224,9 +264,11 @@ def check_run_config(model_dir: str, run_config: Optional[str],
 def record_config(model_dir: str, run_config: Optional[str],
                   has_checkpoint: bool) -> None:
   """Writes `config.gin` atomically when the run starts fresh (no
-  checkpoint yet) or has none recorded; a resumed run's record is kept."""
+  checkpoint yet) or has none recorded; a resumed run's record is kept.
+  Only process 0 writes."""
   path = os.path.join(model_dir, CONFIG_FILE)
-  if run_config is None or (has_checkpoint and os.path.exists(path)):
+  if (run_config is None or not distributed.is_primary() or
+      (has_checkpoint and os.path.exists(path))):
     return
   fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".config.gin.")
   with os.fdopen(fd, "w") as f:
@@ -259,7 +301,10 @@ def evaluated_steps(model_dir: str) -> set[int]:
 
 
 def record_eval(model_dir: str, step: int, metrics: Mapping[str, Any]) -> None:
-  """Appends one evaluation's metrics as a JSON line, synced to disk."""
+  """Appends one evaluation's metrics as a JSON line, synced to disk (by
+  process 0 only)."""
+  if not distributed.is_primary():
+    return
   path = os.path.join(model_dir, EVAL_RECORD_FILE)
   with open(path, "a+b") as f:
     f.seek(0, os.SEEK_END)

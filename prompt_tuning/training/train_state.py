@@ -5,7 +5,7 @@ through steps untouched. A prompt-only checkpoint saves `step`, `trainable`
 and `opt_state` (kilobytes for a prompt) and records the frozen base.
 """
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax.struct
 import jax
@@ -37,25 +37,19 @@ class TrainState:
     return freezing.merge_params(self.trainable, self.frozen)
 
 
-def create_train_state(params: Params, trainable_patterns: Sequence[str],
+def create_train_state(params: Params, split: freezing.ParamSplit,
                        tx: optax.GradientTransformation,
-                       optimizer_step: int = 0,
-                       allow_all_trainable: bool = False) -> TrainState:
-  """Splits `params` by `trainable_patterns` and initialises the optimizer.
+                       optimizer_step: int = 0) -> TrainState:
+  """Splits `params` by `split` and initialises the optimizer.
 
   Args:
     params: the full parameter tree (unboxed).
-    trainable_patterns: regexes over '/'-joined names (see
-      `prompts.freezing`); checked to split the tree sensibly.
+    split: which parameters train (`freezing.compute_split`, checked once).
     tx: optimizer for the trainable half.
     optimizer_step: initial value of the optimizer's step counter (e.g. the
       pretrained checkpoint's step, as the original runs do; 0 otherwise).
-    allow_all_trainable: permit patterns that train every parameter (full
-      fine-tuning); otherwise that is rejected as a likely mistake.
   """
-  freezing.check_split(params, trainable_patterns,
-                       allow_all_trainable=allow_all_trainable)
-  trainable, frozen = freezing.split_params(params, trainable_patterns)
+  trainable, frozen = split.split(params)
   opt_state = tx.init(trainable)
   if optimizer_step:
     opt_state = optimizers.set_optimizer_step(opt_state, optimizer_step)

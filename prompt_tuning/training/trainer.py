@@ -6,13 +6,14 @@ evaluate.
   0. check every setting, the data, the vocabulary and the checkpoint path
      (`preflight.py`), then hold MODEL_DIR for this run (`run_dir.py`):
      nothing is loaded or written before the checks pass;
-  1. build the mesh and the model's boxed parameter shapes (logical axes
-     checked), initialise, restore the frozen base from
-     `initial_checkpoint_path` (strict: only trainable parameters may be
-     absent from it) and draw the prompt from the loaded embedding table
-     (and a deep prompt from its `prompt_source`, e.g. a multi-task run);
-  2. split trainable/frozen, create the optimizer state (step counter 0 or
-     the pretrained checkpoint's), place everything with named shardings;
+  1. build the sharded state (`state.py`): the frozen base read from
+     `initial_checkpoint_path` straight into its shardings (strict: only
+     trainable parameters may be absent from it), the missing parameters
+     initialised, the prompt drawn from the loaded embedding table (and a
+     deep prompt from its `prompt_source`, e.g. a multi-task run), the
+     trainable half (the model's declared set, or TRAINABLE_PATTERNS) given
+     optimizer state (step counter 0 or the pretrained checkpoint's);
+  2. (the checks computed the trainable split once; it is passed down);
   3. resume from `model_dir/checkpoints` if a checkpoint is there (state,
      data position; the frozen base must match the recorded one);
   4. loop: jitted `train_step`, tqdm with loss, steps/s and tokens/s,
@@ -26,6 +27,13 @@ evaluate.
      evaluation every
      `eval_period` steps, keeping the best checkpoint by `best_metric`;
      evaluations due before a resume that never finished are run first.
+
+Multi-process runs (`distributed.initialize` first, e.g. the entry point's
+`--coordinator_address/--num_processes/--process_id`): every process runs
+`train`; each reads the SeqIO shard of the batch rows its devices hold
+(`distributed.batch_feed`) and the global batch is assembled from them;
+checkpoints are saved and restored by all processes together; MODEL_DIR's
+lock and records, TensorBoard and T5X exports come from process 0 only.
 """
 
 import dataclasses
@@ -35,7 +43,6 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 from clu import metric_writers
-import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -44,24 +51,19 @@ import optax
 import tqdm
 
 from prompt_tuning import partitioning
-from prompt_tuning.checkpoints import param_tree
-from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.checkpoints import t5x
-from prompt_tuning.checkpoints import training as train_ckpt
-from prompt_tuning.checkpoints import validation
 from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts import deep_init
-from prompt_tuning.prompts import freezing
-from prompt_tuning.prompts import initializers
+from prompt_tuning.training import checkpointer as train_ckpt
 from prompt_tuning.training import data
+from prompt_tuning.training import distributed
 from prompt_tuning.training import evaluation
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
 from prompt_tuning.training import preflight
 from prompt_tuning.training import run_dir
-from prompt_tuning.training.preflight import (OPTIMIZER_STEP_RESTORED,
-                                              OPTIMIZER_STEP_ZERO)
-from prompt_tuning.training.train_state import TrainState, create_train_state
+from prompt_tuning.training import state as state_lib
+from prompt_tuning.training.state import OPTIMIZER_STEP_RESTORED
+from prompt_tuning.training.train_state import TrainState
 
 _log = logging.getLogger(__name__)
 
@@ -91,163 +93,6 @@ class TrainResult:
   eval_results: dict[int, Any]
   history: list[tuple[int, dict[str, float]]]
   checks: Optional[preflight.Preflight] = None
-
-
-def load_initial_params(model: EncoderDecoderModel, boxed_params: Any,
-                        path: Optional[str], trainable_patterns: Sequence[str],
-                        rng: jax.Array) -> tuple[Any, Optional[int]]:
-  """Random init overlaid with a pretrained checkpoint, prompt redrawn.
-
-  The random initialisation is skipped when the checkpoint holds every
-  parameter (a whole model, e.g. continuing a pretraining run).
-
-  A deep prompt with a `prompt_source` (`prompts.deep_init`) then takes its
-  values from there, whether or not a checkpoint path is given. Every
-  parameter of the model must come from the checkpoint except
-  trainable ones it lacks (the prompt); a checkpoint parameter the model
-  does not have, or of another shape, is an error.
-
-  Returns:
-    (params, the checkpoint's step if it is a T5X checkpoint else None).
-  """
-  init_rng, prompt_rng = jax.random.split(rng)
-  shapes = param_tree.flatten_params(nn.unbox(boxed_params))
-  step = None
-  flat_loaded = {}
-  if path:
-    if pretrained.detect_checkpoint_format(path) == (
-        pretrained.CheckpointFormat.T5X):
-      checkpoint = t5x.load_t5x_checkpoint(path,
-                                           restore_optimizer_state=False)
-      loaded, step = checkpoint.params, checkpoint.step
-    else:
-      loaded = pretrained.load_pretrained_params(path)
-    flat_loaded = param_tree.flatten_params(loaded)
-    expected = {k: v for k, v in shapes.items()
-                if k in flat_loaded or
-                not freezing.is_trainable(k, trainable_patterns)}
-    flat_loaded = param_tree.flatten_params(validation.check_params(
-        param_tree.unflatten_params(expected), loaded, source=str(path),
-        expected_source="the gin model config"))
-  if set(shapes) - set(flat_loaded):  # Not all from the checkpoint.
-    flat = param_tree.flatten_params(jax.jit(
-        lambda r: nn.unbox(model.init(r, 1, 1))["params"])(init_rng))
-    flat.update(flat_loaded)
-  else:  # E.g. a whole model (LM adaptation): nothing to draw.
-    flat = flat_loaded
-  params = param_tree.unflatten_params(flat)
-  init = getattr(model.module, "prompt_init", None)
-  if init is not None and path:
-    params = initializers.initialize_prompt(params, init, prompt_rng)
-  source = getattr(model.module, "prompt_source", None)
-  if source is not None:
-    params = deep_init.initialize_deep_prompt(params, source)
-  return jax.tree_util.tree_map(jnp.asarray, params), step
-
-
-@dataclasses.dataclass
-class BuiltState:
-  state: TrainState
-  shardings: TrainState
-  boxed_params: Any
-  frozen_record: dict[str, Any]
-
-
-def initialize_state(model: EncoderDecoderModel,
-                     task_feature_lengths: Mapping[str, int],
-                     mesh: jax.sharding.Mesh,
-                     tx: optax.GradientTransformation,
-                     initial_checkpoint_path: Optional[str],
-                     trainable_patterns: Sequence[str],
-                     optimizer_step: str = OPTIMIZER_STEP_RESTORED,
-                     rng: Optional[jax.Array] = None,
-                     allow_all_trainable: bool = False,
-                     boxed_params: Optional[Any] = None) -> BuiltState:
-  """The sharded initial `TrainState` (before any resume), see module doc.
-
-  `boxed_params` (the model's boxed parameter shapes, logical axes already
-  checked, e.g. by `preflight`) saves computing them again.
-  """
-  if optimizer_step not in (OPTIMIZER_STEP_ZERO, OPTIMIZER_STEP_RESTORED):
-    raise ValueError(f"optimizer_step must be {OPTIMIZER_STEP_ZERO!r} or "
-                     f"{OPTIMIZER_STEP_RESTORED!r}, got {optimizer_step!r}.")
-  rng = jax.random.PRNGKey(0) if rng is None else rng
-  boxed = boxed_params
-  if boxed is None:
-    boxed = model.init_shapes(task_feature_lengths["inputs"],
-                              task_feature_lengths["targets"])["params"]
-    partitioning.check_logical_axes(boxed)
-  params, ckpt_step = load_initial_params(model, boxed, initial_checkpoint_path,
-                                          trainable_patterns, rng)
-  # Without a step in the checkpoint, preflight has said it starts at 0.
-  start = 0
-  if optimizer_step == OPTIMIZER_STEP_RESTORED and ckpt_step is not None:
-    start = ckpt_step
-    _log.info("Adafactor's step counter starts at %d, restored from %s (as "
-              "the original; OPTIMIZER_STEP='zero' starts at 0).", start,
-              initial_checkpoint_path)
-
-  def make_state(p):
-    return create_train_state(p, trainable_patterns, tx, start or 0,
-                              allow_all_trainable)
-
-  state_shapes = jax.eval_shape(make_state, params)
-  shardings = partitioned.state_shardings(boxed, state_shapes,
-                                          trainable_patterns, mesh)
-  # Donated: the state's halves reuse the loaded weights' buffers.
-  state = jax.jit(make_state, out_shardings=shardings,
-                  donate_argnums=(0,))(params)
-  record = train_ckpt.frozen_base_record(state.frozen, initial_checkpoint_path)
-  return BuiltState(state, shardings, boxed, record)
-
-
-@dataclasses.dataclass
-class TrainedParams:
-  params: Any
-  param_shardings: Any
-  step: int
-  mesh: jax.sharding.Mesh
-
-
-def load_trained_params(model: EncoderDecoderModel,
-                        task_feature_lengths: Mapping[str, int],
-                        model_dir: Optional[str],
-                        initial_checkpoint_path: Optional[str],
-                        trainable_patterns: Sequence[str] = (
-                            freezing.PROMPT_PATTERNS),
-                        step: Optional[int] = None,
-                        optimizer: Optional[optax.GradientTransformation] = None,
-                        num_partitions: int = 1,
-                        mesh_shape: Optional[tuple[int, int]] = None,
-                        allow_all_trainable: bool = False) -> TrainedParams:
-  """Frozen base from `initial_checkpoint_path` + trained parameters from
-  `model_dir`'s checkpoint (`step`, default latest), sharded on a new mesh.
-
-  With `model_dir=None` the untrained initial parameters are returned (the
-  prompt freshly initialised), e.g. to evaluate a zero-shot baseline.
-  """
-  mesh = partitioning.create_mesh(num_partitions, mesh_shape)
-  built = initialize_state(model, task_feature_lengths, mesh,
-                           optimizer or optimizers.adafactor(),
-                           initial_checkpoint_path, trainable_patterns,
-                           allow_all_trainable=allow_all_trainable)
-  state, restored_step = built.state, 0
-  if model_dir is not None:
-    if not os.path.isdir(os.path.join(model_dir, "checkpoints")):
-      raise FileNotFoundError(
-          f"No training checkpoints under {model_dir}/checkpoints; set "
-          "MODEL_DIR to the directory a prompt_tuning.train run wrote.")
-    checkpointer = train_ckpt.TrainCheckpointer(model_dir)
-    try:
-      restored = checkpointer.restore(state, step,
-                                      frozen_record=built.frozen_record)
-    finally:
-      checkpointer.close()
-    state, restored_step = restored.state, int(restored.state.step)
-  return TrainedParams(
-      params=state.params,
-      param_shardings=partitioning.param_shardings(built.boxed_params, mesh),
-      step=restored_step, mesh=mesh)
 
 
 def export_t5x_checkpoint(model_dir: str, state: TrainState,
@@ -297,7 +142,7 @@ def train(*,
           batch_size: int,
           model_dir: str,
           initial_checkpoint_path: Optional[str] = None,
-          trainable_patterns: Sequence[str] = freezing.PROMPT_PATTERNS,
+          trainable_patterns: Optional[Sequence[str]] = None,
           allow_all_trainable: bool = False,
           optimizer: Optional[optax.GradientTransformation] = None,
           optimizer_step: str = OPTIMIZER_STEP_RESTORED,
@@ -337,7 +182,9 @@ def train(*,
       at a time (`run_dir.RunLock`).
     initial_checkpoint_path: pretrained weights (T5X or Hugging Face
       directory); None trains from random initialisation.
-    trainable_patterns: regexes over parameter names to train.
+    trainable_patterns: regexes over parameter names to train; None (the
+      default) trains what the model declares (`model.trainable_patterns`:
+      the soft prompt, the deep prompt and head, or both).
     allow_all_trainable: permit patterns matching every parameter (full
       fine-tuning, runs/model_finetune.gin).
     optimizer: default `optimizers.adafactor()` (the paper's settings).
@@ -406,14 +253,12 @@ def train(*,
   if validate_only:
     return TrainResult(state=None, metrics={}, eval_results={}, history=[],
                        checks=checked)
-  with run_dir.RunLock(model_dir):
+  with run_dir.hold(model_dir):
     return _train_locked(
         checked, model=model, mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=dict(task_feature_lengths),
         train_steps=train_steps, batch_size=batch_size, model_dir=model_dir,
         initial_checkpoint_path=initial_checkpoint_path,
-        trainable_patterns=trainable_patterns,
-        allow_all_trainable=allow_all_trainable,
         tx=optimizer or optimizers.adafactor(), optimizer_step=optimizer_step,
         num_microbatches=num_microbatches, seed=seed, log_period=log_period,
         checkpoint_period=checkpoint_period,
@@ -429,8 +274,8 @@ def train(*,
 
 def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
                   task_feature_lengths, train_steps, batch_size, model_dir,
-                  initial_checkpoint_path, trainable_patterns,
-                  allow_all_trainable, tx, optimizer_step, num_microbatches,
+                  initial_checkpoint_path, tx, optimizer_step,
+                  num_microbatches,
                   seed, log_period, checkpoint_period, keep_checkpoints,
                   save_frozen, export_t5x, eval_period,
                   eval_mixture_or_task_name, eval_split, eval_batch_size,
@@ -440,10 +285,12 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
   """`train` after its checks, holding MODEL_DIR's lock."""
   mesh = checked.mesh
   init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-  built = initialize_state(model, task_feature_lengths, mesh, tx,
-                           initial_checkpoint_path, trainable_patterns,
-                           optimizer_step, init_rng, allow_all_trainable,
-                           boxed_params=checked.boxed_params)
+  split = checked.split
+  trainable_patterns = split.patterns
+  built = state_lib.build_train_state(
+      model, mesh, tx, initial_checkpoint_path, split,
+      boxed_params=checked.boxed_params, optimizer_step=optimizer_step,
+      rng=init_rng)
   state, shardings, boxed = built.state, built.shardings, built.boxed_params
   frozen_record = built.frozen_record
   # Weights loaded and checked: the run is real, record its configuration.
@@ -478,10 +325,13 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
   writer = metric_writers.create_default_writer(
       os.path.join(model_dir, "train"), just_logging=jax.process_index() > 0)
 
+  # This process's rows of each global batch (all of it with one process).
+  feed = distributed.batch_feed(partitioning.batch_sharding(mesh), batch_size)
   batches = data.train_batches(mixture_or_task_name, task_feature_lengths,
-                               batch_size, seed=seed,
+                               feed.local_batch_size, seed=seed,
                                start_position=data_position,
-                               with_label=model.is_classifier)
+                               with_label=model.is_classifier,
+                               shard_info=feed.shard_info)
   last_good_checkpoint = checkpointer.latest_step()
   summed: dict[str, jax.Array] = {}
   last_metrics: dict[str, float] = {}
@@ -584,12 +434,13 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
         run_eval(step, old.state, old.data_position)
 
   bar = tqdm.tqdm(total=train_steps, initial=min(start_step, train_steps),
-                  disable=not progress, desc="train", dynamic_ncols=True)
+                  disable=not progress or not distributed.is_primary(),
+                  desc="train", dynamic_ncols=True)
   try:
     if evaluator is not None:
       run_missing_evals()
     for step in range(start_step, train_steps):
-      batch = next(batches)
+      batch = feed(next(batches))
       state, metrics = train_fn(state, batch, dropout_rng)
       data_position += 1
       summed = _accumulate(summed, metrics)

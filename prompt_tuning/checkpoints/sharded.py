@@ -1,0 +1,519 @@
+"""Opens a pre-trained checkpoint once; reads each parameter into its sharding.
+
+  record = sharded.open_checkpoint(path)   # headers only, no array data
+  record.check(jax.eval_shape(...))        # names and shapes, strictly
+  params = record.read_all(shardings)      # {name: jax.Array}, sharded
+  step = record.step                       # from the same msgpack read
+
+`open_checkpoint` reads a T5X checkpoint's msgpack file once (step, version,
+inline arrays, tensorstore specs; the zarr stores are opened lazily, on the
+first read of each), or a Hugging Face directory's config.json and
+safetensors headers (the files are memory-mapped, not read). Parameter names
+are ours (`param_tree`), whatever the checkpoint calls them.
+
+`CheckpointRecord.read(name, sharding)` builds the global `jax.Array` from
+this process's addressable shards only: for each DISTINCT index of
+`sharding.addressable_devices_indices_map(shape)` the slice is read once
+(replicated devices share one host read), cast, put on each device holding
+it, and the pieces assembled with `jax.make_array_from_single_device_arrays`.
+Host memory holds at most one parameter's distinct slices at a time and no
+device ever holds an unsharded copy of a sharded parameter. A slice of a
+zarr array still decompresses every chunk it touches: T5X chunks whole
+arrays of up to 64 MiB, so a model-parallel column slice of a 64 MiB kernel
+decompresses the whole kernel (and keeps only its columns).
+
+Counting reads. Every read of array data, whatever the format, goes through
+the module-level `_read_slice(source, handle, index)` (tests monkeypatch it
+with a counting wrapper), and `CheckpointRecord.read_counts` counts its calls
+by `ArraySource.name`: our parameter name, or the Hugging Face tensor name
+for the comparisons of embedding copies that `open_checkpoint` makes.
+
+Hugging Face embedding copies. `shared.weight`, `encoder.embed_tokens.weight`
+and `decoder.embed_tokens.weight` must be equal (and, when the config scales
+tied logits, `lm_head.weight` must equal the embedding), as in
+`hf.hf_state_dict_to_params`. Files written by transformers hold only
+`shared.weight` (safetensors cannot alias tensors, so transformers drops the
+tied copies); when a file does hold separate copies, `open_checkpoint`
+compares them in row blocks of at most 64 MiB (`check_copies=False` skips
+it and trusts `shared.weight`).
+"""
+
+import collections
+import dataclasses
+import os
+import pathlib
+from typing import Any, Mapping
+
+import jax
+import ml_dtypes
+import numpy as np
+import safetensors
+import tensorstore as ts
+
+from prompt_tuning.checkpoints import hf
+from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import pretrained
+from prompt_tuning.checkpoints import t5x
+from prompt_tuning.checkpoints import validation
+from prompt_tuning.models import config as config_lib
+
+Params = param_tree.Params
+# One slice per dimension, with explicit start and stop (step 1).
+Index = tuple[slice, ...]
+
+_COMPARE_BLOCK_BYTES = 64 << 20
+_EMBEDDING = "token_embedder/embedding"
+_LOGITS = "decoder/logits_dense/kernel"
+_SAFETENSORS_DTYPES = {
+    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16), "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArraySource:
+  """Where the data of one array lives in a checkpoint.
+
+  Attributes:
+    name: our parameter name ('encoder/layers_0/mlp/wo/kernel'); for a
+      Hugging Face tensor only compared, never returned, its own name.
+    kind: 'inline' (a numpy array from the T5X msgpack file), 'tensorstore'
+      (a zarr folder of a T5X checkpoint) or 'safetensors' (a tensor of a
+      memory-mapped Hugging Face file).
+    key: the checkpoint's own name for it: the T5X '/'-joined path, or the
+      Hugging Face tensor name.
+    shape: OUR shape (the stored one reversed when `transpose`).
+    dtype: the stored dtype.
+    transpose: whether the stored tensor is our parameter transposed (a
+      PyTorch [out, in] weight for our [in, out] kernel).
+    inline: the array, for 'inline'.
+    spec: the local tensorstore spec ({driver, kvstore: file path}), for
+      'tensorstore'.
+    recorded: the msgpack's own spec (to check the store's shape), for
+      'tensorstore'.
+    file: the safetensors file name, for 'safetensors'.
+  """
+
+  name: str
+  kind: str
+  key: str
+  shape: tuple[int, ...]
+  dtype: np.dtype
+  transpose: bool = False
+  inline: np.ndarray | None = None
+  spec: Mapping[str, Any] | None = None
+  recorded: Mapping[str, Any] | None = None
+  file: str | None = None
+
+
+def _read_slice(source: ArraySource, handle: Any, index: Index) -> np.ndarray:
+  """Reads `index` of one array into host memory: every data read is this.
+
+  Args:
+    source: the array.
+    handle: the open `ts.TensorStore` ('tensorstore'), the open
+      `safetensors.safe_open` file ('safetensors'), or None ('inline').
+    index: the slice in OUR orientation, one `slice(start, stop)` per
+      dimension.
+
+  Returns:
+    The slice, in the stored dtype, shaped as `index` selects from
+    `source.shape` (a transposed tensor is read at the reversed index and
+    transposed back).
+  """
+  if source.kind == "inline":
+    return np.array(source.inline[index])
+  if source.kind == "tensorstore":
+    return np.asarray(handle[index].read().result())
+  if source.transpose:
+    return handle.get_slice(source.key)[index[::-1]].T
+  return handle.get_slice(source.key)[index]
+
+
+def _normalize(index: tuple[Any, ...], shape: tuple[int, ...]) -> Index:
+  """`slice(start, stop)` per dimension for a device's index."""
+  index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+  out = []
+  for part, dim in zip(index, shape):
+    if not isinstance(part, slice):
+      raise ValueError(f"Unsupported shard index {index} for shape {shape}.")
+    start, stop, step = part.indices(dim)
+    if step != 1:
+      raise ValueError(f"Unsupported strided shard index {index}.")
+    out.append(slice(start, stop))
+  return tuple(out)
+
+
+def _slice_shape(index: Index) -> tuple[int, ...]:
+  return tuple(s.stop - s.start for s in index)
+
+
+class CheckpointRecord:
+  """An opened checkpoint: names, shapes and step, and sharded reads.
+
+  Attributes:
+    format: the checkpoint's `pretrained.CheckpointFormat`.
+    path: the resolved path: the T5X `checkpoint_<step>` directory, or the
+      Hugging Face model directory.
+    step: the T5X `optimizer/state/step`; None for Hugging Face (or when not
+      recorded).
+    version: the T5X format version; None for Hugging Face.
+    config: the Hugging Face checkpoint's own T5Config (from config.json);
+      None for T5X.
+    hf_config: the parsed config.json; None for T5X.
+    sources: {our parameter name: ArraySource}.
+    read_counts: {ArraySource.name: calls of `_read_slice` for it}.
+  """
+
+  def __init__(self, *, fmt: pretrained.CheckpointFormat, path: pathlib.Path,
+               sources: Mapping[str, ArraySource], step: int | None = None,
+               version: int | None = None,
+               config: config_lib.T5Config | None = None,
+               hf_config: Mapping[str, Any] | None = None,
+               files: Mapping[str, Any] | None = None):
+    self.format = fmt
+    self.path = path
+    self.step = step
+    self.version = version
+    self.config = config
+    self.hf_config = hf_config
+    self.sources = dict(sources)
+    self.read_counts: collections.Counter[str] = collections.Counter()
+    self._files = dict(files or {})  # safetensors file name -> safe_open.
+    self._stores: dict[str, ts.TensorStore] = {}
+
+  @property
+  def description(self) -> str:
+    """How errors name this checkpoint."""
+    if self.format == pretrained.CheckpointFormat.HUGGING_FACE:
+      return hf.checkpoint_source(self.path)
+    return f"the T5X checkpoint {self.path}"
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    """Our parameter names, '/'-joined."""
+    return tuple(self.sources)
+
+  @property
+  def flat_shapes(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """{name: ShapeDtypeStruct(our shape, stored dtype)}."""
+    return {name: jax.ShapeDtypeStruct(s.shape, s.dtype)
+            for name, s in self.sources.items()}
+
+  @property
+  def shapes(self) -> Params:
+    """Nested dict of `jax.ShapeDtypeStruct`s (our shapes, stored dtypes),
+    e.g. for `validation.check_params(expected, record.shapes, ...)`."""
+    return param_tree.unflatten_params(self.flat_shapes)
+
+  def check(self, expected_shapes: Mapping[str, Any], *,
+            expected_source: str = "the model") -> None:
+    """Checks names and shapes against `expected_shapes`; reads no data.
+
+    Args:
+      expected_shapes: see `validation.check_params`.
+      expected_source: what `expected_shapes` describes, for the error.
+
+    Raises:
+      validation.ParamMismatchError: listing every missing, unexpected or
+        mis-shaped parameter.
+    """
+    hint = (hf.hf_name_hint
+            if self.format == pretrained.CheckpointFormat.HUGGING_FACE
+            else None)
+    validation.check_params(expected_shapes, self.shapes,
+                            source=self.description,
+                            expected_source=expected_source, name_hint=hint)
+
+  def _source(self, name: str) -> ArraySource:
+    if name not in self.sources:
+      raise KeyError(f"{self.description} has no parameter {name!r}; it has "
+                     f"{len(self.sources)}, e.g. {', '.join(self.names[:3])}.")
+    return self.sources[name]
+
+  def _handle(self, source: ArraySource) -> Any:
+    """The open store or file of `source` (zarr stores open on first use)."""
+    if source.kind == "safetensors":
+      return self._files[source.file]
+    if source.kind != "tensorstore":
+      return None
+    if source.name not in self._stores:
+      store = ts.open(source.spec, open=True, read=True).result()
+      t5x.check_array_shape(source.name, store.shape, source.recorded,
+                            self.path)
+      self._stores[source.name] = store
+    return self._stores[source.name]
+
+  def _read(self, source: ArraySource, index: Index) -> np.ndarray:
+    self.read_counts[source.name] += 1
+    array = _read_slice(source, self._handle(source), index)
+    if tuple(array.shape) != _slice_shape(index):
+      raise ValueError(
+          f"Reading {index} of {source.key} in {self.description} gave shape "
+          f"{list(array.shape)}, expected {list(_slice_shape(index))}.")
+    return array
+
+  def _equal(self, a: ArraySource, b: ArraySource) -> bool:
+    """Whether two stored tensors are equal, compared in row blocks of at
+    most `_COMPARE_BLOCK_BYTES` (one read of each block of each)."""
+    if a.shape != b.shape:
+      return False
+    if not a.shape:
+      return np.array_equal(self._read(a, ()), self._read(b, ()))
+    row_bytes = max(1, a.dtype.itemsize * int(np.prod(a.shape[1:])))
+    rows = max(1, _COMPARE_BLOCK_BYTES // row_bytes)
+    rest = tuple(slice(0, d) for d in a.shape[1:])
+    for start in range(0, a.shape[0], rows):
+      index = (slice(start, min(start + rows, a.shape[0])),) + rest
+      if not np.array_equal(self._read(a, index), self._read(b, index)):
+        return False
+    return True
+
+  def read(self, name: str, sharding: jax.sharding.Sharding,
+           dtype: Any = np.float32) -> jax.Array:
+    """Reads one parameter straight into `sharding`.
+
+    Only this process's addressable shards are read: each distinct slice
+    once, however many devices hold it.
+
+    Args:
+      name: our parameter name, e.g. 'encoder/layers_0/attention/query/kernel'.
+      sharding: where the [*shape] global array goes, e.g. a `NamedSharding`.
+      dtype: the result's dtype; None keeps the stored one.
+
+    Returns:
+      A global `jax.Array` of the parameter's shape with `sharding`.
+
+    Raises:
+      KeyError: for a name the checkpoint does not have.
+    """
+    source = self._source(name)
+    dtype = source.dtype if dtype is None else np.dtype(dtype)
+    indices = sharding.addressable_devices_indices_map(source.shape)
+    devices_of: dict[tuple[tuple[int, int], ...], list[Any]] = {}
+    for device, index in indices.items():
+      norm = _normalize(index, source.shape)
+      devices_of.setdefault(tuple((s.start, s.stop) for s in norm),
+                            []).append(device)
+    on_device = {}
+    for key, devices in devices_of.items():
+      index = tuple(slice(start, stop) for start, stop in key)
+      host = np.ascontiguousarray(self._read(source, index), dtype=dtype)
+      for device in devices:
+        on_device[device] = jax.device_put(host, device)
+      del host
+    array = jax.make_array_from_single_device_arrays(
+        source.shape, sharding, [on_device[d] for d in indices])
+    # Transfers finish before the next parameter's slices are read.
+    return array.block_until_ready()
+
+  def read_all(self, shardings: Any, dtype: Any = np.float32) -> Params:
+    """Reads several parameters, each into its sharding.
+
+    Args:
+      shardings: one `Sharding` for every parameter, or {name: Sharding} as
+        a flat dict of '/'-joined names or a nested tree (e.g.
+        `partitioning.param_shardings(...)`); only the parameters named are
+        read, in its order.
+      dtype: see `read`.
+
+    Returns:
+      Nested dict of `jax.Array`s named as in `param_tree`.
+
+    Raises:
+      KeyError: naming every parameter of `shardings` the checkpoint lacks
+        (before anything is read).
+    """
+    if isinstance(shardings, jax.sharding.Sharding):
+      flat = {name: shardings for name in self.sources}
+    else:
+      flat = param_tree.flatten_params(shardings)
+    missing = [name for name in flat if name not in self.sources]
+    if missing:
+      raise KeyError(f"{self.description} has no parameters "
+                     f"{', '.join(missing)}.")
+    return param_tree.unflatten_params(
+        {name: self.read(name, sharding, dtype)
+         for name, sharding in flat.items()})
+
+  def close(self) -> None:
+    """Closes the safetensors files and zarr stores."""
+    for handle in self._files.values():
+      handle.__exit__(None, None, None)
+    self._files.clear()
+    self._stores.clear()
+
+  def __enter__(self) -> "CheckpointRecord":
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    self.close()
+
+  def __repr__(self) -> str:
+    return (f"CheckpointRecord({self.format.name}, {self.path}, "
+            f"step={self.step}, {len(self.sources)} parameters)")
+
+
+def open_checkpoint(path: str | os.PathLike[str], *,
+                    check_copies: bool = True) -> CheckpointRecord:
+  """Opens a T5X or Hugging Face checkpoint without reading array data.
+
+  Args:
+    path: see `pretrained.detect_checkpoint_format`: a Hugging Face model
+      directory, a T5X `checkpoint_<step>` directory, its msgpack
+      `checkpoint` file, or a T5X model directory (latest step).
+    check_copies: Hugging Face only: compare separately stored embedding
+      copies (and a tied `lm_head.weight`) with `shared.weight`; see the
+      module docstring.
+
+  Returns:
+    The record. Hugging Face parameters are already checked against the
+    checkpoint's own config.json, as `hf.load_hf_t5` does.
+
+  Raises:
+    FileNotFoundError: for a missing path, weights file, shard or array
+      folder.
+    ValueError: for an unknown layout, a msgpack file that is not a T5X
+      checkpoint, an unsupported config or differing embedding copies.
+    validation.ParamMismatchError: when Hugging Face tensors do not match
+      their config.
+  """
+  fmt = pretrained.detect_checkpoint_format(path)
+  if fmt == pretrained.CheckpointFormat.HUGGING_FACE:
+    return _open_hf(pathlib.Path(path), check_copies=check_copies)
+  return _open_t5x(path)
+
+
+def _open_t5x(path: str | os.PathLike[str]) -> CheckpointRecord:
+  """Reads the msgpack file once; resolves (not opens) the zarr folders."""
+  ckpt_dir = t5x.find_checkpoint_dir(path)
+  tree = t5x.read_checkpoint_tree(ckpt_dir)
+  inline, specs = t5x.split_tree(tree["optimizer"]["target"])
+  sources = {}
+  for name, value in inline.items():
+    array = np.asarray(value)
+    sources[name] = ArraySource(name, "inline", name, tuple(array.shape),
+                                array.dtype, inline=array)
+  for name, spec in specs.items():
+    local = t5x.local_tensorstore_spec(spec, ckpt_dir, name)
+    metadata = spec.get("metadata", {})
+    shape, dtype = metadata.get("shape"), metadata.get("dtype")
+    if shape is None or dtype is None:  # Reads the zarr metadata only.
+      store = ts.open(local, open=True, read=True).result()
+      shape, dtype = store.shape, store.dtype.numpy_dtype
+    else:
+      dtype = _zarr_dtype(dtype)
+    sources[name] = ArraySource(name, "tensorstore", name,
+                                tuple(int(d) for d in shape), dtype,
+                                spec=local, recorded=spec)
+  version = tree.get("version")
+  return CheckpointRecord(
+      fmt=pretrained.CheckpointFormat.T5X, path=ckpt_dir, sources=sources,
+      step=t5x.tree_step(tree),
+      version=None if version is None else int(version))
+
+
+def _zarr_dtype(dtype: Any) -> np.dtype:
+  """A zarr v2 dtype string ('<f4', or tensorstore's 'bfloat16') as numpy."""
+  if dtype == "bfloat16":
+    return np.dtype(ml_dtypes.bfloat16)
+  return np.dtype(dtype)
+
+
+def _open_hf(model_dir: pathlib.Path, *,
+             check_copies: bool) -> CheckpointRecord:
+  """Reads config.json and the safetensors headers; maps names to ours."""
+  model_dir = model_dir.resolve()
+  hf_config = hf.read_hf_config(model_dir)
+  config = hf.hf_config_to_t5_config(hf_config)
+  files = {}
+  tensors: dict[str, ArraySource] = {}  # By Hugging Face name.
+  try:
+    for shard, names in hf.safetensors_files(model_dir).items():
+      handle = safetensors.safe_open(model_dir / shard, framework="numpy")
+      files[shard] = handle
+      available = set(handle.keys())
+      for name in sorted(available) if names is None else names:
+        if name not in available:
+          raise FileNotFoundError(
+              f"Tensor {name} is listed in {hf.SAFETENSORS_INDEX_FILE} but "
+              f"missing from shard {model_dir / shard}.")
+        tensor = handle.get_slice(name)
+        kind = tensor.get_dtype()
+        if kind not in _SAFETENSORS_DTYPES:
+          raise ValueError(f"Tensor {name} in {model_dir / shard} has dtype "
+                           f"{kind}, which we cannot read.")
+        tensors[name] = ArraySource(
+            name, "safetensors", name, tuple(tensor.get_shape()),
+            _SAFETENSORS_DTYPES[kind], file=shard)
+    record = CheckpointRecord(
+        fmt=pretrained.CheckpointFormat.HUGGING_FACE, path=model_dir,
+        sources=_hf_sources(tensors, config,
+                            hf.head_tied_to_embedding(hf_config)),
+        config=config, hf_config=hf_config, files=files)
+  except BaseException:
+    for handle in files.values():
+      handle.__exit__(None, None, None)
+    raise
+  try:
+    if check_copies:
+      _check_hf_copies(record, tensors, config)
+    hf.check_against_own_config(record.shapes, config, model_dir)
+  except BaseException:
+    record.close()
+    raise
+  return record
+
+
+def _renamed(tensor: ArraySource, name: str, transpose: bool) -> ArraySource:
+  """`tensor` as our parameter `name` (our shape reversed if transposed)."""
+  shape = tensor.shape[::-1] if transpose else tensor.shape
+  return dataclasses.replace(tensor, name=name, shape=shape,
+                             transpose=transpose)
+
+
+def _hf_sources(tensors: Mapping[str, ArraySource],
+                config: config_lib.T5Config,
+                head_tied_to_embedding: bool) -> dict[str, ArraySource]:
+  """Our parameters from Hugging Face tensors, by `hf_state_dict_to_params`'
+  rules: unknown names are kept (so the shape check reports them)."""
+  sources = {}
+  for name, tensor in tensors.items():
+    if name in hf.EMBEDDING_NAMES or name == hf.LM_HEAD or name in hf.IGNORED:
+      continue
+    mapped = hf.hf_name_to_param_name(name)
+    if mapped is None:
+      sources[name] = tensor
+    else:
+      sources[mapped[0]] = _renamed(tensor, *mapped)
+  embeddings = [n for n in hf.EMBEDDING_NAMES if n in tensors]
+  if embeddings:
+    sources[_EMBEDDING] = _renamed(tensors[embeddings[0]], _EMBEDDING, False)
+  if config.logits_via_embedding:
+    pass  # The head is the embedding; a stored lm_head is only compared.
+  elif hf.LM_HEAD in tensors:
+    sources[_LOGITS] = _renamed(tensors[hf.LM_HEAD], _LOGITS, True)
+  elif head_tied_to_embedding and embeddings:
+    sources[_LOGITS] = _renamed(tensors[embeddings[0]], _LOGITS, True)
+  return sources
+
+
+def _check_hf_copies(record: CheckpointRecord,
+                     tensors: Mapping[str, ArraySource],
+                     config: config_lib.T5Config) -> None:
+  """Raises as `hf_state_dict_to_params` does for differing copies."""
+  # pylint: disable=protected-access
+  source = record.description
+  embeddings = [n for n in hf.EMBEDDING_NAMES if n in tensors]
+  for name in embeddings[1:]:
+    if not record._equal(tensors[embeddings[0]], tensors[name]):
+      raise hf.embedding_copy_error(source, name)
+  if (config.logits_via_embedding and hf.LM_HEAD in tensors and embeddings
+      and not record._equal(tensors[hf.LM_HEAD],
+                            tensors[embeddings[0]])):
+    raise hf.scaled_untied_head_error(source)

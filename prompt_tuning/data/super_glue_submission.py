@@ -1,0 +1,55 @@
+"""SuperGLUE leaderboard submission files from test-split predictions.
+
+`submission_lines(benchmark, records)` turns the records `infer` writes
+(`{"idx", "prediction", "postprocessed"}`) into the leaderboard's lines:
+`{"idx", "label"}` with the label as text (or 0/1 for COPA), MultiRC nested
+by paragraph and question, ReCoRD keyed by query; `SUBMISSION_FILES` names
+each benchmark's file (`RTE.jsonl`, `BoolQ.jsonl`, `AX-b.jsonl`, ...).
+"""
+
+import collections
+from typing import Any, Mapping, Sequence
+
+# Leaderboard file name and label rendering per SuperGLUE benchmark.
+SUBMISSION_FILES = {
+    "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "multirc": "MultiRC",
+    "record": "ReCoRD", "rte": "RTE", "wic": "WiC",
+    "wsc": "WSC", "axb": "AX-b", "axg": "AX-g",
+}
+_CLASS_LABELS = {
+    "boolq": ("false", "true"), "wic": ("false", "true"),
+    "wsc": ("false", "true"),
+    "cb": ("entailment", "contradiction", "neutral"),
+    "rte": ("entailment", "not_entailment"),
+    "axb": ("entailment", "not_entailment"),
+    "axg": ("entailment", "not_entailment"),
+}
+
+
+def submission_lines(benchmark: str,
+                     records: Sequence[Mapping[str, Any]]) -> list[dict]:
+  """SuperGLUE leaderboard lines for one benchmark's test predictions."""
+  if benchmark == "multirc":
+    grouped = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in records:
+      idx, value = r["idx"], r["postprocessed"]
+      label = value.get("value", value) if isinstance(value, dict) else value
+      grouped[idx["paragraph"]][idx["question"]].append(
+          {"idx": idx["answer"], "label": int(label == 1)})
+    return [{"idx": p, "passage": {"questions": [
+        {"idx": q, "answers": answers} for q, answers in sorted(qs.items())]}}
+            for p, qs in sorted(grouped.items())]
+  if benchmark == "record":
+    return [{"idx": r["idx"]["query"] if isinstance(r["idx"], dict)
+             else r["idx"], "label": r["prediction"]} for r in records]
+  lines = []
+  for r in records:
+    value = r["postprocessed"]
+    if benchmark == "copa":
+      label = int(value) if value in (0, 1) else 0
+    else:
+      names = _CLASS_LABELS[benchmark]
+      label = names[value] if isinstance(value, int) and 0 <= value < len(
+          names) else names[-1]  # Unparseable: the last class.
+    lines.append({"idx": r["idx"], "label": label})
+  return lines

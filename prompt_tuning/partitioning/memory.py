@@ -1,0 +1,448 @@
+"""Per-device memory of a training step, planned from shapes alone.
+
+Nothing is loaded or allocated: parameters come as boxed
+`ShapeDtypeStruct`s (`EncoderDecoderModel.init_shapes(...)["params"]`), the
+mesh is a `{'data': d, 'model': m}` dict of axis sizes (any size: a 32-chip
+mesh is planned on a laptop), and shard shapes follow from the same logical
+rules and even-split fitting (`mesh.fit_spec`) that the trainer's real
+shardings use:
+
+  boxed = model.init_shapes(512, 8)["params"]
+  plan = plan_memory(boxed, {"data": 4, "model": 8}, ("prompt/prompt",),
+                     optax.adafactor(0.3), batch_size=32,
+                     lengths={"inputs": 512, "targets": 8},
+                     dims=ActivationDims.from_config(config),
+                     prompt_length=100)
+  print(format_plan(plan, device_bytes=16 * 2**30))
+
+Parameters, gradients and optimizer state are exact (up to allocator
+padding); activations are an estimate (`activation_bytes`).
+"""
+
+import dataclasses
+import math
+import re
+from typing import Any, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from flax import traverse_util
+from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec
+
+from prompt_tuning.partitioning.mesh import fit_spec
+from prompt_tuning.partitioning.rules import (DATA_AXIS, LOGICAL_AXIS_RULES,
+                                              MESH_AXES, MODEL_AXIS)
+
+Rules = Sequence[tuple[str, Optional[str]]]
+DTypeLike = Any
+GiB = 2**30
+
+COMPONENTS = ("frozen", "trainable", "gradients", "optimizer", "activations")
+
+
+def abstract_mesh(mesh_shape: Mapping[str, int]) -> AbstractMesh:
+  """A device-less mesh with `mesh_shape`'s axis sizes, in MESH_AXES order.
+
+  Axes missing from `mesh_shape` get size 1; unknown axes are an error.
+  """
+  unknown = sorted(set(mesh_shape) - set(MESH_AXES))
+  if unknown:
+    raise ValueError(f"Unknown mesh axes {unknown}; the mesh axes are "
+                     f"{MESH_AXES}.")
+  sizes = tuple(int(mesh_shape.get(a, 1)) for a in MESH_AXES)
+  if any(s < 1 for s in sizes):
+    raise ValueError(f"Mesh axis sizes must be >= 1, got {dict(mesh_shape)}.")
+  return AbstractMesh(sizes, MESH_AXES)
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+  """`'4x8'` -> `{'data': 4, 'model': 8}` (data x model)."""
+  parts = text.lower().replace("*", "x").split("x")
+  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    raise ValueError(f"Mesh {text!r} should look like DATAxMODEL, e.g. 4x8.")
+  data, model = (int(p) for p in parts)
+  if data < 1 or model < 1:
+    raise ValueError(f"Mesh {text!r} needs axis sizes >= 1.")
+  return {DATA_AXIS: data, MODEL_AXIS: model}
+
+
+def _is_box(x: Any) -> bool:
+  return isinstance(x, nn.LogicallyPartitioned)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafPlan:
+  """One array: global and per-device shape, mesh spec and dtype."""
+  shape: tuple[int, ...]
+  shard_shape: tuple[int, ...]
+  spec: PartitionSpec
+  dtype: np.dtype
+
+  @property
+  def logical_bytes(self) -> int:
+    """Bytes of one full copy."""
+    return math.prod(self.shape) * self.dtype.itemsize
+
+  @property
+  def device_bytes(self) -> int:
+    """Bytes each device holds (its shard)."""
+    return math.prod(self.shard_shape) * self.dtype.itemsize
+
+
+def _leaf(shape: Sequence[int], dtype: DTypeLike, spec: PartitionSpec,
+          mesh: AbstractMesh) -> LeafPlan:
+  shape = tuple(int(s) for s in shape)
+  spec = fit_spec(spec, shape, mesh)
+  shard = tuple(NamedSharding(mesh, spec).shard_shape(shape))
+  return LeafPlan(shape, shard, spec, np.dtype(dtype))
+
+
+def param_leaf_plans(boxed_params: Any, mesh_shape: Mapping[str, int],
+                     rules: Rules = LOGICAL_AXIS_RULES,
+                     param_dtype: Optional[DTypeLike] = None
+                     ) -> dict[str, LeafPlan]:
+  """Every parameter's shard on a mesh of `mesh_shape`, by '/'-joined name.
+
+  Args:
+    boxed_params: nested dict of `nn.LogicallyPartitioned` (or plain)
+      `ShapeDtypeStruct`s / arrays; unboxed leaves are replicated.
+    mesh_shape: axis sizes, e.g. `{'data': 4, 'model': 8}`.
+    rules: logical-to-mesh axis rules.
+    param_dtype: storage dtype to plan for (default: each leaf's own).
+
+  Returns:
+    `{name: LeafPlan}`; a dimension the mesh cannot split evenly is
+    replicated, as `mesh.fit_spec` does for real meshes.
+  """
+  mesh = abstract_mesh(mesh_shape)
+  flat = traverse_util.flatten_dict(boxed_params, sep="/", is_leaf=
+                                    lambda _, x: _is_box(x))
+  plans = {}
+  for name, leaf in flat.items():
+    if _is_box(leaf):
+      logical = PartitionSpec(*leaf.names)
+      spec = nn.logical_to_mesh(logical, rules)
+      value = leaf.value
+    else:
+      spec, value = PartitionSpec(), leaf
+    dtype = value.dtype if param_dtype is None else param_dtype
+    plans[name] = _leaf(value.shape, dtype, spec, mesh)
+  return plans
+
+
+def is_trainable(name: str, patterns: Sequence[str]) -> bool:
+  """Whether `name` fully matches one of the regexes (as
+  `prompts.freezing` splits parameters)."""
+  if isinstance(patterns, str):
+    raise TypeError(f"patterns must be a sequence of regexes, got the string "
+                    f"{patterns!r}; write ({patterns!r},).")
+  return any(re.fullmatch(p, name) for p in patterns)
+
+
+def _unflatten_shapes(plans: Mapping[str, LeafPlan]) -> dict[str, Any]:
+  return traverse_util.unflatten_dict(
+      {tuple(k.split("/")): jax.ShapeDtypeStruct(p.shape, p.dtype)
+       for k, p in plans.items()})
+
+
+def _param_name(path) -> str:
+  return "/".join(str(k.key) for k in path
+                  if isinstance(k, jax.tree_util.DictKey))
+
+
+def opt_state_spec(leaf_shape: Sequence[int], param_shape: Sequence[int],
+                   param_spec: PartitionSpec) -> PartitionSpec:
+  """The spec of an optimizer-state leaf of parameter `param_shape`.
+
+  The rule of `training.partitioned.optimizer_state_shardings`: the
+  parameter's spec for a leaf of its shape, the spec without the last
+  (second-to-last) axis for a factored row (column) statistic, replicated
+  otherwise (scalars, the `[1]` placeholders of factored optimizers).
+  """
+  shape, leaf_shape = tuple(param_shape), tuple(leaf_shape)
+  spec = tuple(param_spec) + (None,) * (len(shape) - len(param_spec))
+  if leaf_shape == shape:
+    out = spec
+  elif len(shape) >= 2 and leaf_shape == shape[:-1]:
+    out = spec[:-1]
+  elif len(shape) >= 2 and leaf_shape == shape[:-2] + shape[-1:]:
+    out = spec[:-2] + spec[-1:]
+  else:
+    out = ()
+  return PartitionSpec(*out)
+
+
+def optimizer_leaf_plans(tx: optax.GradientTransformation,
+                         trainable: Mapping[str, LeafPlan],
+                         mesh_shape: Mapping[str, int]) -> list[LeafPlan]:
+  """Shards of `tx`'s state for the trainable parameters, from shapes only
+  (`jax.eval_shape(tx.init, ...)`), each sharded like its parameter."""
+  mesh = abstract_mesh(mesh_shape)
+  shapes = jax.eval_shape(tx.init, _unflatten_shapes(trainable))
+  out = []
+
+  def visit(path, leaf):
+    if not hasattr(leaf, "shape"):
+      return
+    param = trainable.get(_param_name(path))
+    spec = (PartitionSpec() if param is None else
+            opt_state_spec(leaf.shape, param.shape, param.spec))
+    out.append(_leaf(leaf.shape, leaf.dtype, spec, mesh))
+
+  jax.tree_util.tree_map_with_path(visit, shapes)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationDims:
+  """The model sizes the activation estimate needs (T5Config's names)."""
+  emb_dim: int
+  num_heads: int
+  head_dim: int
+  mlp_dim: int
+  num_encoder_layers: int
+  num_decoder_layers: int
+  vocab_size: int
+  num_mlp_inputs: int = 2  # len(mlp_activations): 2 for gated GELU.
+  float32_attention_logits: bool = True
+
+  @classmethod
+  def from_config(cls, config: Any) -> "ActivationDims":
+    """From a `models.config.T5Config` (or anything with its fields)."""
+    return cls(config.emb_dim, config.num_heads, config.head_dim,
+               config.mlp_dim, config.num_encoder_layers,
+               config.num_decoder_layers, config.vocab_size,
+               len(config.mlp_activations), config.float32_attention_logits)
+
+
+# Score-sized [b, h, q, k] buffers kept per attention (see activation_bytes).
+SCORE_COPIES = 3
+
+
+def _split(size: int, ways: int) -> int:
+  """Per-device size of a dimension split `ways` ways, whole if uneven."""
+  return size // ways if size % ways == 0 else size
+
+
+def activation_bytes(dims: ActivationDims, batch_size: int,
+                     inputs_length: int, targets_length: int,
+                     mesh_shape: Mapping[str, int],
+                     activation_dtype: DTypeLike = np.float32,
+                     prompt_length: int = 0, prefix_length: int = 0,
+                     decoder_prefix_length: int = 0) -> tuple[int, int]:
+  """An ESTIMATE of the activations one training step keeps for backward.
+
+  Counted: the tensors a layer's backward pass reads, kept for every layer
+  at once (the models use no rematerialisation), per device. Not counted:
+  XLA's temporaries (fusion buffers, one layer's backward transients),
+  the input batch, allocator padding; and XLA may drop residuals it does not
+  need (with every matmul weight frozen, the inputs of the projections), so
+  prompt tuning can need less than this.
+
+  Sizes per device (a dimension stays whole when its mesh axis does not
+  split it evenly, as parameters do):
+    b = ceil(batch_size / data), E = inputs_length + prompt_length
+    (encoder length), T = targets_length, K = E + prefix_length (encoder
+    self-attention keys), S = T + decoder_prefix_length, d = emb_dim,
+    H = heads / model, J = H * head_dim, F = mlp_dim / model,
+    V = vocab / model, n = num_mlp_inputs, s = activation itemsize,
+    a = 4 if float32_attention_logits else s.
+
+  Elements kept (times s, scores times a), with c = SCORE_COPIES:
+    each encoder layer: 4·b·E·d (two norm inputs and outputs)
+      + 2·b·E·J + 2·b·K·J (q, attention output; k, v)
+      + c·b·H·E·K scores (logits, exponentials, probabilities)
+      + (n + 2)·b·E·F (MLP input projections, activation, hidden)
+    each decoder layer: 6·b·T·d (three norms)
+      + 2·b·T·J + 2·b·S·J + c·b·H·T·S scores (self-attention)
+      + 2·b·T·J + 2·b·E·J + c·b·H·T·E scores (cross-attention)
+      + (n + 2)·b·T·F (MLP)
+    once: 2·b·E·d + 2·b·T·d (embeddings, final norms)
+      + b·T·V·(s + 4) bytes (logits and their float32 softmax).
+
+  Calibration (benchmarks/plan_calibration.py): XLA's CPU compiler keeps
+  three score-sized buffers per attention, hence c = 3; other compilers
+  (fused or flash attention) may keep fewer.
+
+  Returns:
+    (bytes per device, bytes of the unsharded step).
+  """
+  data = int(mesh_shape.get(DATA_AXIS, 1))
+  model = int(mesh_shape.get(MODEL_AXIS, 1))
+
+  def count(b: int, heads: int, mlp: int, vocab: int) -> int:
+    d, j = dims.emb_dim, heads * dims.head_dim
+    s = np.dtype(activation_dtype).itemsize
+    a = 4 if dims.float32_attention_logits else s
+    e = inputs_length + prompt_length
+    t, k = targets_length, e + prefix_length
+    sd = t + decoder_prefix_length
+    n = dims.num_mlp_inputs
+    c = SCORE_COPIES
+    enc = (s * (4 * b * e * d + 2 * b * e * j + 2 * b * k * j +
+                (n + 2) * b * e * mlp) + c * a * b * heads * e * k)
+    dec = (s * (6 * b * t * d + 2 * b * t * j + 2 * b * sd * j +
+                2 * b * t * j + 2 * b * e * j + (n + 2) * b * t * mlp) +
+           c * a * b * heads * (t * sd + t * e))
+    once = s * (2 * b * e * d + 2 * b * t * d) + b * t * vocab * (s + 4)
+    return (dims.num_encoder_layers * enc + dims.num_decoder_layers * dec +
+            once)
+
+  per_device = count(-(-batch_size // data), _split(dims.num_heads, model),
+                     _split(dims.mlp_dim, model),
+                     _split(dims.vocab_size, model))
+  full = count(batch_size, dims.num_heads, dims.mlp_dim, dims.vocab_size)
+  return per_device, full
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+  """Bytes of one component: per device, and one unsharded copy."""
+  per_device: int
+  logical: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+  """Per-device memory of a training step on a mesh (bytes).
+
+  Attributes:
+    mesh_shape: `{'data': d, 'model': m}`.
+    usage: `{component: Usage}` for COMPONENTS.
+    num_trainable / num_frozen: parameter counts.
+    activations_estimated: always True; activations are an estimate.
+  """
+  mesh_shape: dict[str, int]
+  usage: dict[str, Usage]
+  num_trainable: int
+  num_frozen: int
+  activations_estimated: bool = True
+
+  @property
+  def num_devices(self) -> int:
+    return math.prod(self.mesh_shape.values())
+
+  @property
+  def per_device(self) -> int:
+    """Total bytes on each device."""
+    return sum(u.per_device for u in self.usage.values())
+
+  @property
+  def all_devices(self) -> int:
+    """Total bytes over the whole mesh, replicas included."""
+    return self.per_device * self.num_devices
+
+  @property
+  def logical(self) -> int:
+    """Total bytes of one unsharded copy of everything."""
+    return sum(u.logical for u in self.usage.values())
+
+  def fits(self, device_bytes: int) -> bool:
+    return self.per_device <= device_bytes
+
+
+def plan_memory(boxed_params: Any, mesh_shape: Mapping[str, int],
+                trainable_patterns: Sequence[str],
+                tx: Optional[optax.GradientTransformation],
+                batch_size: int, lengths: Mapping[str, int],
+                dims: ActivationDims,
+                param_dtype: Optional[DTypeLike] = None,
+                activation_dtype: DTypeLike = np.float32,
+                prompt_length: int = 0, prefix_length: int = 0,
+                decoder_prefix_length: int = 0,
+                rules: Rules = LOGICAL_AXIS_RULES) -> MemoryPlan:
+  """Plans a training step's per-device memory on a mesh of `mesh_shape`.
+
+  Args:
+    boxed_params: boxed parameter shapes, `model.init_shapes(...)["params"]`.
+    mesh_shape: `{'data': d, 'model': m}`; no such devices are needed.
+    trainable_patterns: regexes over '/'-joined names (`prompts.freezing`).
+    tx: the optimizer (state for trainable parameters only); None: no state.
+    batch_size: global batch, split over `data`.
+    lengths: `{'inputs': ..., 'targets': ...}` token lengths (without prompt).
+    dims: model sizes for the activation estimate.
+    param_dtype: parameter (and gradient, optimizer-state) dtype to plan
+      for; default each parameter's own.
+    activation_dtype: dtype of activations (the config's `dtype`).
+    prompt_length: soft-prompt tokens added to the encoder input.
+    prefix_length / decoder_prefix_length: deep-prompt key/value prefix
+      length in encoder / decoder self-attention.
+    rules: logical-to-mesh axis rules.
+
+  Returns:
+    A `MemoryPlan`: frozen and trainable parameters, gradients (trainable,
+    parameter dtype), optimizer state (exact shard sizes) and activations
+    (`activation_bytes`, an estimate).
+  """
+  plans = param_leaf_plans(boxed_params, mesh_shape, rules, param_dtype)
+  trainable = {k: p for k, p in plans.items()
+               if is_trainable(k, trainable_patterns)}
+  frozen = [p for k, p in plans.items() if k not in trainable]
+  opt = [] if tx is None else optimizer_leaf_plans(tx, trainable, mesh_shape)
+
+  def usage(leaves) -> Usage:
+    leaves = list(leaves)
+    return Usage(sum(p.device_bytes for p in leaves),
+                 sum(p.logical_bytes for p in leaves))
+
+  act = activation_bytes(dims, batch_size, lengths["inputs"],
+                         lengths["targets"], mesh_shape, activation_dtype,
+                         prompt_length, prefix_length, decoder_prefix_length)
+  return MemoryPlan(
+      mesh_shape=dict(mesh_shape),
+      usage={"frozen": usage(frozen),
+             "trainable": usage(trainable.values()),
+             "gradients": usage(trainable.values()),
+             "optimizer": usage(opt),
+             "activations": Usage(*act)},
+      num_trainable=sum(math.prod(p.shape) for p in trainable.values()),
+      num_frozen=sum(math.prod(p.shape) for p in frozen))
+
+
+def parse_bytes(text: str) -> int:
+  """`'16GiB'`, `'80GB'`, `'512MiB'`, `'1e9'` -> bytes."""
+  units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+           "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+           "tib": 2**40}
+  match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", text)
+  unit = match.group(2).lower() if match else None
+  if not match or unit not in units:
+    raise ValueError(f"Memory size {text!r} should look like 16GiB, 80GB or "
+                     "512MiB.")
+  return int(float(match.group(1)) * units[unit])
+
+
+def format_bytes(n: float) -> str:
+  """Bytes in binary units, e.g. `'1.50 GiB'`."""
+  for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20),
+                     ("KiB", 2**10)):
+    if abs(n) >= size:
+      return f"{n / size:.2f} {unit}"
+  return f"{int(n)} B"
+
+
+def format_plan(plan: MemoryPlan, device_bytes: Optional[int] = None) -> str:
+  """The plan as a markdown table (per device, whole mesh, one copy)."""
+  mesh = "x".join(str(plan.mesh_shape.get(a, 1)) for a in MESH_AXES)
+  lines = [f"mesh {mesh} ({' x '.join(MESH_AXES)}, {plan.num_devices} "
+           f"devices); {plan.num_trainable:,} trainable and "
+           f"{plan.num_frozen:,} frozen parameters", "",
+           "| component | per device | all devices | one copy |",
+           "|---|---:|---:|---:|"]
+  for name in COMPONENTS:
+    u = plan.usage[name]
+    label = name + (" (estimate)" if name == "activations" else "")
+    lines.append(f"| {label} | {format_bytes(u.per_device)} | "
+                 f"{format_bytes(u.per_device * plan.num_devices)} | "
+                 f"{format_bytes(u.logical)} |")
+  lines.append(f"| **total** | **{format_bytes(plan.per_device)}** | "
+               f"{format_bytes(plan.all_devices)} | "
+               f"{format_bytes(plan.logical)} |")
+  if device_bytes is not None:
+    verdict = "fits" if plan.fits(device_bytes) else "does NOT fit"
+    lines += ["", f"{format_bytes(plan.per_device)} per device {verdict} in "
+              f"{format_bytes(device_bytes)} "
+              f"({100 * plan.per_device / device_bytes:.0f}%)."]
+  return "\n".join(lines)

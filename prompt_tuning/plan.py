@@ -1,0 +1,217 @@
+r"""Plan a training step's per-device memory on a mesh, loading no weights.
+
+One model and mesh, a table of every component:
+
+  python -m prompt_tuning.plan \
+    --gin_file=models/t5_1_1_xxl.gin --gin_file=prompts/prompt.gin \
+    --mesh=4x8 --batch_size=32 --inputs_length=512 --targets_length=8 \
+    --device_memory=16GiB [--gin.PROMPT_LENGTH=100]
+
+A sweep, one markdown table of GiB per device (model x mesh); a mesh may
+carry its device memory after `@`:
+
+  python -m prompt_tuning.plan --gin_file=prompts/prompt.gin \
+    --models=small,base,large,xl,xxl --meshes=1x1@80GB,1x8@16GiB,4x8@16GiB
+
+`--models` names T5 1.1 sizes (configs/models/t5_1_1_NAME.gin, parsed before
+the --gin_file's, which must then not include a model file) or gin files.
+Meshes are DATAxMODEL (`('data', 'model')` axes) and need not exist here.
+
+Parameters, gradients and optimizer state are exact per-device shard sizes
+(the trainer's logical-axis rules, uneven dimensions replicated);
+activations are an estimate (see `partitioning.memory.activation_bytes`).
+The trainable parameters are `--trainable`, else the gin macro
+TRAINABLE_PATTERNS, else what the model declares (the prompt file's soft
+prompt, deep prompt, head).
+Shapes come from `jax.eval_shape`: nothing is allocated.
+"""
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+from absl import flags
+
+from prompt_tuning import cli
+
+_READ_DIRECTLY = ("MODEL", "TRAINABLE_PATTERNS")
+_OPTIMIZERS = ("adafactor", "adam", "none")
+
+
+def _flags() -> flags.FlagValues:
+  flag_values = cli.new_flags()
+  flags.DEFINE_string("mesh", "1x1", "DATAxMODEL mesh, e.g. 4x8.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("batch_size", 32, "Global batch (split over data).",
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("inputs_length", 512, "Encoder tokens, without the "
+                       "prompt.", lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("targets_length", 8, "Decoder tokens.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_string("device_memory", None, "Memory of one device, e.g. "
+                      "16GiB or 80GB: say whether the plan fits.",
+                      flag_values=flag_values)
+  flags.DEFINE_list("models", [], "Sweep: T5 1.1 sizes (small,base,...) or "
+                    "model gin files.", flag_values=flag_values)
+  flags.DEFINE_list("meshes", [], "Sweep: meshes, each DATAxMODEL or "
+                    "DATAxMODEL@MEMORY (default --device_memory).",
+                    flag_values=flag_values)
+  flags.DEFINE_list("trainable", [], "Regexes of trainable parameter names "
+                    "(default: see the help text).", flag_values=flag_values)
+  flags.DEFINE_enum("optimizer", "adafactor", _OPTIMIZERS, "Optimizer whose "
+                    "state is planned: the paper's Adafactor "
+                    "(training.optimizers.adafactor), optax.adam, or none.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("param_dtype", None, "Plan parameters, gradients and "
+                      "optimizer state in this dtype (default: the model's, "
+                      "float32).", flag_values=flag_values)
+  return flag_values
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+  """What every plan of one command shares."""
+  mesh: str
+  batch_size: int
+  inputs_length: int
+  targets_length: int
+  trainable: tuple[str, ...]
+  optimizer: str
+  param_dtype: Optional[str]
+
+
+def _model_files(name: str) -> str:
+  return name if name.endswith(".gin") else f"models/t5_1_1_{name}.gin"
+
+
+def _parse_mesh(text: str, default_memory: Optional[str]
+                ) -> tuple[dict[str, int], str, Optional[int]]:
+  """`'4x8@16GiB'` -> (mesh shape, `'4x8'`, bytes or None)."""
+  from prompt_tuning.partitioning import memory  # pylint: disable=g-import-not-at-top
+  mesh_text, _, mem = text.partition("@")
+  mem = mem or default_memory
+  try:
+    return (memory.parse_mesh(mesh_text), mesh_text.strip(),
+            memory.parse_bytes(mem) if mem else None)
+  except ValueError as e:
+    raise cli.UsageError(str(e)) from e
+
+
+def _tx(name: str) -> Any:
+  # pylint: disable=g-import-not-at-top
+  import optax
+  from prompt_tuning.training import optimizers
+  # pylint: enable=g-import-not-at-top
+  if name == "adafactor":
+    return optimizers.adafactor()
+  if name == "adam":
+    return optax.adam(1e-3)
+  return None
+
+
+def _configured_model(files: Sequence[str], bindings: Sequence[str],
+                      search: Sequence[str]) -> tuple[Any, tuple[str, ...]]:
+  """Parses gin afresh; returns (MODEL, the trainable patterns gin sets)."""
+  # pylint: disable=g-import-not-at-top
+  import gin
+  from prompt_tuning import gin_utils
+  # pylint: enable=g-import-not-at-top
+  gin.clear_config()
+  gin_utils.parse_gin(files, bindings, search)
+  gin_utils.check_bindings_used(bindings, _READ_DIRECTLY)
+  if gin_utils.query_macro("MODEL") is None:
+    raise cli.UsageError("The gin files bind no MODEL; add a model file, "
+                         "e.g. --gin_file=models/t5_1_1_base.gin.")
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  patterns = (gin_utils.query_macro("TRAINABLE_PATTERNS") or
+              model.trainable_patterns)
+  if not patterns:
+    raise cli.UsageError(
+        "The model declares no trainable parameters (no prompt file); add "
+        "e.g. --gin_file=prompts/prompt.gin or pass --trainable.")
+  return model, tuple(patterns)
+
+
+def plan_model(model: Any, mesh_shape: dict[str, int], setting: _Setting,
+               patterns: Sequence[str]) -> Any:
+  """The `MemoryPlan` of `model` (an EncoderDecoderModel) on a mesh."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.partitioning import memory  # pylint: disable=g-import-not-at-top
+  module = model.module
+  boxed = model.init_shapes(setting.inputs_length,
+                            setting.targets_length)["params"]
+  prefix = int(getattr(module, "prefix_length", 0) or 0)
+  return memory.plan_memory(
+      boxed, mesh_shape, setting.trainable or tuple(patterns),
+      _tx(setting.optimizer), setting.batch_size,
+      {"inputs": setting.inputs_length, "targets": setting.targets_length},
+      memory.ActivationDims.from_config(module.config),
+      param_dtype=setting.param_dtype,
+      activation_dtype=np.dtype(module.config.dtype),
+      prompt_length=int(getattr(module, "prompt_length", 0) or 0),
+      prefix_length=prefix,
+      decoder_prefix_length=prefix if getattr(module, "decoder_prompt",
+                                              False) else 0)
+
+
+def _sweep(args: flags.FlagValues, setting: _Setting) -> str:
+  from prompt_tuning.partitioning import memory  # pylint: disable=g-import-not-at-top
+  if any(f.startswith("models/") or "/models/" in f for f in args.gin_file):
+    raise cli.UsageError("With --models, give no model --gin_file; the "
+                         "sweep parses each model file first.")
+  meshes = [_parse_mesh(m, args.device_memory)
+            for m in (args.meshes or [setting.mesh])]
+  header = ["model", "trainable params"] + [
+      f"{name}" + (f" ({memory.format_bytes(mem)})" if mem else "")
+      for _, name, mem in meshes]
+  lines = ["| " + " | ".join(header) + " |",
+           "|---|---:|" + "---:|" * len(meshes)]
+  for name in args.models:
+    model, patterns = _configured_model(
+        [_model_files(name), *args.gin_file], args.gin_bindings,
+        cli.search_paths(args.gin_search_paths))
+    cells = []
+    for shape, _, mem in meshes:
+      plan = plan_model(model, shape, setting, patterns)
+      cell = f"{plan.per_device / memory.GiB:.2f}"
+      if mem is not None:
+        cell += " fits" if plan.fits(mem) else " **no**"
+      cells.append(cell)
+    lines.append(f"| {name} | {plan.num_trainable:,} | " + " | ".join(cells) +
+                 " |")
+  return "\n".join(
+      [f"GiB per device (parameters, gradients, {setting.optimizer} state, "
+       f"estimated activations); batch {setting.batch_size}, inputs "
+       f"{setting.inputs_length}, targets {setting.targets_length}.", "",
+       *lines])
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command line `argv` (without the program name)."""
+  args = cli.parse_flags(argv, _flags(), __doc__)
+  cli.show_project_logs()
+  setting = _Setting(args.mesh, args.batch_size, args.inputs_length,
+                     args.targets_length, tuple(args.trainable),
+                     args.optimizer, args.param_dtype)
+  if args.models:
+    print(_sweep(args, setting))
+    return 0
+  if args.meshes:
+    raise cli.UsageError("--meshes is for sweeps with --models; give one "
+                         "--mesh otherwise.")
+  if not args.gin_file:
+    raise cli.UsageError("Give a model, e.g. --gin_file=models/t5_1_1_base.gin"
+                         " (or --models=small,base for a sweep).")
+  from prompt_tuning.partitioning import memory  # pylint: disable=g-import-not-at-top
+  shape, _, mem = _parse_mesh(args.mesh, args.device_memory)
+  model, patterns = _configured_model(args.gin_file, args.gin_bindings,
+                                      cli.search_paths(args.gin_search_paths))
+  plan = plan_model(model, shape, setting, patterns)
+  print(f"batch {setting.batch_size}, inputs {setting.inputs_length} "
+        f"(+ prompt), targets {setting.targets_length}, optimizer "
+        f"{setting.optimizer}, trainable {list(setting.trainable or patterns)}")
+  print(memory.format_plan(plan, mem))
+  return 0
+
+
+if __name__ == "__main__":
+  cli.run(main)
