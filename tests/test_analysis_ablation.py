@@ -104,3 +104,13 @@ def test_initializers_by_name():
   with pytest.raises(ValueError, match="No scored rows"):
     ablation.plot_ablation([ablation.AblationRow("x", 1, "m", None, None)],
                            "/tmp/never.png")
+
+
+def test_class_labels_of_any_closed_label_task():
+  # SuperGLUE, GLUE and the sentence tasks all give their labels (the
+  # SST-2 ablation's class-label cells need them); free text gives none.
+  assert ablation.class_label_strings(RTE) == ("entailment",
+                                               "not_entailment")
+  assert ablation.class_label_strings("taskless_glue_sst2_v200") == (
+      "negative", "positive")
+  assert ablation.class_label_strings("taskless_super_glue_record_v102") == ()

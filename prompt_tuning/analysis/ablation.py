@@ -24,6 +24,7 @@ from prompt_tuning.data import checks
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import initializers
+from prompt_tuning.training import data
 from prompt_tuning.training import run_dir
 from prompt_tuning.training import trainer
 
@@ -52,6 +53,7 @@ class AblationRow:
 def class_label_strings(task_name: str) -> tuple[str, ...]:
   """Label strings of a closed label-set task (SuperGLUE, GLUE, the
   sentence tasks: `data.checks.label_strings`), empty for free-text tasks."""
+  data.get_task(task_name)  # Registers the tasks; a clear error if unknown.
   labels = checks.label_strings(task_name) or {}
   return tuple(labels.get(task_name, ()))
 
