@@ -35,11 +35,9 @@ import math
 import os
 import pathlib
 import re
-import shutil
 import sys
 from typing import Sequence
 
-from flax import serialization
 import numpy as np
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -140,35 +138,13 @@ def write_random_t5x_checkpoint(model_dir: str | os.PathLike[str],
     `param_tree.t5_param_shapes(t5_1_1_config(config_name))`.
   """
   config = t5_1_1_config(config_name)
-  model_dir = pathlib.Path(model_dir).resolve()
-  final = model_dir / f"checkpoint_{int(step)}"
-  temporary = model_dir / f"{final.name}.tmp-{os.getpid()}"
-  if temporary.exists():
-    shutil.rmtree(temporary)
-  temporary.mkdir(parents=True)
   shapes = param_tree.flatten_params(param_tree.t5_param_shapes(config))
   streams = np.random.SeedSequence(seed).spawn(len(shapes))
-  target = {}
-  for (name, struct), stream in zip(shapes.items(), streams):
-    array = _random_param(name, tuple(struct.shape),
-                          np.random.default_rng(stream))
-    if array.ndim < 2:
-      target[name] = array
-    else:
-      folder = temporary / ("target." + name.replace(param_tree.SEPARATOR,
-                                                     "."))
-      target[name] = t5x._write_zarr(  # pylint: disable=protected-access
-          folder, array, t5x_chunk_shape(array.shape, array.itemsize))
-    del array
-  tree = {"version": t5x.FORMAT_VERSION,
-          "optimizer": {"target": param_tree.unflatten_params(target),
-                        "state": {"step": np.asarray(int(step), np.int64)}}}
-  (temporary / t5x.CHECKPOINT_FILE).write_bytes(
-      serialization.msgpack_serialize(tree))
-  if final.exists():
-    shutil.rmtree(final)
-  temporary.rename(final)
-  return final
+  generated = ((name, _random_param(name, tuple(struct.shape),
+                                    np.random.default_rng(stream)))
+               for (name, struct), stream in zip(shapes.items(), streams))
+  return t5x.save_t5x_checkpoint(model_dir, generated, step,
+                                 chunks=t5x_chunk_shape)
 
 
 def measure_one(checkpoint: str, config_name: str, mesh: str,

@@ -31,7 +31,7 @@ import os
 import pathlib
 import re
 import shutil
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from flax import serialization
 import numpy as np
@@ -349,8 +349,12 @@ def _write_zarr(folder: pathlib.Path, array: np.ndarray,
           "metadata": metadata}
 
 
-def save_t5x_checkpoint(model_dir: str | os.PathLike[str], params: Params,
-                        step: int) -> pathlib.Path:
+def save_t5x_checkpoint(
+    model_dir: str | os.PathLike[str],
+    params: Params | Iterable[tuple[str, np.ndarray]],
+    step: int,
+    chunks: Callable[[Sequence[int], int], list[int]] | None = None,
+) -> pathlib.Path:
   """Writes `params` as the T5X checkpoint `model_dir/checkpoint_<step>/`.
 
   The checkpoint holds `{version: 3, optimizer: {target: params, state:
@@ -361,8 +365,12 @@ def save_t5x_checkpoint(model_dir: str | os.PathLike[str], params: Params,
 
   Args:
     model_dir: where `checkpoint_<step>` goes (created if absent).
-    params: nested dict of host arrays (our / Flaxformer's names).
+    params: nested dict of host arrays (our / Flaxformer's names), or an
+      iterable of ('/'-joined name, array) pairs, e.g. a generator making
+      one parameter at a time.
     step: the training step to record, e.g. the optimizer's counter.
+    chunks: `(shape, itemsize) -> zarr chunk shape`; default whole rows of
+      at most 64 MiB.
 
   Returns:
     The checkpoint directory.
@@ -374,14 +382,19 @@ def save_t5x_checkpoint(model_dir: str | os.PathLike[str], params: Params,
     shutil.rmtree(temporary)
   temporary.mkdir(parents=True)
   target = {}
-  for name, value in param_tree.flatten_params(params).items():
+  items = (param_tree.flatten_params(params).items()
+           if isinstance(params, Mapping) else params)
+  for name, value in items:
     array = np.asarray(value, dtype=np.float32)
     if array.ndim < 2:
       target[name] = array
     else:
       folder = temporary / ("target." + name.replace(param_tree.SEPARATOR,
                                                      "."))
-      target[name] = _write_zarr(folder, array)
+      target[name] = _write_zarr(
+          folder, array,
+          None if chunks is None else chunks(array.shape, array.itemsize))
+    del array
   tree = {"version": FORMAT_VERSION,
           "optimizer": {"target": param_tree.unflatten_params(target),
                         "state": {"step": np.asarray(int(step), np.int64)}}}

@@ -31,11 +31,12 @@ import optax
 from flax import traverse_util
 from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec
 
+from prompt_tuning.partitioning import mesh as mesh_lib
 from prompt_tuning.partitioning.mesh import fit_spec
 from prompt_tuning.partitioning.rules import (DATA_AXIS, LOGICAL_AXIS_RULES,
                                               MESH_AXES, MODEL_AXIS)
 
-Rules = Sequence[tuple[str, Optional[str]]]
+Rules = mesh_lib.Rules
 DTypeLike = Any
 GiB = 2**30
 
@@ -147,33 +148,6 @@ def _unflatten_shapes(plans: Mapping[str, LeafPlan]) -> dict[str, Any]:
        for k, p in plans.items()})
 
 
-def _param_name(path) -> str:
-  return "/".join(str(k.key) for k in path
-                  if isinstance(k, jax.tree_util.DictKey))
-
-
-def opt_state_spec(leaf_shape: Sequence[int], param_shape: Sequence[int],
-                   param_spec: PartitionSpec) -> PartitionSpec:
-  """The spec of an optimizer-state leaf of parameter `param_shape`.
-
-  The rule of `training.partitioned.optimizer_state_shardings`: the
-  parameter's spec for a leaf of its shape, the spec without the last
-  (second-to-last) axis for a factored row (column) statistic, replicated
-  otherwise (scalars, the `[1]` placeholders of factored optimizers).
-  """
-  shape, leaf_shape = tuple(param_shape), tuple(leaf_shape)
-  spec = tuple(param_spec) + (None,) * (len(shape) - len(param_spec))
-  if leaf_shape == shape:
-    out = spec
-  elif len(shape) >= 2 and leaf_shape == shape[:-1]:
-    out = spec[:-1]
-  elif len(shape) >= 2 and leaf_shape == shape[:-2] + shape[-1:]:
-    out = spec[:-2] + spec[-1:]
-  else:
-    out = ()
-  return PartitionSpec(*out)
-
-
 def optimizer_leaf_plans(tx: optax.GradientTransformation,
                          trainable: Mapping[str, LeafPlan],
                          mesh_shape: Mapping[str, int]) -> list[LeafPlan]:
@@ -186,9 +160,9 @@ def optimizer_leaf_plans(tx: optax.GradientTransformation,
   def visit(path, leaf):
     if not hasattr(leaf, "shape"):
       return
-    param = trainable.get(_param_name(path))
+    param = trainable.get(mesh_lib.param_name_of_path(path))
     spec = (PartitionSpec() if param is None else
-            opt_state_spec(leaf.shape, param.shape, param.spec))
+            mesh_lib.opt_state_spec(leaf.shape, param.shape, param.spec))
     out.append(_leaf(leaf.shape, leaf.dtype, spec, mesh))
 
   jax.tree_util.tree_map_with_path(visit, shapes)

@@ -131,3 +131,32 @@ def mesh_context(mesh: Mesh, rules: Rules = LOGICAL_AXIS_RULES):
   (`nn.with_logical_constraint`) become real sharding constraints."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     yield
+
+
+def param_name_of_path(path) -> str:
+  """The '/'-joined parameter name of a pytree path (its dict keys), e.g.
+  of an optimizer-state leaf."""
+  return "/".join(str(k.key) for k in path
+                  if isinstance(k, jax.tree_util.DictKey))
+
+
+def opt_state_spec(leaf_shape: Sequence[int], param_shape: Sequence[int],
+                   param_spec: PartitionSpec) -> PartitionSpec:
+  """The spec of an optimizer-state leaf of parameter `param_shape`.
+
+  The rule `training.partitioned.optimizer_state_shardings` and the memory
+  plan use: the parameter's spec for a leaf of its shape, the spec without the last
+  (second-to-last) axis for a factored row (column) statistic, replicated
+  otherwise (scalars, the `[1]` placeholders of factored optimizers).
+  """
+  shape, leaf_shape = tuple(param_shape), tuple(leaf_shape)
+  spec = tuple(param_spec) + (None,) * (len(shape) - len(param_spec))
+  if leaf_shape == shape:
+    out = spec
+  elif len(shape) >= 2 and leaf_shape == shape[:-1]:
+    out = spec[:-1]
+  elif len(shape) >= 2 and leaf_shape == shape[:-2] + shape[-1:]:
+    out = spec[:-2] + spec[-1:]
+  else:
+    out = ()
+  return PartitionSpec(*out)

@@ -7,7 +7,7 @@ the factored dimension); batches are sharded over `data`.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import optax
@@ -18,11 +18,6 @@ from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.prompts import freezing
 from prompt_tuning.training import steps
 from prompt_tuning.training.train_state import TrainState
-
-
-def _param_name(path) -> str:
-  return "/".join(str(getattr(k, "key", "")) for k in path
-                  if isinstance(k, jax.tree_util.DictKey))
 
 
 def optimizer_state_shardings(opt_state_shapes: Any, param_shapes: Any,
@@ -37,22 +32,12 @@ def optimizer_state_shardings(opt_state_shapes: Any, param_shapes: Any,
   specs = param_tree.flatten_params(param_specs)
 
   def sharding(path, leaf):
-    name = _param_name(path)
+    name = partitioning.param_name_of_path(path)
     spec = specs.get(name)
     if spec is None or not hasattr(leaf, "shape"):
       return NamedSharding(mesh, PartitionSpec())
-    shape, spec = tuple(shapes[name].shape), tuple(spec)
-    spec = spec + (None,) * (len(shape) - len(spec))
-    leaf_shape = tuple(leaf.shape)
-    if leaf_shape == shape:
-      out = spec
-    elif len(shape) >= 2 and leaf_shape == shape[:-1]:
-      out = spec[:-1]
-    elif len(shape) >= 2 and leaf_shape == shape[:-2] + shape[-1:]:
-      out = spec[:-2] + spec[-1:]
-    else:
-      out = ()
-    return NamedSharding(mesh, PartitionSpec(*out))
+    return NamedSharding(mesh, partitioning.opt_state_spec(
+        leaf.shape, shapes[name].shape, spec))
 
   return jax.tree_util.tree_map_with_path(sharding, opt_state_shapes)
 
