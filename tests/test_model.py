@@ -235,3 +235,61 @@ def test_beam_search_prefers_finished_over_longer_worse():
 def test_config_rejects_unknown_activation():
   with pytest.raises(ValueError, match="Unknown MLP activation 'swish'"):
     T5Config(mlp_activations=("swish",))
+
+
+def _dot_operand_shapes(jaxpr, in_loop=False):
+  """(inside a while loop?, operand shapes) of every dot_general."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append((in_loop, tuple(tuple(v.aval.shape) for v in eqn.invars)))
+    for param in eqn.params.values():
+      inner = getattr(param, "jaxpr", None)
+      if inner is not None and hasattr(inner, "eqns"):
+        found += _dot_operand_shapes(inner, in_loop or
+                                     eqn.primitive.name == "while")
+  return found
+
+
+@pytest.mark.parametrize("num_decodes", [1, 3])
+def test_cross_attention_keys_values_are_computed_once_per_decode(
+    num_decodes):
+  config = tiny_config()
+  model, params = make_model(config)
+  batch = random_batch(config.vocab_size, inputs=10, targets=5)
+  jaxpr = jax.make_jaxpr(lambda p, b: model.predict_batch(
+      p, b, num_decodes=num_decodes))(params, batch).jaxpr
+  encoded = (3, 10, config.emb_dim)  # The encoder output, [b, l, e].
+  projections = [(loop, shapes) for loop, shapes in _dot_operand_shapes(jaxpr)
+                 if shapes[0] == encoded and
+                 shapes[1] == (config.emb_dim,
+                               config.num_heads * config.head_dim)]
+  # The encoder's query/key/value/out projections, then the keys and values
+  # of every decoder layer's cross-attention, once, before the decode loop
+  # (for the 3 examples only: beams share their example's), never inside.
+  assert len(projections) == (4 * config.num_encoder_layers +
+                              2 * config.num_decoder_layers)
+  assert not any(loop for loop, _ in projections)
+  assert not any(loop and shapes[0][1] == 10 and shapes[0][-1] ==
+                 config.emb_dim for loop, shapes in
+                 _dot_operand_shapes(jaxpr))
+
+
+def test_shared_keys_values_equal_repeated_ones():
+  # Beams (rows i*r .. i*r+r-1) attending to their example's keys/values
+  # give what repeating those keys/values per beam gives.
+  attention = layers.MultiHeadDotProductAttention(num_heads=2, head_dim=4)
+  rng = np.random.RandomState(0)
+  query_in = jnp.asarray(rng.randn(6, 1, 8), jnp.float32)
+  kv_in = jnp.asarray(rng.randn(2, 5, 8), jnp.float32)
+  mask = np.ones((2, 1, 1, 5), np.float32)
+  mask[1, ..., 3:] = 0
+  params = attention.init(jax.random.PRNGKey(0), query_in,
+                          jnp.repeat(kv_in, 3, 0))["params"]
+  params = nn.unbox(params)
+  key, value = layers.project_key_value(params, kv_in, 2, 4)
+  shared = attention.apply({"params": params}, query_in, None,
+                           jnp.repeat(mask, 3, 0), key_value=(key, value))
+  repeated = attention.apply({"params": params}, query_in,
+                             jnp.repeat(kv_in, 3, 0), jnp.repeat(mask, 3, 0))
+  np.testing.assert_allclose(shared, repeated, rtol=1e-6, atol=1e-6)

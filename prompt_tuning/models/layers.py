@@ -202,7 +202,8 @@ class MultiHeadDotProductAttention(nn.Module):
                enable_dropout: bool = False,
                decode: bool = False,
                prefix_key: Optional[Array] = None,
-               prefix_value: Optional[Array] = None) -> Array:
+               prefix_value: Optional[Array] = None,
+               key_value: Optional[tuple[Array, Array]] = None) -> Array:
     """Attends from `inputs_q` `[b, q, e]` to `inputs_kv` `[b, k, e]`.
 
     Args:
@@ -220,6 +221,12 @@ class MultiHeadDotProductAttention(nn.Module):
         to the projected keys (after any decode cache, so the cache holds
         token keys only). Requires `prefix_value`. See `prepend_prefix`.
       prefix_value: the matching values `[b or 1, p, h, d]`.
+      key_value: the projected keys and values `[b', k, h, d]` of
+        `inputs_kv` computed beforehand (`project_key_value`; cached
+        decoding computes the cross-attention's once per decode), used
+        instead of projecting `inputs_kv`. `b'` may divide `b`: query rows
+        `i * r ... i * r + r - 1` (`r = b / b'`, e.g. the beams of example
+        `i`) then share row `i`. Not with `decode` or prefixes.
 
     Returns:
       `[b, q, e]`.
@@ -237,8 +244,18 @@ class MultiHeadDotProductAttention(nn.Module):
       return nn.with_logical_constraint(x, ("batch", "length", "heads", "kv"))
 
     query = split_heads(projection("query", query_init)(inputs_q))
-    key = split_heads(projection("key")(inputs_kv))
-    value = split_heads(projection("value")(inputs_kv))
+    if key_value is None:
+      key = split_heads(projection("key")(inputs_kv))
+      value = split_heads(projection("value")(inputs_kv))
+    else:
+      if decode or prefix_key is not None or prefix_value is not None:
+        raise ValueError("key_value cannot be combined with decode or "
+                         "prefixes.")
+      key, value = key_value
+      if key.shape[0] != query.shape[0]:
+        out = self._attend_shared(query, key, value, mask)
+        return Dense(emb_dim, ("joined_kv", "embed"), self.dtype,
+                     name="out")(out)
 
     if decode:
       is_initialized = self.has_variable("cache", "cached_key")
@@ -286,6 +303,44 @@ class MultiHeadDotProductAttention(nn.Module):
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
     out = out.reshape(out.shape[:2] + (joined,))
     return Dense(emb_dim, ("joined_kv", "embed"), self.dtype, name="out")(out)
+
+  def _attend_shared(self, query: Array, key: Array, value: Array,
+                     mask: Optional[Array]) -> Array:
+    """Queries `[b, q, h, d]` against keys/values `[b', k, h, d]` shared by
+    each `r = b / b'` consecutive query rows (no bias, no dropout); returns
+    the heads' outputs joined, `[b, q, h * d]`."""
+    rows, length = query.shape[:2]
+    shared = key.shape[0]
+    if rows % shared:
+      raise ValueError(f"{rows} query rows cannot share {shared} key rows.")
+    r = rows // shared
+    logits_dtype = jnp.float32 if self.float32_logits else self.dtype
+    # [b', r * q, h, d]: each example's rows side by side along the queries.
+    grouped = query.reshape((shared, r * length) + query.shape[2:])
+    logits = jnp.einsum("bqhd,bkhd->bhqk", grouped.astype(logits_dtype),
+                        key.astype(logits_dtype))
+    if mask is not None:  # [b, m, q, k] -> [b', m, r * q, k]
+      m = mask.reshape((shared, r) + mask.shape[1:]).transpose(0, 2, 1, 3, 4)
+      m = m.reshape((shared, mask.shape[1], r * mask.shape[2], mask.shape[3]))
+      logits = jnp.where(m > 0, logits, jnp.asarray(_NEG_INF, logits_dtype))
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
+    return out.reshape((rows, length, self.num_heads * self.head_dim))
+
+
+def project_key_value(params: Any, inputs_kv: Array, num_heads: int,
+                      head_dim: int, dtype: DType = jnp.float32
+                      ) -> tuple[Array, Array]:
+  """The keys and values `[b, k, h, d]` a `MultiHeadDotProductAttention`
+  with `params` computes from `inputs_kv` `[b, k, e]`, for its `key_value`
+  argument."""
+  joined = num_heads * head_dim
+
+  def project(name):
+    y = Dense(joined, ("embed", "joined_kv"), dtype).apply(
+        {"params": params[name]}, inputs_kv)
+    return y.reshape(y.shape[:-1] + (num_heads, head_dim))
+  return project("key"), project("value")
 
 
 def prepend_prefix(key: Array, value: Array, mask: Optional[Array],

@@ -30,6 +30,7 @@ import optax
 
 from prompt_tuning.models import decoding
 from prompt_tuning.models import losses
+from prompt_tuning.models import t5
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -218,29 +219,33 @@ class EncoderDecoderModel:
     batch_size = inputs.shape[0]
     rows = batch_size * num_decodes
 
-    # The prompt is consumed by the encoder; beams repeat its output below.
+    # The prompt is consumed by the encoder. The cross-attention keys and
+    # values of its output are computed once here, not at every step; beams
+    # share their example's (only the mask is repeated per beam).
     encoded, encoder_mask = self.module.apply(
         {"params": params}, inputs, prompt_index=batch.get("prompt_index"),
         method="encode")
+    cross = t5.cross_attention_key_values(self.module.config, params,
+                                          encoded)
     if num_decodes > 1:
-      encoded = jnp.repeat(encoded, num_decodes, axis=0)
       encoder_mask = jnp.repeat(encoder_mask, num_decodes, axis=0)
 
-    # Shape the key/value cache by tracing decode mode on the full length.
+    def decode(tokens, variables):
+      return self.module.apply(
+          variables, encoded, encoder_mask, tokens, decode=True,
+          max_decode_length=max_decode_length, cross_key_values=cross,
+          method="decode", mutable=["cache"])
+
+    # Shape the self-attention cache by tracing decode mode on the full
+    # length.
     dummy = jnp.ones((rows, max_decode_length), jnp.int32)
     cache_shapes = jax.eval_shape(
-        lambda: self.module.apply(
-            {"params": params}, encoded, encoder_mask, dummy, decode=True,
-            max_decode_length=max_decode_length, method="decode",
-            mutable=["cache"])[1]["cache"])
+        lambda: decode(dummy, {"params": params})[1]["cache"])
     cache = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                    cache_shapes)
 
     def tokens_to_logits(tokens, cache):
-      logits, new_vars = self.module.apply(
-          {"params": params, "cache": cache}, encoded, encoder_mask, tokens,
-          decode=True, max_decode_length=max_decode_length, method="decode",
-          mutable=["cache"])
+      logits, new_vars = decode(tokens, {"params": params, "cache": cache})
       return logits[:, -1, :], new_vars["cache"]
 
     if num_decodes == 1:

@@ -10,7 +10,7 @@ mask `[b, l]`. Prompt modules (`prompt_tuning.prompts`) override that one step
 to join trainable vectors to the embedded input.
 """
 
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -99,12 +99,16 @@ class DecoderLayer(nn.Module):
                encoder_decoder_mask: Array, bias: Array, *,
                enable_dropout: bool = False, decode: bool = False,
                prefix_key: Optional[Array] = None,
-               prefix_value: Optional[Array] = None) -> Array:
+               prefix_value: Optional[Array] = None,
+               cross_key_value: Optional[tuple[Array, Array]] = None
+               ) -> Array:
     """`x` `[b, t, e]`, `encoded` `[b, l, e]`; returns `[b, t, e]`.
 
     `prefix_key`/`prefix_value` `[1 or b, p, h, d]` are optional deep-prompt
     keys/values for the self-attention only (also in decode mode, where they
     are prepended to the cache at every step); cross-attention is unchanged.
+    `cross_key_value` (`[b', l, h, d]` each, see `Decoder`) replaces the
+    cross-attention's projections of `encoded`.
     """
     cfg = self.config
 
@@ -122,7 +126,8 @@ class DecoderLayer(nn.Module):
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_cross_attention_layer_norm")(x)
     y = attention("encoder_decoder_attention")(
-        y, encoded, encoder_decoder_mask, None, enable_dropout=enable_dropout)
+        y, encoded, encoder_decoder_mask, None, enable_dropout=enable_dropout,
+        key_value=cross_key_value)
     x = x + _dropout(cfg, y, enable_dropout)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_mlp_layer_norm")(x)
@@ -182,7 +187,9 @@ class Decoder(nn.Module):
                enable_dropout: bool = False,
                decode: bool = False,
                max_decode_length: Optional[int] = None,
-               prefixes: Optional[Array] = None) -> Array:
+               prefixes: Optional[Array] = None,
+               cross_key_values: Optional[Sequence[tuple[Array, Array]]] = None
+               ) -> Array:
     """Returns logits `[b, t, v]` (float32).
 
     Args:
@@ -197,6 +204,10 @@ class Decoder(nn.Module):
       max_decode_length: cache length; required when `decode`.
       prefixes: optional deep-prompt keys/values `[layers, 2, (b,) p, h*d]`
         for each layer's self-attention (cross-attention is unaffected).
+      cross_key_values: per layer, the cross-attention's keys and values of
+        `encoded`, `[b', l, h, d]` each, computed once per decode
+        (`cross_attention_key_values`) instead of at every step; `b'` may
+        divide `b` (beams sharing their example's).
     """
     cfg = self.config
     _check_prefixes(prefixes, cfg.num_decoder_layers)
@@ -232,7 +243,9 @@ class Decoder(nn.Module):
       x = DecoderLayer(cfg, name=f"layers_{i}")(
           x, encoded, decoder_mask, encoder_decoder_mask, bias,
           enable_dropout=enable_dropout, decode=decode,
-          prefix_key=prefix_key, prefix_value=prefix_value)
+          prefix_key=prefix_key, prefix_value=prefix_value,
+          cross_key_value=None if cross_key_values is None else
+          cross_key_values[i])
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="decoder_norm")(x)
     x = _dropout(cfg, x, enable_dropout)
@@ -315,13 +328,16 @@ class Transformer(nn.Module):
              *,
              enable_dropout: bool = False,
              decode: bool = False,
-             max_decode_length: Optional[int] = None) -> Array:
+             max_decode_length: Optional[int] = None,
+             cross_key_values: Optional[Sequence[tuple[Array, Array]]] = None
+             ) -> Array:
     """Decoder logits `[b, t, v]`; see `Decoder.__call__`."""
     return self.decoder(encoded, encoder_mask, decoder_input_tokens,
                         decoder_target_tokens, enable_dropout=enable_dropout,
                         decode=decode, max_decode_length=max_decode_length,
                         prefixes=self.layer_prefixes("decoder",
-                                                     enable_dropout))
+                                                     enable_dropout),
+                        cross_key_values=cross_key_values)
 
   def __call__(self,
                encoder_input_tokens: Array,
@@ -342,3 +358,14 @@ class Transformer(nn.Module):
     return self.decode(encoded, mask, decoder_input_tokens,
                        decoder_target_tokens, enable_dropout=enable_dropout,
                        decode=decode, max_decode_length=max_decode_length)
+
+
+def cross_attention_key_values(config: T5Config, params: Any,
+                               encoded: Array) -> list[tuple[Array, Array]]:
+  """Each decoder layer's cross-attention keys and values of `encoded`
+  `[b, l, e]` (`[b, l, h, d]` each), from the model's `params`: what cached
+  decoding computes once per decode instead of at every step."""
+  return [layers.project_key_value(
+              params["decoder"][f"layers_{i}"]["encoder_decoder_attention"],
+              encoded, config.num_heads, config.head_dim, config.dtype)
+          for i in range(config.num_decoder_layers)]
