@@ -11,9 +11,11 @@ evaluate.
      trainable parameters may be absent from it), the missing parameters
      initialised, the prompt drawn from the loaded embedding table (and a
      deep prompt from its `prompt_source`, e.g. a multi-task run), the
-     trainable half (the model's declared set, or TRAINABLE_PATTERNS) given
-     optimizer state (step counter 0 or the pretrained checkpoint's);
-  2. (the checks computed the trainable split once; it is passed down);
+     trainable half given optimizer state (step counter 0 or the pretrained
+     checkpoint's);
+  2. the trainable half is the split the checks computed once (the model's
+     declared set, or TRAINABLE_PATTERNS), passed down to the state, the
+     shardings and the checkpoints;
   3. resume from `model_dir/checkpoints` if a checkpoint is there (state,
      data position; the frozen base must match the recorded one);
   4. loop: jitted `train_step`, tqdm with loss, steps/s and tokens/s,
