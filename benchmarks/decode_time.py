@@ -1,6 +1,7 @@
 r"""Greedy decoding time: cross-attention keys/values once vs every step.
 
-    python benchmarks/decode_time.py [--repeats=5] [--batch_size=32]
+    python benchmarks/decode_time.py [--repeats=5] [--batch_size=32] \
+        [--peer_python=.venv-peer/bin/python --rounds=2]
 
 The shape of issue 13's decoding figure: T5 1.1-small (random weights), a
 100-position prompt, batch 32, inputs 128, 8 new tokens (the decode runs all
@@ -15,14 +16,25 @@ parameters and batch:
             the encoder output again at every step (the previous behaviour,
             `cross_key_values=None`).
 
-Both produce the same tokens (checked). Prints the load average, the median,
-min and max seconds of each and their ratio.
+Both produce the same tokens (checked). With `--peer_python`, a third row:
+
+  peft      `benchmarks/peft_decode.py` in the peer venv: PEFT's
+            `model.generate` (greedy, `min_new_tokens` so all 8 steps run)
+            on a random batch of the same shape, its own process.
+
+Rounds alternate (ours `--repeats` times, then the peer `--repeats` times,
+`--rounds` times over), so load hits all alike. Prints the load average,
+the median, min and max seconds of each and the ratios.
 """
 
 import argparse
+import json
 import os
+import pathlib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import step_time  # benchmarks/step_time.py: the shared benchmark shape.
@@ -33,6 +45,9 @@ def main(argv=None) -> int:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--new_tokens", type=int, default=8)
+  parser.add_argument("--rounds", type=int, default=1)
+  parser.add_argument("--peer_python", default=None,
+                      help="the peer venv's python (benchmarks/README.md)")
   args = parser.parse_args(argv)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   # pylint: disable=g-import-not-at-top
@@ -81,17 +96,22 @@ def main(argv=None) -> int:
   outputs = {name: np.asarray(fn(params, batch)) for name, fn in fns.items()}
   np.testing.assert_array_equal(outputs["once"], outputs["per_step"])
   times = {name: [] for name in fns}
-  for _ in range(args.repeats):
-    for name, fn in fns.items():  # Alternated, so load hits both alike.
-      start = time.perf_counter()
-      jax.block_until_ready(fn(params, batch))
-      times[name].append(time.perf_counter() - start)
+  if args.peer_python:
+    times["peft"] = []
+  for _ in range(args.rounds):
+    for _ in range(args.repeats):
+      for name, fn in fns.items():  # Alternated, so load hits both alike.
+        start = time.perf_counter()
+        jax.block_until_ready(fn(params, batch))
+        times[name].append(time.perf_counter() - start)
+    if args.peer_python:
+      times["peft"] += _peer(args, shape)
   load = os.getloadavg()
   print(f"T5 1.1-small shape, prompt {shape['prompt_length']}, batch "
         f"{args.batch_size}, inputs {shape['inputs_length']}, {length} new "
-        f"tokens; {args.repeats} alternated runs; load average "
+        f"tokens; {args.rounds} x {args.repeats} runs each; load average "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-  print("| cross-attention keys/values | median s | min s | max s |")
+  print("| decoder | median s | min s | max s |")
   print("|---|---:|---:|---:|")
   for name, ts in times.items():
     print(f"| {name} | {statistics.median(ts):.3f} | {min(ts):.3f} | "
@@ -99,7 +119,32 @@ def main(argv=None) -> int:
   ratio = statistics.median(times["per_step"]) / statistics.median(
       times["once"])
   print(f"once is {ratio:.2f}x as fast as per_step (median); same tokens.")
+  if args.peer_python:
+    ratio = statistics.median(times["peft"]) / statistics.median(times["once"])
+    print(f"once is {ratio:.2f}x as fast as peft generate (median).")
   return 0
+
+
+def _peer(args: argparse.Namespace, shape: dict) -> list[float]:
+  """`args.repeats` timed PEFT `generate` calls in a fresh peer process."""
+  with tempfile.NamedTemporaryFile(suffix=".json") as out:
+    cmd = [args.peer_python,
+           str(pathlib.Path(__file__).parent / "peft_decode.py"),
+           f"--repeats={args.repeats}", f"--batch_size={args.batch_size}",
+           f"--inputs_length={shape['inputs_length']}",
+           f"--new_tokens={args.new_tokens}",
+           f"--prompt_length={shape['prompt_length']}",
+           f"--json_out={out.name}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+      raise RuntimeError(f"peft_decode.py failed ({proc.returncode}):\n"
+                         f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    row = json.loads(pathlib.Path(out.name).read_text())
+  shape_out = row["generated_shape"]
+  if shape_out != [args.batch_size, args.new_tokens + 1]:
+    raise RuntimeError(f"peft generated {shape_out}, not "
+                       f"{args.new_tokens} new tokens")
+  return row["times_s"]
 
 
 if __name__ == "__main__":

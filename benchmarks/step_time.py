@@ -36,17 +36,28 @@ median of `--steps` steps, each ended by `jax.block_until_ready`.
 It also writes a prompt-only training checkpoint (`TrainCheckpointer`) and a
 full fine-tuning checkpoint into a temporary directory and reports `du`.
 
+Other shapes and accelerators: `--shape=base` (T5 1.1-base), `--dtype=bfloat16`
+(activations; parameters stay float32), `--batch_size`, `--input_length`,
+`--target_length`, `--prompt_length`. JAX runs on its default backend (a GPU
+when the CUDA plugin is installed); this script never imports TensorFlow.
+After the table it prints tokens/s and MFU for every row (see
+`print_throughput`).
+
 Usage (from the repository root, main venv active):
 
   python benchmarks/step_time.py \
       --peer_python=.venv-peer/bin/python
+  python benchmarks/step_time.py --shape=base --dtype=bfloat16 \
+      --configs=prompt --no_checkpoint --batch_size=32 --input_length=512
 
 See benchmarks/README.md.
 """
 
 import argparse
+import importlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -57,20 +68,43 @@ from typing import Any, Optional, Sequence
 
 import memory  # benchmarks/memory.py (this script's directory is on sys.path)
 
-# Shape of T5 1.1-small and of the benchmark batch (shared with the peer).
-SHAPE = {
-    "vocab_size": 32128,
-    "d_model": 512,
-    "num_heads": 6,
-    "head_dim": 64,
-    "d_ff": 1024,
-    "num_encoder_layers": 8,
-    "num_decoder_layers": 8,
-    "batch_size": 8,
-    "inputs_length": 128,
-    "prompt_length": 100,
-    "targets_length": 8,
+# Model shapes (T5 1.1, configs/models/t5_1_1_{small,base}.gin): vocab
+# 32128, gated GELU, untied logits.
+MODEL_SHAPES = {
+    "small": {"vocab_size": 32128, "d_model": 512, "num_heads": 6,
+              "head_dim": 64, "d_ff": 1024, "num_encoder_layers": 8,
+              "num_decoder_layers": 8},
+    "base": {"vocab_size": 32128, "d_model": 768, "num_heads": 12,
+             "head_dim": 64, "d_ff": 2048, "num_encoder_layers": 12,
+             "num_decoder_layers": 12},
 }
+BATCH_DEFAULTS = {"batch_size": 8, "inputs_length": 128,
+                  "prompt_length": 100, "targets_length": 8}
+
+# Shape of the model and of the benchmark batch (shared with the peer); T5
+# 1.1-small with the defaults above unless `configure()` changes it.
+SHAPE = {**MODEL_SHAPES["small"], **BATCH_DEFAULTS}
+SHAPE_NAME = "small"
+DTYPE = "float32"  # T5Config.dtype: activations; parameters stay float32.
+REMAT = "none"  # T5Config.remat_policy (--remat_policy).
+
+# Dense peak TFLOP/s of one chip, by `jax.devices()[0].device_kind`, for
+# MFU's denominator (NVIDIA datasheets; the "with sparsity" figures halved).
+# bfloat16: tensor-core BF16. float32: the TF32 tensor-core figure, because
+# JAX's default matmul precision computes float32 dots as TF32 on Ampere and
+# newer GPUs (the non-tensor float32 peak, e.g. 67 on H100 SXM / H200, would
+# put MFU above 1); pass --peak_tflops to use another figure. Patterns are
+# tried in order; an unknown kind (or CPU) gives no MFU.
+PEAK_TFLOPS = (
+    # (regex on device_kind, {dtype: dense TFLOP/s})
+    (r"H200.*NVL", None),  # Not in this table: pass --peak_tflops.
+    (r"H200", {"bfloat16": 989.0, "float32": 494.7}),
+    (r"H100.*PCIe", {"bfloat16": 756.0, "float32": 378.0}),
+    (r"H100.*NVL", None),  # Not in this table: pass --peak_tflops.
+    (r"H100", {"bfloat16": 989.0, "float32": 494.7}),  # SXM (HBM3).
+    (r"A100", {"bfloat16": 312.0, "float32": 156.0}),
+    (r"\bL4\b", {"bfloat16": 121.0, "float32": 60.0}),
+)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _MIB = 1024.0 * 1024.0
@@ -92,6 +126,48 @@ def summarize_times(times_s: Sequence[float]) -> dict[str, float]:
           "max_ms": max(ms), "steps_per_s": 1e3 / statistics.median(ms)}
 
 
+def configure(shape: str = "small", dtype: str = "float32",
+              batch_size: Optional[int] = None,
+              input_length: Optional[int] = None,
+              target_length: Optional[int] = None,
+              prompt_length: Optional[int] = None) -> None:
+  """Sets the module-level SHAPE / SHAPE_NAME / DTYPE (None: the default)."""
+  global SHAPE_NAME, DTYPE
+  if shape not in MODEL_SHAPES:
+    raise ValueError(f"Unknown shape {shape!r}; use {tuple(MODEL_SHAPES)}.")
+  SHAPE.clear()
+  SHAPE.update(MODEL_SHAPES[shape])
+  SHAPE.update(BATCH_DEFAULTS)
+  for key, value in (("batch_size", batch_size),
+                     ("inputs_length", input_length),
+                     ("targets_length", target_length),
+                     ("prompt_length", prompt_length)):
+    if value is not None:
+      SHAPE[key] = value
+  SHAPE_NAME, DTYPE = shape, dtype
+
+
+def peak_tflops_for(device_kind: str, dtype: str) -> Optional[float]:
+  """Dense peak TFLOP/s from PEAK_TFLOPS, or None (unknown kind, CPU)."""
+  for pattern, peaks in PEAK_TFLOPS:
+    if re.search(pattern, device_kind):
+      return None if peaks is None else peaks.get(dtype)
+  return None
+
+
+def encoder_length(config_name: str) -> int:
+  """Encoder positions of a row: inputs, plus the prompt if it has one."""
+  prompt = 0 if config_name == "full" else SHAPE["prompt_length"]
+  return SHAPE["inputs_length"] + prompt
+
+
+def tokens_per_step(config_name: str) -> int:
+  """Tokens one step processes: batch x (encoder positions incl. the prompt
+  + decoder positions)."""
+  return SHAPE["batch_size"] * (encoder_length(config_name) +
+                                SHAPE["targets_length"])
+
+
 # --------------------------------------------------------------------------
 # JAX worker (runs in a subprocess of the main venv).
 # --------------------------------------------------------------------------
@@ -110,7 +186,7 @@ def _jax_model(config_name: str, dropout_rate: float):
       mlp_dim=SHAPE["d_ff"], num_encoder_layers=SHAPE["num_encoder_layers"],
       num_decoder_layers=SHAPE["num_decoder_layers"],
       mlp_activations=t5_config.GATED_GELU, dropout_rate=dropout_rate,
-      logits_via_embedding=False, dtype="float32")
+      logits_via_embedding=False, dtype=DTYPE, remat_policy=REMAT)
   if config_name == "prompt":
     module = prompt_models.PromptTransformer(
         cfg, prompt_length=SHAPE["prompt_length"])
@@ -148,30 +224,25 @@ def build_jax_state(config_name: str, dropout_rate: float, seed: int = 0):
   Returns:
     (model, tx, mesh, shardings, state, patterns).
   """
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from prompt_tuning import partitioning  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.prompts import freezing  # pylint: disable=g-import-not-at-top
   from prompt_tuning.training import optimizers  # pylint: disable=g-import-not-at-top
-  from prompt_tuning.training import partitioned  # pylint: disable=g-import-not-at-top
-  from prompt_tuning.training import train_state  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import state as state_lib  # pylint: disable=g-import-not-at-top
 
   model, patterns, allow_all = _jax_model(config_name, dropout_rate)
   tx = optimizers.adafactor()
   mesh = partitioning.create_mesh(devices=jax.devices()[:1])
-  boxed = model.init_shapes(SHAPE["inputs_length"],
-                            SHAPE["targets_length"])["params"]
-  params = jax.jit(lambda r: nn.unbox(model.init(r, 1, 1))["params"])(
-      jax.random.PRNGKey(seed))
-
-  def make_state(p):
-    return train_state.create_train_state(p, patterns, tx,
-                                          allow_all_trainable=allow_all)
-
-  state_shapes = jax.eval_shape(make_state, params)
-  shardings = partitioned.state_shardings(boxed, state_shapes, patterns, mesh)
-  state = jax.jit(make_state, out_shardings=shardings)(params)
-  del params
-  return model, tx, mesh, shardings, state, patterns
+  boxed = state_lib.model_shapes(model, {"inputs": SHAPE["inputs_length"],
+                                         "targets": SHAPE["targets_length"]})
+  split = freezing.compute_split(boxed, patterns,
+                                 allow_all_trainable=allow_all)
+  # The trainer's own path: random init straight to the shardings, then the
+  # state built with the initial parameters donated.
+  built = state_lib.build_train_state(model, mesh, tx, None, split,
+                                      boxed_params=boxed,
+                                      rng=jax.random.PRNGKey(seed))
+  return model, tx, mesh, built.shardings, built.state, patterns
 
 
 def _time_calls(fn, steps: int) -> list[float]:
@@ -211,14 +282,21 @@ def jax_breakdown(model, mesh, state, batch, rng, steps: int
 
 def run_jax_worker(config_name: str, steps: int, warmup: int,
                    dropout_rate: float, xla_analysis: bool,
-                   breakdown: bool = False) -> dict[str, Any]:
-  """Times our compiled train step for one configuration."""
+                   breakdown: bool = False,
+                   peak_tflops: Optional[float] = None) -> dict[str, Any]:
+  """Times our compiled train step for one configuration.
+
+  `peak_tflops`: MFU's denominator; None looks the device up in
+  PEAK_TFLOPS (no MFU when it is not there).
+  """
   load_start = os.getloadavg()
   rss_start = memory.current_rss_bytes()
   import jax  # pylint: disable=g-import-not-at-top
   from prompt_tuning import partitioning  # pylint: disable=g-import-not-at-top
   from prompt_tuning.prompts import freezing  # pylint: disable=g-import-not-at-top
   from prompt_tuning.training import partitioned  # pylint: disable=g-import-not-at-top
+  # build_jax_state's module too, so that its imports count as imports.
+  importlib.import_module("prompt_tuning.training.state")
   rss_imported = memory.current_rss_bytes()
 
   model, tx, mesh, shardings, state, _ = build_jax_state(config_name,
@@ -237,15 +315,33 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
       "dropout_rate": dropout_rate,
       "devices": str(jax.devices()[0]),
       "jax_version": jax.__version__,
+      "shape_name": SHAPE_NAME, "dtype": DTYPE, "remat_policy": REMAT,
+      "platform": jax.devices()[0].platform,
+      "device_kind": jax.devices()[0].device_kind,
+      "encoder_length": encoder_length(config_name),
+      "tokens_per_step": tokens_per_step(config_name),
   }
 
   if xla_analysis:
     # Same jit object as `step_fn`; lowered under the mesh and axis rules as
     # `step_fn` traces it.
     with partitioning.mesh_context(mesh):
+      lowered = step_fn.__wrapped__.lower(state, batch, rng)
       t0 = time.perf_counter()
-      compiled = step_fn.__wrapped__.lower(state, batch, rng).compile()
+      compiled = lowered.compile()
       result["aot_compile_s"] = time.perf_counter() - t0
+    # The same count on the HLO before XLA's optimisations, as a cross-check
+    # of the compiled count (which some GPU releases got wrong for dots
+    # turned into library calls).
+    try:
+      lowered_cost = lowered.cost_analysis()
+    except Exception:  # pylint: disable=broad-except
+      lowered_cost = None
+    if isinstance(lowered_cost, (list, tuple)):
+      lowered_cost = lowered_cost[0] if lowered_cost else None
+    if lowered_cost and lowered_cost.get("flops"):
+      result["lowered_flops"] = float(lowered_cost["flops"])
+    del lowered
     mem = compiled.memory_analysis()
     if mem is not None:
       result["xla_memory"] = {
@@ -293,6 +389,20 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
   if result.get("xla_flops"):
     result["achieved_gflop_s"] = (result["xla_flops"] /
                                   (result["median_ms"] * 1e-3) / 1e9)
+  result["tokens_per_s"] = result["tokens_per_step"] * result["steps_per_s"]
+  if peak_tflops is not None:
+    result["peak_tflops"], result["peak_source"] = peak_tflops, "--peak_tflops"
+  else:
+    result["peak_tflops"] = peak_tflops_for(result["device_kind"], DTYPE)
+    result["peak_source"] = (f"PEAK_TFLOPS[{result['device_kind']!r}, {DTYPE}]"
+                             if result["peak_tflops"] else None)
+  if result.get("achieved_gflop_s") and result["peak_tflops"]:
+    result["mfu"] = result["achieved_gflop_s"] / (result["peak_tflops"] * 1e3)
+  stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+  if stats and "peak_bytes_in_use" in stats:
+    result["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+  # TensorFlow would grab the GPU; nothing on this path may import it.
+  result["tensorflow_imported"] = "tensorflow" in sys.modules
   return result
 
 
@@ -373,9 +483,14 @@ def _fmt(x: Optional[float], spec: str = ".1f") -> str:
 
 def print_table(rows: list[dict], ckpt: Optional[dict], ncores: int) -> None:
   """Prints the step-time table, the ratio and the checkpoint sizes."""
-  print(f"\nT5 1.1-small shape, batch {SHAPE['batch_size']}, inputs "
+  jax_rows = [r for r in rows if r.get("framework") == "jax"]
+  device = "CPU"
+  if jax_rows and jax_rows[0].get("platform", "cpu") != "cpu":
+    device = (f"{jax_rows[0]['platform'].upper()} "
+              f"({jax_rows[0].get('device_kind', '?')})")
+  print(f"\nT5 1.1-{SHAPE_NAME} shape, batch {SHAPE['batch_size']}, inputs "
         f"{SHAPE['inputs_length']}, prompt {SHAPE['prompt_length']}, targets "
-        f"{SHAPE['targets_length']}, float32, CPU, {ncores} cores\n")
+        f"{SHAPE['targets_length']}, {DTYPE}, {device}, {ncores} cores\n")
   header = ("config", "trainable", "ms/step", "min..max", "steps/s",
             "1st step s", "peak RSS", "RSS steps", "XLA temp", "XLA args",
             "GFLOP/s", "load")
@@ -415,6 +530,8 @@ def print_table(rows: list[dict], ckpt: Optional[dict], ncores: int) -> None:
             f"{b['forward_backward_median_ms']:.0f}, full step "
             f"{r['median_ms']:.0f}")
 
+  print_throughput(rows)
+
   by_key = {f"{r['framework']}/{r['config']}": r for r in rows}
   ours, peer = by_key.get("jax/prompt"), by_key.get("peft/prompt")
   if ours and peer:
@@ -431,6 +548,42 @@ def print_table(rows: list[dict], ckpt: Optional[dict], ncores: int) -> None:
     for c in ckpt["checkpoints"]:
       print(f"  {c['label']:<52} {c['saved_params']:>12,} params  "
             f"{c['bytes'] / _MIB:>9.2f} MiB ({c['bytes']:,} bytes)")
+
+
+def print_throughput(rows: list[dict]) -> None:
+  """Tokens/s and MFU of every row, below the main table."""
+  if not rows:
+    return
+  print("\nthroughput: tokens/step = batch x (encoder positions incl. the "
+        "prompt + decoder positions);\nMFU = XLA cost_analysis flops of the "
+        "compiled step / median step time / peak TFLOP/s of the device;\n"
+        "lowered: the same count before XLA's optimisations (cross-check).")
+  header = ("config", "tokens/step", "tokens/s", "TFLOP/step", "lowered",
+            "TFLOP/s", "peak", "MFU", "dev peak")
+  widths = (13, 11, 10, 10, 10, 9, 7, 7, 9)
+  print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+  for r in rows:
+    peak_dev = r.get("device_peak_bytes")
+    cells = (
+        f"{r['framework']}/{r['config']}",
+        f"{r['tokens_per_step']:,}",
+        _fmt(r.get("tokens_per_s"), ",.0f"),
+        _fmt(r["xla_flops"] / 1e12 if r.get("xla_flops") else None, ".3f"),
+        _fmt(r["lowered_flops"] / 1e12 if r.get("lowered_flops") else None,
+             ".3f"),
+        _fmt(r["achieved_gflop_s"] / 1e3 if r.get("achieved_gflop_s")
+             else None, ".2f"),
+        _fmt(r.get("peak_tflops"), ".0f"),
+        _fmt(r["mfu"] * 100 if r.get("mfu") is not None else None, ".1f") +
+        ("%" if r.get("mfu") is not None else ""),
+        _fmt(peak_dev / _MIB if peak_dev else None, ".0f") +
+        ("M" if peak_dev else ""))
+    print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+  sources = sorted({r["peak_source"] for r in rows if r.get("peak_source")})
+  if sources:
+    print(f"peak from {', '.join(sources)}")
+  if any(r.get("tensorflow_imported") for r in rows):
+    print("WARNING: a worker imported TensorFlow (it may hold GPU memory).")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -458,10 +611,46 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="PEFT num_transformer_submodules values to run, "
                       "comma-separated: 1 (matched: one 100-row prompt) "
                       "and/or 2 (PEFT's SEQ_2_SEQ_LM default).")
+  parser.add_argument("--shape", choices=tuple(MODEL_SHAPES),
+                      default="small",
+                      help="T5 1.1 model shape: small (d_model 512, 8+8 "
+                      "layers) or base (d_model 768, 12 heads, d_ff 2048, "
+                      "12+12 layers).")
+  parser.add_argument("--remat_policy", default="none",
+                      help="T5Config.remat_policy of our rows (none, full, "
+                      "dots, dots_all); the peer keeps every activation.")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"),
+                      default="float32",
+                      help="T5Config.dtype (activations and compute); "
+                      "parameters stay float32, as in T5X.")
+  parser.add_argument("--batch_size", type=int, default=None,
+                      help=f"default {BATCH_DEFAULTS['batch_size']}.")
+  parser.add_argument("--input_length", type=int, default=None,
+                      help=f"default {BATCH_DEFAULTS['inputs_length']}.")
+  parser.add_argument("--target_length", type=int, default=None,
+                      help=f"default {BATCH_DEFAULTS['targets_length']}.")
+  parser.add_argument("--prompt_length", type=int, default=None,
+                      help=f"default {BATCH_DEFAULTS['prompt_length']}.")
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="peak TFLOP/s of one device for MFU; default: "
+                      "looked up from jax.devices()[0].device_kind and "
+                      "--dtype in PEAK_TFLOPS (none on CPU: MFU '-').")
   parser.add_argument("--json_out", default=None,
                       help="write all results as JSON here.")
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  for name in ("batch_size", "input_length", "target_length"):
+    if getattr(args, name) is not None and getattr(args, name) < 1:
+      parser.error(f"--{name} must be at least 1")
+  if args.prompt_length is not None and args.prompt_length < 0:
+    parser.error("--prompt_length must be at least 0")
+  if args.peer_python and args.dtype != "float32":
+    parser.error("the PEFT peer runs float32 only; drop --peer_python or "
+                 "--dtype")
+  configure(args.shape, args.dtype, args.batch_size, args.input_length,
+            args.target_length, args.prompt_length)
+  global REMAT
+  REMAT = args.remat_policy
 
   if args.worker:  # Internal: one configuration in this process.
     if args.worker == "checkpoint":
@@ -469,7 +658,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
       result = run_jax_worker(args.worker, args.steps, args.warmup,
                               args.dropout_rate, not args.no_xla_analysis,
-                              args.breakdown)
+                              args.breakdown, args.peak_tflops)
     with open(args.json_out, "w") as f:
       json.dump(result, f)
     return 0
@@ -478,11 +667,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   rows = []
   common = ["--steps", str(args.steps), "--warmup", str(args.warmup),
             "--dropout_rate", str(args.dropout_rate)]
+  # The resolved shape, for our workers (the peer takes SHAPE's keys).
+  shape_flags = ["--shape", SHAPE_NAME, "--dtype", DTYPE,
+                 "--remat_policy", REMAT,
+                 "--batch_size", str(SHAPE["batch_size"]),
+                 "--input_length", str(SHAPE["inputs_length"]),
+                 "--target_length", str(SHAPE["targets_length"]),
+                 "--prompt_length", str(SHAPE["prompt_length"])]
   for name in [c for c in args.configs.split(",") if c]:
     if name not in JAX_CONFIGS:
       parser.error(f"unknown config {name!r}; use {JAX_CONFIGS}")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name]
-    cmd += common + (["--no_xla_analysis"] if args.no_xla_analysis else [])
+    cmd += common + shape_flags
+    cmd += ["--no_xla_analysis"] if args.no_xla_analysis else []
+    if args.peak_tflops is not None:
+      cmd += ["--peak_tflops", str(args.peak_tflops)]
     cmd += ["--breakdown"] if args.breakdown else []
     res = _run_subprocess(cmd, f"jax/{name}")
     if res:
@@ -495,15 +694,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cmd += [f"--{k}={v}" for k, v in SHAPE.items()]
     res = _run_subprocess(cmd, f"peft/prompt (submodules={submodules})")
     if res:
+      res.setdefault("tokens_per_step", tokens_per_step("prompt"))
+      res.setdefault("tokens_per_s",
+                     res["tokens_per_step"] * res["steps_per_s"])
       rows.append(res)
   ckpt = None
   if not args.no_checkpoint:
     ckpt = _run_subprocess([sys.executable, os.path.abspath(__file__),
-                            "--worker", "checkpoint"], "checkpoints")
+                            "--worker", "checkpoint"] + shape_flags,
+                           "checkpoints")
   print_table(rows, ckpt, ncores)
   if args.json_out:
     with open(args.json_out, "w") as f:
-      json.dump({"shape": SHAPE, "cores": ncores, "rows": rows,
+      json.dump({"shape": SHAPE, "shape_name": SHAPE_NAME, "dtype": DTYPE,
+                 "cores": ncores, "rows": rows,
                  "checkpoints": ckpt}, f, indent=1)
   return 0
 

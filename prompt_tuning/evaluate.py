@@ -30,6 +30,7 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
              trainable_patterns: Optional[Sequence[str]] = None,
              num_examples: Optional[int] = None, num_partitions: int = 1,
              allow_all_trainable: bool = False,
+             length_buckets: Any = None,
              validate_only: bool = False) -> dict[str, Any]:
   """Returns `{task: {metric: value}}` and writes it to output_dir.
 
@@ -53,10 +54,13 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
     num_examples: the first N examples only.
     num_partitions: the mesh's `model` axis.
     allow_all_trainable: a full fine-tuning run (runs/model_finetune.gin).
+    length_buckets: None (fixed shapes), an int or a dict of bucket lengths
+      (`training.length_buckets`, gin's LENGTH_BUCKETS).
     validate_only: run the checks only.
   """
   # pylint: disable=g-import-not-at-top  (JAX after the start-up logs)
   from prompt_tuning.training import evaluation
+  from prompt_tuning.training import length_buckets as buckets_lib
   from prompt_tuning.training import preflight
   from prompt_tuning.training import state
   # pylint: enable=g-import-not-at-top
@@ -67,6 +71,7 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
       split=split, checkpoint_step=checkpoint_step,
       trainable_patterns=trainable_patterns,
       allow_all_trainable=allow_all_trainable)
+  buckets_lib.check_spec(length_buckets, task_feature_lengths)
   if validate_only:
     return {}
   output_dir = output_dir or os.path.join(model_dir or ".", "eval")
@@ -76,7 +81,8 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
   run = evaluation.Evaluation(
       mixture_or_task_name, model, trained.mesh, trained.param_shardings,
       batch_size=batch_size, feature_lengths=task_feature_lengths,
-      split=split, log_dir=output_dir, num_examples=num_examples)
+      split=split, log_dir=output_dir, num_examples=num_examples,
+      length_buckets=length_buckets)
   results = run(trained.params, trained.step)
   with open(os.path.join(output_dir, "metrics.json"), "w") as f:
     json.dump({"step": trained.step, "split": split, "results": results}, f,

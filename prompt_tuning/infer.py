@@ -27,6 +27,7 @@ def infer(*, model: Any, mixture_or_task_name: str,
           trainable_patterns: Optional[Sequence[str]] = None,
           num_partitions: int = 1,
           allow_all_trainable: bool = False,
+          length_buckets: Any = None,
           validate_only: bool = False) -> dict[str, str]:
   """Decodes every task of `mixture_or_task_name`; returns written paths.
 
@@ -43,6 +44,7 @@ def infer(*, model: Any, mixture_or_task_name: str,
   from prompt_tuning.training import class_predictions
   from prompt_tuning.training import data
   from prompt_tuning.training import inference
+  from prompt_tuning.training import length_buckets as buckets_lib
   from prompt_tuning.training import partitioned
   from prompt_tuning.training import preflight
   from prompt_tuning.training import state
@@ -56,6 +58,7 @@ def infer(*, model: Any, mixture_or_task_name: str,
       allow_all_trainable=allow_all_trainable)
   task = data.get_task(mixture_or_task_name)
   rank_classification.check_not_decoding(getattr(task, "tasks", [task]))
+  buckets_lib.check_spec(length_buckets, task_feature_lengths)
   if validate_only:
     return {}
   output_dir = output_dir or os.path.join(model_dir or ".", "infer")
@@ -75,7 +78,7 @@ def infer(*, model: Any, mixture_or_task_name: str,
         class_predictions.label_predict_fn(classify, task))
     records = list(inference.predict_task(
         task, task_predict, trained.params, task_feature_lengths, batch_size,
-        split))
+        split, length_buckets))
     path = os.path.join(output_dir, f"{task.name}-{split}.jsonl")
     with open(path, "w") as f:
       for r in records:

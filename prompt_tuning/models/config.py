@@ -11,6 +11,13 @@ import jax.numpy as jnp
 RELU = ("relu",)
 GATED_GELU = ("gelu", "linear")
 
+# What each encoder/decoder layer keeps for the backward pass (`remat_policy`).
+# 'none': every activation (T5X's default); 'full': only the layer's inputs,
+# the rest recomputed; 'dots': the outputs of its matrix multiplies without a
+# batch dimension (projections, MLP), recomputing attention, norms, dropout;
+# 'dots_all': every matrix multiply's output, attention's included.
+REMAT_POLICIES = ("none", "full", "dots", "dots_all")
+
 
 @dataclasses.dataclass(frozen=True)
 class T5Config:
@@ -38,6 +45,9 @@ class T5Config:
     dtype: activation dtype; parameters are always float32.
     float32_attention_logits: compute attention softmax in float32 even when
       `dtype` is bfloat16.
+    remat_policy: rematerialisation of each layer when differentiated, one
+      of REMAT_POLICIES: less activation memory for more compute; the same
+      values either way. Decoding is unaffected.
   """
 
   vocab_size: int = 32128
@@ -55,6 +65,7 @@ class T5Config:
   layer_norm_epsilon: float = 1e-6
   dtype: Any = jnp.float32
   float32_attention_logits: bool = True
+  remat_policy: str = "none"
 
   def __post_init__(self):
     # Gin and JSON hand us lists; keep the config hashable for jit.
@@ -67,3 +78,6 @@ class T5Config:
             f"Unknown MLP activation {act!r} in mlp_activations="
             f"{self.mlp_activations}; use 'relu', 'gelu', 'gelu_exact', "
             "'silu' or 'linear'.")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"Unknown remat_policy {self.remat_policy!r}; use one "
+                       f"of {REMAT_POLICIES}.")

@@ -17,9 +17,18 @@ import jax
 import jax.numpy as jnp
 
 from prompt_tuning.models import layers
+from prompt_tuning.models import config as config_lib
 from prompt_tuning.models.config import T5Config
 
 Array = jax.Array
+
+# `T5Config.remat_policy` -> the `jax.checkpoint` policy of each layer.
+_REMAT = {
+    "full": None,  # Save nothing but the inputs.
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_all": jax.checkpoint_policies.dots_saveable,
+}
+assert set(_REMAT) | {"none"} == set(config_lib.REMAT_POLICIES)
 
 
 def _dropout(config: T5Config, x: Array, enable_dropout: bool) -> Array:
@@ -33,6 +42,19 @@ def _dropout(config: T5Config, x: Array, enable_dropout: bool) -> Array:
     return x
   return nn.Dropout(config.dropout_rate, broadcast_dims=(-2,))(
       x, deterministic=False)
+
+
+def _layer_class(layer: type[nn.Module], config: T5Config, decode: bool,
+                 static_argnums: tuple[int, ...]) -> type[nn.Module]:
+  """`layer`, rematerialised as `config.remat_policy` says (not in decode).
+
+  `static_argnums` are the positions (self = 0) of the layer's Python
+  flags, which must be passed positionally to the rematerialised class.
+  """
+  if config.remat_policy == "none" or decode:
+    return layer
+  return nn.remat(layer, policy=_REMAT[config.remat_policy],
+                  static_argnums=static_argnums)
 
 
 def _layer_prefix(config: T5Config, prefixes: Optional[Array], layer: int
@@ -63,7 +85,7 @@ class EncoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, bias: Array, *,
+  def __call__(self, x: Array, mask: Array, bias: Array,
                enable_dropout: bool = False,
                prefix_key: Optional[Array] = None,
                prefix_value: Optional[Array] = None) -> Array:
@@ -96,7 +118,7 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, encoded: Array, decoder_mask: Optional[Array],
-               encoder_decoder_mask: Array, bias: Array, *,
+               encoder_decoder_mask: Array, bias: Array,
                enable_dropout: bool = False, decode: bool = False,
                prefix_key: Optional[Array] = None,
                prefix_value: Optional[Array] = None,
@@ -162,11 +184,11 @@ class Encoder(nn.Module):
     mask = layers.make_attention_mask(input_mask, input_mask)
     x = _dropout(cfg, embedded.astype(cfg.dtype), enable_dropout)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    layer = _layer_class(EncoderLayer, cfg, False, static_argnums=(4,))
     for i in range(cfg.num_encoder_layers):
       prefix_key, prefix_value = _layer_prefix(cfg, prefixes, i)
-      x = EncoderLayer(cfg, name=f"layers_{i}")(
-          x, mask, bias, enable_dropout=enable_dropout,
-          prefix_key=prefix_key, prefix_value=prefix_value)
+      x = layer(cfg, name=f"layers_{i}")(
+          x, mask, bias, enable_dropout, prefix_key, prefix_value)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="encoder_norm")(x)
     return _dropout(cfg, x, enable_dropout)
@@ -238,14 +260,13 @@ class Decoder(nn.Module):
 
     x = self.token_embedder(decoder_input_tokens)
     x = _dropout(cfg, x, enable_dropout)
+    layer = _layer_class(DecoderLayer, cfg, decode, static_argnums=(6, 7))
     for i in range(cfg.num_decoder_layers):
       prefix_key, prefix_value = _layer_prefix(cfg, prefixes, i)
-      x = DecoderLayer(cfg, name=f"layers_{i}")(
+      x = layer(cfg, name=f"layers_{i}")(
           x, encoded, decoder_mask, encoder_decoder_mask, bias,
-          enable_dropout=enable_dropout, decode=decode,
-          prefix_key=prefix_key, prefix_value=prefix_value,
-          cross_key_value=None if cross_key_values is None else
-          cross_key_values[i])
+          enable_dropout, decode, prefix_key, prefix_value,
+          None if cross_key_values is None else cross_key_values[i])
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="decoder_norm")(x)
     x = _dropout(cfg, x, enable_dropout)

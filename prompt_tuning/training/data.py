@@ -10,9 +10,17 @@ A classification run (`EncoderDecoderModel(objective='classification')`)
 also needs each example's class id: `train_batches(..., with_label=True)`
 passes the task's int `label` feature through the converter as `label`
 `[b]` (int32).
+
+`train_batches(..., group_lengths=(64, 128, ...))` groups examples of
+similar input length into the same batch (tf.data's
+`bucket_by_sequence_length`: an example joins the batch of the smallest
+length that holds it, a batch is emitted when full), so that length
+bucketing (`training.length_buckets`) cuts away most of the padding. It
+changes which examples share a batch, not their order within the stream;
+the stream stays deterministic for a seed.
 """
 
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import seqio
@@ -70,7 +78,8 @@ def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
                   batch_size: int, *, seed: int = 0, start_position: int = 0,
                   split: str = "train",
                   with_label: bool = False,
-                  shard_info: Optional[seqio.ShardInfo] = None
+                  shard_info: Optional[seqio.ShardInfo] = None,
+                  group_lengths: Optional[Sequence[int]] = None
                   ) -> Iterator[Batch]:
   """An endless, deterministic stream of training batches.
 
@@ -85,6 +94,8 @@ def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
     with_label: also yield each example's class id `label` `[b]` (int32).
     shard_info: read only this shard of the examples (one of a multi-process
       run's data shards, `distributed.batch_feed`); None reads them all.
+    group_lengths: ascending input lengths (the inputs length buckets) to
+      group examples by (module doc); None batches them in stream order.
   """
   task = get_task(task_name)
   extra = {}
@@ -98,7 +109,10 @@ def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
     ds = _label_as_feature(ds, task_name)
     lengths[LABEL] = 1
   ds = feature_converter(with_label)(ds, lengths)
-  ds = ds.batch(batch_size, drop_remainder=True)
+  if group_lengths:
+    ds = _group_by_input_length(ds, group_lengths, batch_size)
+  else:
+    ds = ds.batch(batch_size, drop_remainder=True)
   if start_position:
     ds = ds.skip(start_position)
   features = MODEL_FEATURES + ((LABEL,) if with_label else ())
@@ -107,6 +121,20 @@ def train_batches(task_name: str, task_feature_lengths: Mapping[str, int],
     if with_label:
       batch[LABEL] = batch[LABEL][:, 0]
     yield batch
+
+
+def _group_by_input_length(ds: tf.data.Dataset, lengths: Sequence[int],
+                           batch_size: int) -> tf.data.Dataset:
+  """Batches of `batch_size` examples whose inputs fit the same length."""
+
+  def input_length(x):
+    return tf.reduce_sum(tf.cast(x["encoder_input_tokens"] != 0, tf.int32))
+
+  boundaries = [int(n) + 1 for n in lengths[:-1]]  # Length n joins bucket n.
+  return ds.bucket_by_sequence_length(
+      input_length, bucket_boundaries=boundaries,
+      bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+      drop_remainder=True)
 
 
 def pad_batch(batch: Mapping[str, np.ndarray],

@@ -199,6 +199,15 @@ def agree(ok: bool) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
 
 
+def max_over_processes(values: Sequence[int]) -> tuple[int, ...]:
+  """The elementwise maximum of every process's `values` (a collective: all
+  must call it), e.g. the lengths a bucketed global batch needs."""
+  if not is_multiprocess():
+    return tuple(int(v) for v in values)
+  gathered = multihost_utils.process_allgather(np.asarray(values, np.int32))
+  return tuple(int(v) for v in np.max(np.asarray(gathered), axis=0))
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchFeed:
   """Which rows of the global batch this process reads and feeds.

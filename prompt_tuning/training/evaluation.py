@@ -14,6 +14,7 @@ its class ids reach the task's metric functions as label text
 (`class_predictions`); metrics that score targets still use the decoder.
 """
 
+import logging
 import os
 from typing import Any, Mapping, Optional
 
@@ -27,7 +28,11 @@ from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
 from prompt_tuning.training import distributed
+from prompt_tuning.training import length_buckets as buckets_lib
 from prompt_tuning.training import partitioned
+
+
+_log = logging.getLogger(__name__)
 
 
 def _value(metric: Any) -> Any:
@@ -51,7 +56,11 @@ class Evaluation:
                param_shardings: Any, *, batch_size: int,
                feature_lengths: Optional[Mapping[str, int]] = None,
                split: str = "validation", log_dir: Optional[str] = None,
-               num_examples: Optional[int] = None):
+               num_examples: Optional[int] = None,
+               length_buckets: buckets_lib.Spec = None):
+    """See the class doc; `length_buckets` (`training.length_buckets`) cuts
+    each batch's encoder features (and, for scoring, decoder features) to a
+    bucket length; None keeps the fixed shapes."""
     data.get_task(task_name)  # Clear error for unknown names.
     loggers = ()
     if log_dir and not distributed.is_primary():
@@ -70,6 +79,9 @@ class Evaluation:
         log_dir=log_dir,
         use_memory_cache=True)
     self.batch_size = batch_size
+    # Every process holds the whole batch: the cut lengths agree already.
+    self._decode_cut = buckets_lib.Bucketer(length_buckets, cut_targets=False)
+    self._score_cut = buckets_lib.Bucketer(length_buckets, cut_targets=True)
     self._feed = distributed.batch_feed(partitioning.batch_sharding(mesh),
                                         batch_size)
     self._predict = partitioned.compile_model_fn(model.predict_batch, mesh,
@@ -87,15 +99,15 @@ class Evaluation:
   def _predict_fn(self, params, ds):
     """Decoded tokens, or the head's class ids as label tokens."""
     if not self._class_predict:
-      return self._run(self._predict, params, ds)
+      return self._run(self._predict, params, ds, self._decode_cut)
     cached = self.evaluator.cached_model_datasets
     name = next(n for n, d in cached.items() if d is ds)
-    return self._run(self._class_predict[name], params, ds)
+    return self._run(self._class_predict[name], params, ds, self._decode_cut)
 
-  def _run(self, fn, params, ds):
+  def _run(self, fn, params, ds, bucketer):
     outputs = []
     for indices, batch, n in data.numpy_batches(ds, self.batch_size):
-      result = fn(params, self._feed.from_full(batch))
+      result = fn(params, self._feed.from_full(bucketer(batch)))
       if isinstance(result, tuple):
         result = result[0]
       result = np.asarray(distributed.gather(result))[:n]
@@ -103,10 +115,17 @@ class Evaluation:
     return outputs
 
   def __call__(self, params: Any, step: int) -> dict[str, dict[str, Any]]:
+    for bucketer in (self._decode_cut, self._score_cut):
+      bucketer.log = buckets_lib.BucketLog()  # This evaluation's batches.
     metrics, _ = self.evaluator.evaluate(
         compute_metrics=True, step=step,
         predict_fn=lambda ds: self._predict_fn(params, ds),
-        score_fn=lambda ds: self._run(self._score, params, ds))
+        score_fn=lambda ds: self._run(self._score, params, ds,
+                                      self._score_cut))
+    for what, bucketer in (("Decoded batches", self._decode_cut),
+                           ("Scored batches", self._score_cut)):
+      if bucketer.log.batches:
+        _log.info("%s", bucketer.log.summary(what))
     results = metrics.result()
     return {task: {name: _value(v) for name, v in task_metrics.items()}
             for task, task_metrics in results.items()}

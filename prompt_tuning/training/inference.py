@@ -18,6 +18,7 @@ import numpy as np
 import seqio
 
 from prompt_tuning.training import data
+from prompt_tuning.training import length_buckets as buckets_lib
 
 
 def to_json_value(value: Any) -> Any:
@@ -43,15 +44,21 @@ def tasks_of(name: str) -> list[seqio.Task]:
 
 def predict_task(task: seqio.Task, predict, params: Any,
                  feature_lengths: Mapping[str, int], batch_size: int,
-                 split: str) -> Iterator[dict[str, Any]]:
-  """Yields one record per example of `task`'s `split`, in dataset order."""
+                 split: str, length_buckets: buckets_lib.Spec = None
+                 ) -> Iterator[dict[str, Any]]:
+  """Yields one record per example of `task`'s `split`, in dataset order.
+
+  `length_buckets` (`training.length_buckets`) cuts each batch's inputs to a
+  bucket length; the decode length stays `feature_lengths['targets']`.
+  """
+  bucketer = buckets_lib.Bucketer(length_buckets, cut_targets=False)
   ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False,
                         num_epochs=1, use_cached=False)
   examples = list(ds.as_numpy_iterator())
   model_ds = data.feature_converter()(ds, dict(feature_lengths)).enumerate()
   vocab = task.output_features["targets"].vocabulary
   for indices, batch, n in data.numpy_batches(model_ds, batch_size):
-    tokens = np.asarray(jax.device_get(predict(params, batch)[0]))[:n]
+    tokens = np.asarray(jax.device_get(predict(params, bucketer(batch))[0]))[:n]
     for index, row in zip(indices[:n].tolist(), tokens.tolist()):
       example = examples[index]
       if vocab.eos_id in row:

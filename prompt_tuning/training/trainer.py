@@ -52,6 +52,7 @@ import numpy as np
 import optax
 import tqdm
 
+from prompt_tuning import errors
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.models.model import EncoderDecoderModel
@@ -59,6 +60,7 @@ from prompt_tuning.training import checkpointer as train_ckpt
 from prompt_tuning.training import data
 from prompt_tuning.training import distributed
 from prompt_tuning.training import evaluation
+from prompt_tuning.training import length_buckets as buckets_lib
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
 from prompt_tuning.training import preflight
@@ -163,6 +165,8 @@ def train(*,
           eval_batch_size: Optional[int] = None,
           eval_num_examples: Optional[int] = None,
           eval_feature_lengths: Optional[Mapping[str, int]] = None,
+          length_buckets: buckets_lib.Spec = None,
+          group_by_length: bool = False,
           best_metric: Optional[str] = None,
           max_update_ratio: Optional[float] = 100.0,
           max_norm_growth: Optional[float] = 1e4,
@@ -217,6 +221,15 @@ def train(*,
     eval_feature_lengths: the evaluation's `{'inputs', 'targets'}` lengths;
       default `task_feature_lengths` (e.g. train on short inputs, evaluate on
       the full sentences).
+    length_buckets: None (T5X's fixed shapes), an int N (each batch cut to
+      the next multiple of N that holds its longest example, at most the
+      feature length) or a dict of lengths per feature
+      (`training.length_buckets`); the same for training and evaluation.
+      Batches keep their order; one compilation per bucket.
+    group_by_length: batch together examples of similar input length (by
+      the inputs buckets of `length_buckets`, which it needs), so that the
+      cut batches hold little padding; changes which examples share a batch
+      (`training.data.train_batches`).
     best_metric: `task/metric` to keep the best checkpoint by (under
       `model_dir/best`), e.g. 'taskless_super_glue_rte_v102/accuracy'.
     max_update_ratio: divergence guard: stop when one step's update is more
@@ -248,6 +261,12 @@ def train(*,
   eval_feature_lengths = preflight.check_feature_lengths(
       eval_feature_lengths or task_feature_lengths,
       "EVAL_TASK_FEATURE_LENGTHS")
+  buckets_lib.check_spec(length_buckets, task_feature_lengths)
+  buckets_lib.check_spec(length_buckets, eval_feature_lengths)
+  if group_by_length and length_buckets is None:
+    raise errors.ConfigError(
+        "GROUP_BY_LENGTH groups examples by the inputs length buckets, but "
+        "LENGTH_BUCKETS is None; set e.g. --gin.LENGTH_BUCKETS=64 too.")
   for note in checked.notes:
     _log.info("%s", note)
   for warning in checked.warnings:
@@ -269,8 +288,9 @@ def train(*,
         eval_mixture_or_task_name=eval_mixture_or_task_name,
         eval_split=eval_split, eval_batch_size=eval_batch_size,
         eval_num_examples=eval_num_examples,
-        eval_feature_lengths=eval_feature_lengths, best_metric=best_metric,
-        max_update_ratio=max_update_ratio, max_norm_growth=max_norm_growth,
+        eval_feature_lengths=eval_feature_lengths,
+        length_buckets=length_buckets, group_by_length=group_by_length,
+        best_metric=best_metric, max_update_ratio=max_update_ratio, max_norm_growth=max_norm_growth,
         run_config=run_config, progress=progress)
 
 
@@ -281,7 +301,8 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
                   seed, log_period, checkpoint_period, keep_checkpoints,
                   save_frozen, export_t5x, eval_period,
                   eval_mixture_or_task_name, eval_split, eval_batch_size,
-                  eval_num_examples, eval_feature_lengths, best_metric,
+                  eval_num_examples, eval_feature_lengths, length_buckets,
+                  group_by_length, best_metric,
                   max_update_ratio, max_norm_growth, run_config,
                   progress) -> TrainResult:
   """`train` after its checks, holding MODEL_DIR's lock."""
@@ -318,7 +339,7 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
         batch_size=eval_batch_size or batch_size,
         feature_lengths=eval_feature_lengths, split=eval_split,
         log_dir=os.path.join(model_dir, "inference_eval"),
-        num_examples=eval_num_examples)
+        num_examples=eval_num_examples, length_buckets=length_buckets)
     if best_metric:
       best = train_ckpt.TrainCheckpointer(
           model_dir, keep=1, save_frozen=save_frozen, subdir="best",
@@ -333,7 +354,13 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
                                feed.local_batch_size, seed=seed,
                                start_position=data_position,
                                with_label=model.is_classifier,
-                               shard_info=feed.shard_info)
+                               shard_info=feed.shard_info,
+                               group_lengths=buckets_lib.LengthBuckets.from_spec(
+                                   length_buckets, task_feature_lengths).inputs
+                               if group_by_length else None)
+  bucketer = buckets_lib.Bucketer(
+      length_buckets, cut_targets=True,
+      agree=distributed.max_over_processes if feed.shard_info else None)
   last_good_checkpoint = checkpointer.latest_step()
   summed: dict[str, jax.Array] = {}
   last_metrics: dict[str, float] = {}
@@ -383,6 +410,7 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
         "update_ratio": host["update_ratio"],
         "steps_per_second": window_steps / elapsed,
         "tokens_per_second": window_tokens / elapsed,
+        "padding_share": bucketer.log.padding_share,
     }
     history.append((step, last_metrics))
     _write_scalars(writer, step, last_metrics)
@@ -442,7 +470,7 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
     if evaluator is not None:
       run_missing_evals()
     for step in range(start_step, train_steps):
-      batch = feed(next(batches))
+      batch = feed(bucketer(next(batches)))
       state, metrics = train_fn(state, batch, dropout_rng)
       data_position += 1
       summed = _accumulate(summed, metrics)
@@ -461,6 +489,8 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
       save(start_step)
   finally:
     bar.close()
+    if bucketer.log.batches:
+      _log.info("%s", bucketer.log.summary("Training batches"))
     checkpointer.close()
     if best is not None:
       best.close()
