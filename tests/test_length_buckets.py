@@ -153,6 +153,33 @@ def test_one_compilation_per_bucket():
   assert score._cache_size() == len(shapes)
 
 
+def test_evaluation_batches_by_length_hold_every_example_once():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import data  # pylint: disable=g-import-not-at-top
+  lengths = [30, 3, 17, 3, 64, 9, 41]
+  batch = _batch(lengths, [2] * len(lengths), width=64)
+  ds = tf.data.Dataset.from_tensor_slices(batch).enumerate()
+  plain = list(data.numpy_batches(ds, 3))
+  by_length = list(data.numpy_batches(ds, 3, by_length=True))
+  assert [n for _, _, n in by_length] == [3, 3, 1]
+  order = np.concatenate([i[:n] for i, _, n in by_length])
+  assert sorted(order.tolist()) == list(range(len(lengths)))
+  assert [lengths[i] for i in order] == sorted(lengths)
+  assert order[:2].tolist() == [1, 3]  # Ties keep dataset order.
+  rows = {int(i): b["encoder_input_tokens"][k] for i, b, n in by_length
+          for k, i in enumerate(i[:n])}
+  for indices, b, n in plain:  # The same rows, only batched otherwise.
+    for k, i in enumerate(indices[:n]):
+      np.testing.assert_array_equal(rows[int(i)], b["encoder_input_tokens"][k])
+  # Bucketing the sorted batches keeps less padding than the plain ones.
+  cut_plain, cut_sorted = (lb.Bucketer(16, cut_targets=True) for _ in "ab")
+  for _, b, _ in plain:
+    cut_plain(b)
+  for _, b, _ in by_length:
+    cut_sorted(b)
+  assert cut_sorted.log.padding_share < cut_plain.log.padding_share
+
+
 @pytest.fixture
 def rte(local_super_glue):
   return local_super_glue

@@ -221,12 +221,13 @@ class MultiHeadDotProductAttention(nn.Module):
         to the projected keys (after any decode cache, so the cache holds
         token keys only). Requires `prefix_value`. See `prepend_prefix`.
       prefix_value: the matching values `[b or 1, p, h, d]`.
-      key_value: the projected keys and values `[b', k, h, d]` of
-        `inputs_kv` computed beforehand (`project_key_value`; cached
+      key_value: the projected keys and values of `inputs_kv`, head-major
+        `[b', h, k, d]`, computed beforehand (`project_key_value`; cached
         decoding computes the cross-attention's once per decode), used
         instead of projecting `inputs_kv`. `b'` may divide `b`: query rows
         `i * r ... i * r + r - 1` (`r = b / b'`, e.g. the beams of example
-        `i`) then share row `i`. Not with `decode` or prefixes.
+        `i`) then share row `i`. Not with `decode`, prefixes, `bias` or
+        dropout (cross-attention while decoding has none of them).
 
     Returns:
       `[b, q, e]`.
@@ -248,14 +249,13 @@ class MultiHeadDotProductAttention(nn.Module):
       key = split_heads(projection("key")(inputs_kv))
       value = split_heads(projection("value")(inputs_kv))
     else:
-      if decode or prefix_key is not None or prefix_value is not None:
-        raise ValueError("key_value cannot be combined with decode or "
-                         "prefixes.")
-      key, value = key_value
-      if key.shape[0] != query.shape[0]:
-        out = self._attend_shared(query, key, value, mask)
-        return Dense(emb_dim, ("joined_kv", "embed"), self.dtype,
-                     name="out")(out)
+      if (decode or prefix_key is not None or prefix_value is not None or
+          bias is not None or (enable_dropout and self.dropout_rate > 0.0)):
+        raise ValueError("key_value cannot be combined with decode, "
+                         "prefixes, a bias or dropout.")
+      out = self._attend_shared(query, *key_value, mask)
+      return Dense(emb_dim, ("joined_kv", "embed"), self.dtype,
+                   name="out")(out)
 
     if decode:
       is_initialized = self.has_variable("cache", "cached_key")
@@ -306,9 +306,14 @@ class MultiHeadDotProductAttention(nn.Module):
 
   def _attend_shared(self, query: Array, key: Array, value: Array,
                      mask: Optional[Array]) -> Array:
-    """Queries `[b, q, h, d]` against keys/values `[b', k, h, d]` shared by
-    each `r = b / b'` consecutive query rows (no bias, no dropout); returns
-    the heads' outputs joined, `[b, q, h * d]`."""
+    """Queries `[b, q, h, d]` against head-major keys/values `[b', h, k, d]`
+    shared by each `r = b / b'` consecutive query rows (no bias, no
+    dropout); returns the heads' outputs joined, `[b, q, h * d]`.
+
+    The keys/values stay in the layout the two batched matrix multiplies
+    read (batch dimensions `b', h` leading), so a decode loop that calls
+    this at every step does not transpose them again each time.
+    """
     rows, length = query.shape[:2]
     shared = key.shape[0]
     if rows % shared:
@@ -317,29 +322,31 @@ class MultiHeadDotProductAttention(nn.Module):
     logits_dtype = jnp.float32 if self.float32_logits else self.dtype
     # [b', r * q, h, d]: each example's rows side by side along the queries.
     grouped = query.reshape((shared, r * length) + query.shape[2:])
-    logits = jnp.einsum("bqhd,bkhd->bhqk", grouped.astype(logits_dtype),
+    logits = jnp.einsum("bqhd,bhkd->bhqk", grouped.astype(logits_dtype),
                         key.astype(logits_dtype))
     if mask is not None:  # [b, m, q, k] -> [b', m, r * q, k]
       m = mask.reshape((shared, r) + mask.shape[1:]).transpose(0, 2, 1, 3, 4)
       m = m.reshape((shared, mask.shape[1], r * mask.shape[2], mask.shape[3]))
       logits = jnp.where(m > 0, logits, jnp.asarray(_NEG_INF, logits_dtype))
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
+    out = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(self.dtype))
     return out.reshape((rows, length, self.num_heads * self.head_dim))
 
 
 def project_key_value(params: Any, inputs_kv: Array, num_heads: int,
                       head_dim: int, dtype: DType = jnp.float32
                       ) -> tuple[Array, Array]:
-  """The keys and values `[b, k, h, d]` a `MultiHeadDotProductAttention`
-  with `params` computes from `inputs_kv` `[b, k, e]`, for its `key_value`
-  argument."""
+  """The keys and values a `MultiHeadDotProductAttention` with `params`
+  computes from `inputs_kv` `[b, k, e]`, head-major `[b, h, k, d]` each,
+  for its `key_value` argument."""
   joined = num_heads * head_dim
 
   def project(name):
     y = Dense(joined, ("embed", "joined_kv"), dtype).apply(
         {"params": params[name]}, inputs_kv)
-    return y.reshape(y.shape[:-1] + (num_heads, head_dim))
+    y = y.reshape(y.shape[:-1] + (num_heads, head_dim))
+    return nn.with_logical_constraint(jnp.transpose(y, (0, 2, 1, 3)),
+                                      ("batch", "heads", "length", "kv"))
   return project("key"), project("value")
 
 

@@ -129,7 +129,7 @@ class DecoderLayer(nn.Module):
     `prefix_key`/`prefix_value` `[1 or b, p, h, d]` are optional deep-prompt
     keys/values for the self-attention only (also in decode mode, where they
     are prepended to the cache at every step); cross-attention is unchanged.
-    `cross_key_value` (`[b', l, h, d]` each, see `Decoder`) replaces the
+    `cross_key_value` (`[b', h, l, d]` each, see `Decoder`) replaces the
     cross-attention's projections of `encoded`.
     """
     cfg = self.config
@@ -227,7 +227,7 @@ class Decoder(nn.Module):
       prefixes: optional deep-prompt keys/values `[layers, 2, (b,) p, h*d]`
         for each layer's self-attention (cross-attention is unaffected).
       cross_key_values: per layer, the cross-attention's keys and values of
-        `encoded`, `[b', l, h, d]` each, computed once per decode
+        `encoded`, head-major `[b', h, l, d]` each, computed once per decode
         (`cross_attention_key_values`) instead of at every step; `b'` may
         divide `b` (beams sharing their example's).
     """
@@ -384,7 +384,7 @@ class Transformer(nn.Module):
 def cross_attention_key_values(config: T5Config, params: Any,
                                encoded: Array) -> list[tuple[Array, Array]]:
   """Each decoder layer's cross-attention keys and values of `encoded`
-  `[b, l, e]` (`[b, l, h, d]` each), from the model's `params`: what cached
+  `[b, l, e]` (head-major `[b, h, l, d]` each), from the model's `params`: what cached
   decoding computes once per decode instead of at every step."""
   return [layers.project_key_value(
               params["decoder"][f"layers_{i}"]["encoder_decoder_attention"],

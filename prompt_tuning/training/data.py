@@ -150,15 +150,40 @@ def pad_batch(batch: Mapping[str, np.ndarray],
 
 
 def numpy_batches(ds: tf.data.Dataset, batch_size: int,
-                  features: Optional[tuple[str, ...]] = MODEL_FEATURES
+                  features: Optional[tuple[str, ...]] = MODEL_FEATURES,
+                  by_length: bool = False
                   ) -> Iterator[tuple[np.ndarray, Batch, int]]:
   """Batches an enumerated `(index, features)` dataset for evaluation.
+
+  With `by_length`, the examples are read into memory and batched in order
+  of their input length (ties in dataset order), so that each batch holds
+  examples of similar length and length bucketing cuts away most of its
+  padding; the indices say which example each row is.
 
   Yields:
     (indices `[n]`, features padded to `batch_size`, n).
   """
-  for indices, feats in ds.batch(batch_size).as_numpy_iterator():
+  if by_length:
+    batches = _length_sorted_batches(ds, batch_size)
+  else:
+    batches = ds.batch(batch_size).as_numpy_iterator()
+  for indices, feats in batches:
     feats = {k: v for k, v in feats.items()
              if features is None or k in features}
     padded, n = pad_batch(feats, batch_size)
     yield indices, padded, n
+
+
+def _length_sorted_batches(ds: tf.data.Dataset, batch_size: int
+                           ) -> Iterator[tuple[np.ndarray, Batch]]:
+  """`(indices, features)` batches in order of input length."""
+  rows = list(ds.as_numpy_iterator())
+  if not rows:
+    return
+  order = sorted(range(len(rows)), key=lambda i: int(np.count_nonzero(
+      rows[i][1]["encoder_input_tokens"])))
+  for start in range(0, len(order), batch_size):
+    chunk = [rows[i] for i in order[start:start + batch_size]]
+    indices = np.asarray([index for index, _ in chunk])
+    yield indices, {k: np.stack([f[k] for _, f in chunk])
+                    for k in chunk[0][1]}

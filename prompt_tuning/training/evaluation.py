@@ -105,14 +105,18 @@ class Evaluation:
     return self._run(self._class_predict[name], params, ds, self._decode_cut)
 
   def _run(self, fn, params, ds, bucketer):
+    """`[(example index, output)]` in index order; with length buckets the
+    examples are batched by length (`data.numpy_batches(by_length=True)`),
+    which changes no example's output, only how much padding it shares."""
     outputs = []
-    for indices, batch, n in data.numpy_batches(ds, self.batch_size):
+    for indices, batch, n in data.numpy_batches(
+        ds, self.batch_size, by_length=bucketer.spec is not None):
       result = fn(params, self._feed.from_full(bucketer(batch)))
       if isinstance(result, tuple):
         result = result[0]
       result = np.asarray(distributed.gather(result))[:n]
       outputs.extend(zip(indices[:n].tolist(), result.tolist()))
-    return outputs
+    return sorted(outputs, key=lambda pair: pair[0])
 
   def __call__(self, params: Any, step: int) -> dict[str, dict[str, Any]]:
     for bucketer in (self._decode_cut, self._score_cut):

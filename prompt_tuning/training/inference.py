@@ -48,8 +48,9 @@ def predict_task(task: seqio.Task, predict, params: Any,
                  ) -> Iterator[dict[str, Any]]:
   """Yields one record per example of `task`'s `split`, in dataset order.
 
-  `length_buckets` (`training.length_buckets`) cuts each batch's inputs to a
-  bucket length; the decode length stays `feature_lengths['targets']`.
+  `length_buckets` (`training.length_buckets`) batches the examples by
+  input length and cuts each batch's inputs to a bucket length; the decode
+  length stays `feature_lengths['targets']`.
   """
   bucketer = buckets_lib.Bucketer(length_buckets, cut_targets=False)
   ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False,
@@ -57,18 +58,21 @@ def predict_task(task: seqio.Task, predict, params: Any,
   examples = list(ds.as_numpy_iterator())
   model_ds = data.feature_converter()(ds, dict(feature_lengths)).enumerate()
   vocab = task.output_features["targets"].vocabulary
-  for indices, batch, n in data.numpy_batches(model_ds, batch_size):
+  decoded = {}
+  for indices, batch, n in data.numpy_batches(
+      model_ds, batch_size, by_length=length_buckets is not None):
     tokens = np.asarray(jax.device_get(predict(params, bucketer(batch))[0]))[:n]
-    for index, row in zip(indices[:n].tolist(), tokens.tolist()):
-      example = examples[index]
-      if vocab.eos_id in row:
-        row = row[:row.index(vocab.eos_id)]
-      text = vocab.decode(row)
-      yield {
-          "index": index,
-          "idx": to_json_value(example.get("idx")),
-          "inputs": to_json_value(example.get("inputs_pretokenized", b"")),
-          "prediction": text,
-          "postprocessed": to_json_value(task.postprocess_fn(
-              text, example=example, is_target=False)),
-      }
+    decoded.update(zip(indices[:n].tolist(), tokens.tolist()))
+  for index in sorted(decoded):
+    row, example = decoded[index], examples[index]
+    if vocab.eos_id in row:
+      row = row[:row.index(vocab.eos_id)]
+    text = vocab.decode(row)
+    yield {
+        "index": index,
+        "idx": to_json_value(example.get("idx")),
+        "inputs": to_json_value(example.get("inputs_pretokenized", b"")),
+        "prediction": text,
+        "postprocessed": to_json_value(task.postprocess_fn(
+            text, example=example, is_target=False)),
+    }
