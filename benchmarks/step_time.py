@@ -536,9 +536,13 @@ def print_table(rows: list[dict], ckpt: Optional[dict], ncores: int) -> None:
   ours, peer = by_key.get("jax/prompt"), by_key.get("peft/prompt")
   if ours and peer:
     ratio = ours["steps_per_s"] / peer["steps_per_s"]
-    verdict = "meets" if ratio >= 1.5 else "BELOW"
+    # Issue 13's targets: 1.3x PEFT with dropout, PEFT's speed without.
+    target = 1.3 if ours.get("dropout_rate") else 1.0
+    verdict = "meets" if ratio >= target else "BELOW"
     print(f"\nratio ours/PEFT (prompt tuning, steps/s): {ratio:.2f}x "
-          f"({verdict} the 1.5x target)")
+          f"({verdict} the {target}x target at dropout "
+          f"{ours.get('dropout_rate')}); peak RSS ours/PEFT "
+          f"{ours['rss_mib']['peak_process'] / peer['rss_mib']['peak_process']:.2f}")
   full = by_key.get("jax/full")
   if ours and full:
     print(f"ratio prompt/full fine-tuning (ours, steps/s): "
