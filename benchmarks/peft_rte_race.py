@@ -143,7 +143,9 @@ def tokenize(tokenizer, examples: Sequence[tuple[str, str]],
 
 
 def build_model(args: argparse.Namespace):
-  """The PEFT prompt model, exactly as `benchmarks/peft_step.py` builds it."""
+  """(base, PEFT prompt model, Adafactor, info) of `args`' shape; also the
+  step benchmark's (`peft_step.py`, with its `num_transformer_submodules`).
+  `args.seed` seeds the random init."""
   import peft
   import torch
   import transformers
@@ -159,7 +161,8 @@ def build_model(args: argparse.Namespace):
       pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
   base = transformers.T5ForConditionalGeneration(config)
   # transformers 5 ties lm_head to the shared embedding whatever the config
-  # says; T5 1.1 has its own output matrix (see peft_step.py).
+  # says (it reads tie_word_embeddings=False only as "do not rescale the
+  # decoder output"); T5 1.1 has its own output matrix.
   if base.lm_head.weight.data_ptr() == base.shared.weight.data_ptr():
     base.lm_head.weight = torch.nn.Parameter(
         torch.randn_like(base.shared.weight) * args.d_model**-0.5)
@@ -168,7 +171,8 @@ def build_model(args: argparse.Namespace):
       task_type=peft.TaskType.SEQ_2_SEQ_LM,
       num_virtual_tokens=args.prompt_length,
       prompt_tuning_init=peft.PromptTuningInit.RANDOM,
-      num_transformer_submodules=1)
+      num_transformer_submodules=getattr(args, "num_transformer_submodules",
+                                         1))
   model = peft.get_peft_model(base, peft_config)
   untied = (model.base_model.lm_head.weight.data_ptr() !=
             model.base_model.shared.weight.data_ptr())

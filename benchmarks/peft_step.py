@@ -2,7 +2,8 @@ r"""Peer benchmark: Hugging Face PEFT prompt tuning of a T5 1.1-small shape.
 
 Run by `benchmarks/step_time.py --peer_python=...` in a separate venv that
 has `benchmarks/requirements-peer.txt` (torch, transformers, peft) and not
-this project; it imports only those and the standard library, and writes
+this project; it imports only those, the standard library and its sibling
+peer scripts (`peft_rte_race.build_model`), and writes
 one JSON result. Standalone:
 
   .venv-peer/bin/python benchmarks/peft_step.py --json_out=/tmp/peft.json
@@ -28,6 +29,7 @@ import time
 from typing import Any, Optional, Sequence
 
 import memory  # benchmarks/memory.py (this script's directory is on sys.path)
+import peft_rte_race  # benchmarks/peft_rte_race.py: build_model.
 
 _MIB = 1024.0 * 1024.0
 
@@ -39,41 +41,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   import peft  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from transformers.optimization import Adafactor  # pylint: disable=g-import-not-at-top
   rss_imported = memory.current_rss_bytes()
 
   torch.set_num_threads(args.threads)
-  torch.manual_seed(0)
-  config = transformers.T5Config(
-      vocab_size=args.vocab_size, d_model=args.d_model, d_kv=args.head_dim,
-      d_ff=args.d_ff, num_layers=args.num_encoder_layers,
-      num_decoder_layers=args.num_decoder_layers, num_heads=args.num_heads,
-      relative_attention_num_buckets=32, relative_attention_max_distance=128,
-      dropout_rate=args.dropout_rate, layer_norm_epsilon=1e-6,
-      feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-  base = transformers.T5ForConditionalGeneration(config)
-  # transformers 5 always ties lm_head to the shared embedding (it reads
-  # tie_word_embeddings=False only as "do not rescale the decoder output", as
-  # T5 1.1 needs); give lm_head its own random matrix, as T5 1.1 has.
-  if base.lm_head.weight.data_ptr() == base.shared.weight.data_ptr():
-    base.lm_head.weight = torch.nn.Parameter(
-        torch.randn_like(base.shared.weight) * args.d_model**-0.5)
-  base.config.tie_word_embeddings = False
-  peft_config = peft.PromptTuningConfig(
-      task_type=peft.TaskType.SEQ_2_SEQ_LM,
-      num_virtual_tokens=args.prompt_length,
-      prompt_tuning_init=peft.PromptTuningInit.RANDOM,
-      num_transformer_submodules=args.num_transformer_submodules)
-  model = peft.get_peft_model(base, peft_config)
+  args.seed = 0
+  # The same model and optimizer as the RTE race's peer.
+  _, model, optimizer, info = peft_rte_race.build_model(args)
   model.train()
-  untied = (model.base_model.lm_head.weight.data_ptr() !=
-            model.base_model.shared.weight.data_ptr())
-  trainable = [p for p in model.parameters() if p.requires_grad]
-  optimizer = Adafactor(
-      trainable, lr=0.3, eps=(1e-30, 1e-3), clip_threshold=1.0,
-      decay_rate=-0.8, beta1=None, weight_decay=1e-5, scale_parameter=False,
-      relative_step=False, warmup_init=False)
   rss_state = memory.current_rss_bytes()
 
   gen = torch.Generator().manual_seed(0)
@@ -109,10 +83,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
       "config": ("prompt" if args.num_transformer_submodules == 1 else
                  f"prompt_x{args.num_transformer_submodules}"),
       "num_transformer_submodules": args.num_transformer_submodules,
-      "untied_lm_head": untied,
+      "untied_lm_head": info["untied_lm_head"],
       "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-      "trainable_params": sum(p.numel() for p in trainable),
-      "total_params": sum(p.numel() for p in model.parameters()),
+      "trainable_params": info["trainable_params"],
+      "total_params": info["total_params"],
       "dropout_rate": args.dropout_rate,
       "optimizer": "transformers.optimization.Adafactor",
       "torch_threads": torch.get_num_threads(),
