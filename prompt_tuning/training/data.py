@@ -16,8 +16,9 @@ similar input length into the same batch (tf.data's
 `bucket_by_sequence_length`: an example joins the batch of the smallest
 length that holds it, a batch is emitted when full), so that length
 bucketing (`training.length_buckets`) cuts away most of the padding. It
-changes which examples share a batch, not their order within the stream;
-the stream stays deterministic for a seed.
+changes which examples share a batch and the order the batches come in
+(a short bucket fills sooner); the stream stays deterministic for a seed,
+so a resumed run skips to the same position.
 """
 
 from typing import Iterator, Mapping, Optional, Sequence
