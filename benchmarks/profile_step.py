@@ -13,7 +13,9 @@ matrix multiplies with their fused elementwise ops, `transpose_copy_fusion`,
 `while` = threefry's loop, ...), per call. Op times add up over both
 threads, so they can exceed the wall time. `--loop_ops` also lists the ops
 that run once per decode step (count >= decode length), which is how the
-per-step cross-attention transposes were found.
+per-step cross-attention transposes were found. `--by_op` sums the op time
+by the JAX operation each XLA op came from (the HLO `op_name`, layers
+folded), e.g. `encoder/layers_N/attention/bhqk,bkhd->bqhd/dot_general`.
 """
 
 import argparse
@@ -61,6 +63,28 @@ def _op_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]
   return total, count
 
 
+def op_sources(hlo_text: str) -> dict[str, str]:
+  """XLA op name -> the JAX operation it came from (the HLO `op_name`
+  metadata without the jit prefix, `layers_N` for every layer)."""
+  source = {}
+  for line in hlo_text.splitlines():
+    match = re.match(r'\s*%?(\S+) = .*op_name="([^"]+)"', line)
+    if match:
+      op = re.sub(r"layers_\d+", "layers_N", match.group(2))
+      source[match.group(1)] = op.split("/", 1)[-1]
+  return source
+
+
+def by_source(total: collections.Counter, source: dict[str, str],
+              calls: int) -> collections.Counter:
+  """Op time (ms per call) summed by `op_sources`' JAX operation."""
+  out = collections.Counter()
+  for name, us in total.items():
+    kind = re.sub(r"[.\d]+$", "", name)
+    out[f"{source.get(name, name)} [{kind}]"] += us / 1e3 / calls
+  return out
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--what", choices=("train", "decode"), default="train")
@@ -70,12 +94,16 @@ def main(argv=None) -> int:
   parser.add_argument("--calls", type=int, default=3)
   parser.add_argument("--top", type=int, default=15)
   parser.add_argument("--loop_ops", action="store_true")
+  parser.add_argument("--by_op", action="store_true",
+                      help="also sum op time by the JAX operation each XLA "
+                      "op came from (HLO op_name, layers folded)")
   args = parser.parse_args(argv)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   step_time.configure(batch_size=args.batch_size,
                       input_length=args.input_length)
   # pylint: disable=g-import-not-at-top
   import jax
+  from prompt_tuning import partitioning
   from prompt_tuning.training import partitioned
   # pylint: enable=g-import-not-at-top
   model, tx, mesh, shardings, state, _ = step_time.build_jax_state(
@@ -89,6 +117,10 @@ def main(argv=None) -> int:
       nonlocal state
       state, _ = step(state, batch, rng)
       jax.block_until_ready(state)
+
+    def hlo_text():
+      with partitioning.mesh_context(mesh):
+        return step.__wrapped__.lower(state, batch, rng).compile().as_text()
   else:
     params = state.params
     predict = partitioned.compile_model_fn(model.predict_batch, mesh,
@@ -96,6 +128,10 @@ def main(argv=None) -> int:
 
     def call():
       jax.block_until_ready(predict(params, batch))
+
+    def hlo_text():
+      with partitioning.mesh_context(mesh):
+        return predict.__wrapped__.lower(params, batch).compile().as_text()
   for _ in range(2):
     call()
   with tempfile.TemporaryDirectory() as trace_dir:
@@ -122,6 +158,12 @@ def main(argv=None) -> int:
   for kind, t in kinds.most_common(args.top):
     print(f"| {kind} | {t / 1e3 / args.calls:.1f} | {100 * t / ops:.1f}% | "
           f"{kind_count[kind] / args.calls:.0f} |")
+  if args.by_op:
+    print("| JAX operation [XLA op kind] | ms per call |")
+    print("|---|---:|")
+    for op, ms in by_source(total, op_sources(hlo_text()),
+                            args.calls).most_common(args.top):
+      print(f"| {op} | {ms:.1f} |")
   if args.loop_ops:
     length = shape["targets_length"]
     loop = {n: t for n, t in total.items()

@@ -12,7 +12,9 @@ it, so imports, reading and tokenizing the data, building the (random) T5
               greedy-decodes the 277 validation examples (batch 32) and
               computes accuracy. `--buckets` sets LENGTH_BUCKETS (64 by
               default; `none` for T5X's fixed 512-token batches; `64+group`
-              also GROUP_BY_LENGTH, batches of similar lengths).
+              also GROUP_BY_LENGTH, batches of similar lengths);
+              `--attention_layout=t5x,head_major` adds a row with the
+              faster, not bit-for-bit, ATTENTION_LAYOUT.
   peft        `benchmarks/peft_rte_race.py` in the peer venv: the same model
               shape, texts and tokenizer, Hugging Face's
               `DataCollatorForSeq2Seq` (each batch padded to its longest
@@ -75,7 +77,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
   imported = time.time()
   cfg = t5_config.T5Config(
       **SHAPE, mlp_activations=t5_config.GATED_GELU,
-      dropout_rate=args.dropout_rate, logits_via_embedding=False)
+      dropout_rate=args.dropout_rate, logits_via_embedding=False,
+      attention_layout=args.attention_layout)
   model = EncoderDecoderModel(PromptTransformer(cfg,
                                                 prompt_length=args.prompt_length))
   lengths = {"inputs": args.max_input_length, "targets": args.max_new_tokens}
@@ -185,6 +188,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="ours' LENGTH_BUCKETS: an int, 'none' (fixed "
                            "shapes) or 'N+group' (also GROUP_BY_LENGTH); a "
                            "comma-separated list runs one row per value")
+  parser.add_argument("--attention_layout", default="t5x",
+                      help="ours' ATTENTION_LAYOUT (t5x: bit-for-bit T5X; "
+                           "head_major: faster CPU decoding); a "
+                           "comma-separated list runs one row per value")
   parser.add_argument("--repeats", type=int, default=1)
   parser.add_argument("--peer_python", default=None,
                       help="the peer venv's python (benchmarks/README.md)")
@@ -207,9 +214,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     common.append(f"--eval_examples={args.eval_examples}")
   contestants = []
   for buckets in args.buckets.split(","):
-    label = f"ours_buckets_{buckets}"
-    contestants.append(([sys.executable, __file__, "--worker",
-                         f"--buckets={buckets}"] + common, label))
+    for layout in args.attention_layout.split(","):
+      label = f"ours_buckets_{buckets}" + (
+          "" if layout == "t5x" else f"_{layout}")
+      contestants.append(([sys.executable, __file__, "--worker",
+                           f"--buckets={buckets}",
+                           f"--attention_layout={layout}"] + common, label))
   if args.peer_python:
     contestants.append(([args.peer_python,
                          str(REPO / "benchmarks" / "peft_rte_race.py")]

@@ -87,6 +87,7 @@ SHAPE = {**MODEL_SHAPES["small"], **BATCH_DEFAULTS}
 SHAPE_NAME = "small"
 DTYPE = "float32"  # T5Config.dtype: activations; parameters stay float32.
 REMAT = "none"  # T5Config.remat_policy (--remat_policy).
+LAYOUT = "t5x"  # T5Config.attention_layout (--attention_layout).
 
 # Dense peak TFLOP/s of one chip, by `jax.devices()[0].device_kind`, for
 # MFU's denominator (NVIDIA datasheets; the "with sparsity" figures halved).
@@ -186,7 +187,8 @@ def _jax_model(config_name: str, dropout_rate: float):
       mlp_dim=SHAPE["d_ff"], num_encoder_layers=SHAPE["num_encoder_layers"],
       num_decoder_layers=SHAPE["num_decoder_layers"],
       mlp_activations=t5_config.GATED_GELU, dropout_rate=dropout_rate,
-      logits_via_embedding=False, dtype=DTYPE, remat_policy=REMAT)
+      logits_via_embedding=False, dtype=DTYPE, remat_policy=REMAT,
+      attention_layout=LAYOUT)
   if config_name == "prompt":
     module = prompt_models.PromptTransformer(
         cfg, prompt_length=SHAPE["prompt_length"])
@@ -316,6 +318,7 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
       "devices": str(jax.devices()[0]),
       "jax_version": jax.__version__,
       "shape_name": SHAPE_NAME, "dtype": DTYPE, "remat_policy": REMAT,
+      "attention_layout": LAYOUT,
       "platform": jax.devices()[0].platform,
       "device_kind": jax.devices()[0].device_kind,
       "encoder_length": encoder_length(config_name),
@@ -623,6 +626,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--remat_policy", default="none",
                       help="T5Config.remat_policy of our rows (none, full, "
                       "dots, dots_all); the peer keeps every activation.")
+  parser.add_argument("--attention_layout", default="t5x",
+                      help="T5Config.attention_layout of our rows: t5x "
+                      "(bit-for-bit T5X, the default) or head_major.")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"),
                       default="float32",
                       help="T5Config.dtype (activations and compute); "
@@ -653,8 +659,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  "--dtype")
   configure(args.shape, args.dtype, args.batch_size, args.input_length,
             args.target_length, args.prompt_length)
-  global REMAT
-  REMAT = args.remat_policy
+  global REMAT, LAYOUT
+  REMAT, LAYOUT = args.remat_policy, args.attention_layout
 
   if args.worker:  # Internal: one configuration in this process.
     if args.worker == "checkpoint":
@@ -673,7 +679,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "--dropout_rate", str(args.dropout_rate)]
   # The resolved shape, for our workers (the peer takes SHAPE's keys).
   shape_flags = ["--shape", SHAPE_NAME, "--dtype", DTYPE,
-                 "--remat_policy", REMAT,
+                 "--remat_policy", REMAT, "--attention_layout", LAYOUT,
                  "--batch_size", str(SHAPE["batch_size"]),
                  "--input_length", str(SHAPE["inputs_length"]),
                  "--target_length", str(SHAPE["targets_length"]),

@@ -185,12 +185,15 @@ class MultiHeadDotProductAttention(nn.Module):
     dropout_rate: dropout on the attention weights `[b, h, q, k]`, the same
       mask for every query `q`.
     float32_logits: softmax in float32.
+    layout: how the weighted sum of values is computed, 't5x' or
+      'head_major' (`config.ATTENTION_LAYOUTS`).
   """
   num_heads: int
   head_dim: int
   dtype: DType = jnp.float32
   dropout_rate: float = 0.0
   float32_logits: bool = True
+  layout: str = "t5x"
 
   @nn.compact
   def __call__(self,
@@ -300,7 +303,7 @@ class MultiHeadDotProductAttention(nn.Module):
       weights = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
           weights, deterministic=False)
 
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
+    out = weighted_sum(weights, value.astype(self.dtype), "bkhd", self.layout)
     out = out.reshape(out.shape[:2] + (joined,))
     return Dense(emb_dim, ("joined_kv", "embed"), self.dtype, name="out")(out)
 
@@ -329,8 +332,27 @@ class MultiHeadDotProductAttention(nn.Module):
       m = m.reshape((shared, mask.shape[1], r * mask.shape[2], mask.shape[3]))
       logits = jnp.where(m > 0, logits, jnp.asarray(_NEG_INF, logits_dtype))
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(self.dtype))
+    out = weighted_sum(weights, value.astype(self.dtype), "bhkd", self.layout)
     return out.reshape((rows, length, self.num_heads * self.head_dim))
+
+
+def weighted_sum(weights: Array, value: Array, value_axes: str,
+                 layout: str = "t5x") -> Array:
+  """Attention's weighted sum of values: `weights` `[b, h, q, k]` times
+  `value` (`value_axes` names its axes, `bkhd` or `bhkd`) -> `[b, q, h, d]`.
+
+  `layout` (`config.ATTENTION_LAYOUTS`): 't5x' is T5X/Flaxformer's einsum
+  straight to `bqhd` (bit-for-bit the original); 'head_major' computes the
+  product as `bhqd` and then moves the axes, which XLA's CPU backend runs
+  2-4x faster at inference, rounding differently.
+  """
+  if layout == "t5x":
+    return jnp.einsum(f"bhqk,{value_axes}->bqhd", weights, value)
+  if layout == "head_major":
+    return jnp.swapaxes(
+        jnp.einsum(f"bhqk,{value_axes}->bhqd", weights, value), 1, 2)
+  raise ValueError(f"Unknown attention layout {layout!r}; use one of "
+                   "config.ATTENTION_LAYOUTS.")
 
 
 def project_key_value(params: Any, inputs_kv: Array, num_heads: int,

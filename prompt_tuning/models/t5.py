@@ -99,7 +99,8 @@ class EncoderLayer(nn.Module):
                        name="pre_attention_layer_norm")(x)
     y = layers.MultiHeadDotProductAttention(
         cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
-        cfg.float32_attention_logits, name="attention")(
+        cfg.float32_attention_logits, cfg.attention_layout,
+        name="attention")(
             y, y, mask, bias, enable_dropout=enable_dropout,
             prefix_key=prefix_key, prefix_value=prefix_value)
     x = x + _dropout(cfg, y, enable_dropout)
@@ -137,7 +138,7 @@ class DecoderLayer(nn.Module):
     def attention(name):
       return layers.MultiHeadDotProductAttention(
           cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
-          cfg.float32_attention_logits, name=name)
+          cfg.float32_attention_logits, cfg.attention_layout, name=name)
 
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.dtype,
                        name="pre_self_attention_layer_norm")(x)
