@@ -22,7 +22,7 @@ random values), each in JAX (this venv) and in torch (the peer venv):
              `inputs_embeds` (no dropout, `no_grad`).
 
 Each side runs in its own process (`--worker`), `--calls` timed calls after
-two untimed ones; the sides alternate `--rounds` times and the table shows
+an untimed one; the sides alternate `--rounds` times and the table shows
 the median over rounds of each side's median, the 1-minute load before and
 after each worker, and ours / torch. `--profile` also prints the JAX
 encoder's op time summed by the JAX operation each XLA op came from (the
@@ -40,8 +40,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any, Callable, Optional, Sequence
+
+import step_time  # benchmarks/step_time.py (no jax at import).
 
 B, L, E, H, D, F = 32, 228, 512, 6, 64, 1024
 LAYERS = 8
@@ -49,14 +50,9 @@ MATMUL_FLOP = 2 * B * L * E * F
 
 
 def _median_s(fn: Callable[[], Any], calls: int) -> float:
-  for _ in range(2):
-    fn()
-  times = []
-  for _ in range(calls):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  """Median seconds of `calls` calls of `fn()` (which must block), after a
+  warm-up call (`step_time.time_calls`)."""
+  return statistics.median(step_time.time_calls(fn, calls))
 
 
 def _jax_worker(calls: int, profile: bool) -> dict[str, Any]:

@@ -247,7 +247,7 @@ def build_jax_state(config_name: str, dropout_rate: float, seed: int = 0):
   return model, tx, mesh, built.shardings, built.state, patterns
 
 
-def _time_calls(fn, steps: int) -> list[float]:
+def time_calls(fn, steps: int) -> list[float]:
   """Seconds per call of `fn()` (which must block), after one warm-up call."""
   fn()
   times = []
@@ -276,7 +276,7 @@ def jax_breakdown(model, mesh, state, batch, rng, steps: int
         model.loss_fn, s, b, r, 1))
     out = {}
     for name, fn in (("forward", forward), ("forward_backward", grads)):
-      times = _time_calls(
+      times = time_calls(
           lambda fn=fn: jax.block_until_ready(fn(state, batch, rng)), steps)
       out[f"{name}_median_ms"] = statistics.median(times) * 1e3
   return out

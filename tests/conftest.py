@@ -102,3 +102,67 @@ def initial_params(model, rng=None, lengths=None, checkpoint=None,
   initial = state.initial_params(model, boxed, mesh, checkpoint, split,
                                  jax.random.PRNGKey(0) if rng is None else rng)
   return jax.device_get(initial.params)
+
+
+# A small model with dropout, in both prompt kinds, for tests that compare
+# two settings of one model config (`test_remat.py`,
+# `test_attention_layout.py`): same parameters, same loss and gradients.
+def small_dropout_model(kind: str, **config_overrides):
+  """`EncoderDecoderModel` of a 2+2-layer T5 with dropout 0.1: `kind`
+  'prompt' (a 4-position soft prompt) or 'deep' (P-Tuning v2, 3-position
+  prefixes in every encoder and decoder layer)."""
+  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS above)
+  from prompt_tuning.models import T5Config
+  from prompt_tuning.models.model import EncoderDecoderModel
+  from prompt_tuning.prompts import deep
+  from prompt_tuning.prompts.models import PromptTransformer
+  # pylint: enable=g-import-not-at-top
+  config = T5Config(vocab_size=128, emb_dim=32, num_heads=2, head_dim=8,
+                    mlp_dim=48, num_encoder_layers=2, num_decoder_layers=2,
+                    dropout_rate=0.1, **config_overrides)
+  if kind == "prompt":
+    return EncoderDecoderModel(PromptTransformer(config, prompt_length=4))
+  return EncoderDecoderModel(deep.DeepPromptTransformer(
+      config, prefix_length=3, decoder_prompt=True))
+
+
+def training_batch(batch=3, length=12, targets=5, seed=0):
+  """Random int32 model features with padding in one input row and one
+  target row, loss weights on the real targets."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  enc = rng.integers(2, 128, (batch, length)).astype(np.int32)
+  enc[0, 8:] = 0
+  tgt = rng.integers(2, 128, (batch, targets)).astype(np.int32)
+  tgt[1, 3:] = 0
+  dec = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], 1)
+  return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
+          "decoder_target_tokens": tgt,
+          "decoder_loss_weights": (tgt > 0).astype(np.int32)}
+
+
+def assert_same_loss_and_gradients(reference, model, params, batch, *,
+                                   rtol: float, grad_rtol: float,
+                                   grad_atol: float = 1e-6) -> None:
+  """`model` has `reference`'s parameter tree and, on `params` and `batch`
+  with dropout on (the same key), its loss and every parameter's gradient
+  (the frozen weights' too) to the given tolerances."""
+  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS above)
+  import jax
+  import numpy as np
+  # pylint: enable=g-import-not-at-top
+  assert jax.tree_util.tree_structure(initial_params(model)) == (
+      jax.tree_util.tree_structure(params))
+
+  def loss_and_grads(m):
+    return jax.jit(jax.value_and_grad(
+        lambda p: m.loss_fn(p, batch, jax.random.PRNGKey(7))[0]))(params)
+  loss, grads = loss_and_grads(reference)
+  other_loss, other_grads = loss_and_grads(model)
+  assert np.isfinite(float(loss))
+  np.testing.assert_allclose(other_loss, loss, rtol=rtol)
+  other = dict(jax.tree_util.tree_leaves_with_path(other_grads))
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    np.testing.assert_allclose(other[path], g, rtol=grad_rtol,
+                               atol=grad_atol,
+                               err_msg=jax.tree_util.keystr(path))

@@ -3,34 +3,18 @@ in another layout. It must give T5X's layout's values up to float rounding
 (loss, every gradient, decodes, beams, deep prompts), the same parameters,
 and leave the default bit-for-bit T5X."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_same_loss_and_gradients
 from conftest import initial_params
+from conftest import small_dropout_model
+from conftest import training_batch
 from prompt_tuning.models import T5Config
 from prompt_tuning.models import config as config_lib
 from prompt_tuning.models import layers
-from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts import deep
-from prompt_tuning.prompts.models import PromptTransformer
-from test_remat import _batch, _loss_and_grads
-
-CONFIG = T5Config(vocab_size=128, emb_dim=32, num_heads=2, head_dim=8,
-                  mlp_dim=48, num_encoder_layers=2, num_decoder_layers=2,
-                  dropout_rate=0.1)
-
-
-def _model(layout: str, kind: str) -> EncoderDecoderModel:
-  config = dataclasses.replace(CONFIG, attention_layout=layout)
-  if kind == "prompt":
-    return EncoderDecoderModel(PromptTransformer(config, prompt_length=4))
-  # P-Tuning v2: prefixes joined to the keys/values of every layer.
-  return EncoderDecoderModel(deep.DeepPromptTransformer(
-      config, prefix_length=3, decoder_prompt=True))
 
 
 def test_the_default_is_t5x_and_unknown_layouts_are_refused():
@@ -42,20 +26,13 @@ def test_the_default_is_t5x_and_unknown_layouts_are_refused():
 
 @pytest.mark.parametrize("kind", ["prompt", "deep"])
 def test_head_major_gives_t5x_values_up_to_rounding(kind):
-  reference, model = _model("t5x", kind), _model("head_major", kind)
+  reference = small_dropout_model(kind)
+  model = small_dropout_model(kind, attention_layout="head_major")
   params = initial_params(reference)
-  assert jax.tree_util.tree_structure(initial_params(model)) == (
-      jax.tree_util.tree_structure(params))
-  batch = _batch()
+  batch = training_batch()
   # With dropout: the same masks are drawn in both layouts.
-  loss, grads = _loss_and_grads(reference, params, batch)
-  loss_hm, grads_hm = _loss_and_grads(model, params, batch)
-  assert np.isfinite(float(loss))
-  np.testing.assert_allclose(loss_hm, loss, rtol=1e-5)
-  flat_hm = dict(jax.tree_util.tree_leaves_with_path(grads_hm))
-  for path, g in jax.tree_util.tree_leaves_with_path(grads):
-    np.testing.assert_allclose(flat_hm[path], g, rtol=1e-4, atol=1e-6,
-                               err_msg=jax.tree_util.keystr(path))
+  assert_same_loss_and_gradients(reference, model, params, batch, rtol=1e-5,
+                                 grad_rtol=1e-4)
   np.testing.assert_allclose(model.logits(params, batch),
                              reference.logits(params, batch),
                              rtol=1e-5, atol=1e-5)
@@ -69,9 +46,9 @@ def test_head_major_gives_t5x_values_up_to_rounding(kind):
 
 
 def test_head_major_cached_decoding_matches_teacher_forcing():
-  model = _model("head_major", "prompt")
+  model = small_dropout_model("prompt", attention_layout="head_major")
   params = initial_params(model)
-  batch = _batch()
+  batch = training_batch()
   tokens, scores = jax.jit(model.predict_batch)(params, batch)
   dec_in = jnp.concatenate([jnp.zeros((3, 1), jnp.int32), tokens[:, :-1]], 1)
   forced = {"encoder_input_tokens": batch["encoder_input_tokens"],

@@ -231,6 +231,36 @@ def test_training_evaluation_and_inference_agree_with_and_without_buckets(
   assert infer(64) == infer(None)
 
 
+def test_inference_streams_without_buckets_and_sorts_with_them(rte):
+  # A fake decoder that records each batch: the first record of a
+  # fixed-shape run needs one batch decoded; with buckets (batches by
+  # length) every batch, and the records still come in dataset order.
+  import itertools  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import data  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import inference  # pylint: disable=g-import-not-at-top
+  del rte
+  calls = []
+
+  def predict(params, batch):
+    del params
+    calls.append(batch["encoder_input_tokens"].shape)
+    tokens = np.zeros((batch["encoder_input_tokens"].shape[0], 8), np.int32)
+    return tokens, None
+
+  task = data.get_task(RTE)
+
+  def records(buckets, count):
+    calls.clear()
+    return list(itertools.islice(inference.predict_task(
+        task, predict, None, LENGTHS, 32, "validation", buckets), count))
+  first = records(None, 1)
+  assert len(calls) == 1 and first[0]["index"] == 0
+  every = records(64, None)
+  assert len(calls) == 9  # 277 validation examples.
+  assert [r["index"] for r in every] == list(range(277))
+  assert len({shape for shape in calls}) > 1
+
+
 def test_a_bad_spec_fails_before_anything_is_written(tmp_path, rte):
   with pytest.raises(errors.ConfigError, match="LENGTH_BUCKETS"):
     trainer.train(model=_model(), mixture_or_task_name=RTE,

@@ -12,45 +12,14 @@ import jax.ad_checkpoint  # pylint: disable=unused-import
 import numpy as np
 import pytest
 
+from conftest import assert_same_loss_and_gradients
 from conftest import initial_params
+from conftest import small_dropout_model
+from conftest import training_batch
 from prompt_tuning.models import T5Config
 from prompt_tuning.models import config as config_lib
 from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts import deep
 from prompt_tuning.prompts.models import PromptTransformer
-
-CONFIG = T5Config(vocab_size=128, emb_dim=32, num_heads=2, head_dim=8,
-                  mlp_dim=48, num_encoder_layers=2, num_decoder_layers=2,
-                  dropout_rate=0.1)
-
-
-def _batch(batch=3, length=12, targets=5, seed=0):
-  rng = np.random.default_rng(seed)
-  enc = rng.integers(2, 128, (batch, length)).astype(np.int32)
-  enc[0, 8:] = 0  # Padding in one row.
-  tgt = rng.integers(2, 128, (batch, targets)).astype(np.int32)
-  tgt[1, 3:] = 0
-  dec = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], 1)
-  return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-          "decoder_target_tokens": tgt,
-          "decoder_loss_weights": (tgt > 0).astype(np.int32)}
-
-
-def _models(policy, kind):
-  config = dataclasses.replace(CONFIG, remat_policy=policy)
-  if kind == "prompt":
-    module = PromptTransformer(config, prompt_length=4)
-  else:  # P-Tuning v2: per-layer keys/values through every layer.
-    module = deep.DeepPromptTransformer(config, prefix_length=3,
-                                         decoder_prompt=True)
-  return EncoderDecoderModel(module)
-
-
-def _loss_and_grads(model, params, batch):
-  def loss(p):
-    return model.loss_fn(p, batch, jax.random.PRNGKey(7))[0]
-  return jax.jit(jax.value_and_grad(loss))(params)
-
 
 # Every policy once, each kind of prompt at least once (each case ~20 s).
 CASES = [("full", "prompt"), ("dots", "deep"), ("dots_all", "prompt")]
@@ -59,21 +28,12 @@ assert {p for p, _ in CASES} | {"none"} == set(config_lib.REMAT_POLICIES)
 
 @pytest.mark.parametrize("policy, kind", CASES)
 def test_every_policy_gives_the_same_loss_gradients_and_decode(policy, kind):
-  reference = _models("none", kind)
-  model = _models(policy, kind)
+  reference = small_dropout_model(kind)
+  model = small_dropout_model(kind, remat_policy=policy)
   params = initial_params(reference)
-  assert jax.tree_util.tree_structure(initial_params(model)) == (
-      jax.tree_util.tree_structure(params))
-  batch = _batch()
-  loss, grads = _loss_and_grads(reference, params, batch)
-  remat_loss, remat_grads = _loss_and_grads(model, params, batch)
-  assert np.isfinite(float(loss))
-  np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
-  flat = jax.tree_util.tree_leaves_with_path(grads)
-  remat_flat = dict(jax.tree_util.tree_leaves_with_path(remat_grads))
-  for path, g in flat:  # Every leaf, the frozen weights' gradients too.
-    np.testing.assert_allclose(remat_flat[path], g, rtol=1e-5, atol=1e-6,
-                               err_msg=jax.tree_util.keystr(path))
+  batch = training_batch()
+  assert_same_loss_and_gradients(reference, model, params, batch, rtol=1e-6,
+                                 grad_rtol=1e-5)
   decoded = reference.predict_batch(params, batch, max_decode_length=4)[0]
   np.testing.assert_array_equal(
       model.predict_batch(params, batch, max_decode_length=4)[0], decoded)
@@ -96,9 +56,10 @@ def _residual_bytes(fn, *args) -> int:
 
 
 def test_remat_keeps_fewer_activations_for_the_prompt_gradient():
-  config = dataclasses.replace(CONFIG, emb_dim=64, mlp_dim=256,
-                               num_encoder_layers=4, num_decoder_layers=4)
-  batch = _batch(batch=8, length=64, targets=8)
+  config = T5Config(vocab_size=128, emb_dim=64, num_heads=2, head_dim=8,
+                    mlp_dim=256, num_encoder_layers=4, num_decoder_layers=4,
+                    dropout_rate=0.1)
+  batch = training_batch(batch=8, length=64, targets=8)
   kept = {}
   for policy in ("none", "full", "dots"):
     model = EncoderDecoderModel(PromptTransformer(

@@ -50,25 +50,24 @@ def predict_task(task: seqio.Task, predict, params: Any,
 
   `length_buckets` (`training.length_buckets`) batches the examples by
   input length and cuts each batch's inputs to a bucket length; the decode
-  length stays `feature_lengths['targets']`.
+  length stays `feature_lengths['targets']`. Without buckets the records
+  stream out batch by batch; with them, once every batch is decoded (a
+  batch holds examples from anywhere in the split).
   """
   bucketer = buckets_lib.Bucketer(length_buckets, cut_targets=False)
+  by_length = length_buckets is not None
   ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False,
                         num_epochs=1, use_cached=False)
   examples = list(ds.as_numpy_iterator())
   model_ds = data.feature_converter()(ds, dict(feature_lengths)).enumerate()
   vocab = task.output_features["targets"].vocabulary
-  decoded = {}
-  for indices, batch, n in data.numpy_batches(
-      model_ds, batch_size, by_length=length_buckets is not None):
-    tokens = np.asarray(jax.device_get(predict(params, bucketer(batch))[0]))[:n]
-    decoded.update(zip(indices[:n].tolist(), tokens.tolist()))
-  for index in sorted(decoded):
-    row, example = decoded[index], examples[index]
+
+  def record(index: int, row: list[int]) -> dict[str, Any]:
+    example = examples[index]
     if vocab.eos_id in row:
       row = row[:row.index(vocab.eos_id)]
     text = vocab.decode(row)
-    yield {
+    return {
         "index": index,
         "idx": to_json_value(example.get("idx")),
         "inputs": to_json_value(example.get("inputs_pretokenized", b"")),
@@ -76,3 +75,14 @@ def predict_task(task: seqio.Task, predict, params: Any,
         "postprocessed": to_json_value(task.postprocess_fn(
             text, example=example, is_target=False)),
     }
+
+  decoded = {}
+  for indices, batch, n in data.numpy_batches(model_ds, batch_size,
+                                              by_length=by_length):
+    tokens = np.asarray(jax.device_get(predict(params, bucketer(batch))[0]))[:n]
+    decoded.update(zip(indices[:n].tolist(), tokens.tolist()))
+    if not by_length:  # Batches come in dataset order: stream them.
+      for index in sorted(decoded):
+        yield record(index, decoded.pop(index))
+  for index in sorted(decoded):
+    yield record(index, decoded[index])
