@@ -215,14 +215,15 @@ class _StderrHandler(logging.Handler):
       self.handleError(record)
 
 
-def show_project_logs() -> None:
-  """Sends this package's INFO and higher logs to stderr, one line each."""
+def show_project_logs(level: int = logging.INFO) -> None:
+  """Sends this package's logs of `level` and higher to stderr, one line
+  each."""
   logger = logging.getLogger("prompt_tuning")
   if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
     handler = _StderrHandler()
     handler.setFormatter(_Format())
     logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
+  logger.setLevel(level)
   logger.propagate = False
 
 

@@ -2,18 +2,21 @@
 
   python -m prompt_tuning.main_job --cache_dir=~/.cache/prompt_tuning
 
-Builds the frozen mini T5 of `prompt_tuning.recipes.frozen_model` into
-`--cache_dir` once (later runs reuse it), scores it on SST-2 dev without a
-prompt and with its task name, trains a taskless soft prompt on SST-2 train
-and scores that: the steps of `prompt_tuning.recipes.steering.run`.
+Takes the frozen mini T5 of `prompt_tuning.recipes.frozen_model` from
+`shared/` when the shipped copy is what this code's recipe builds, else builds
+it into `--cache_dir` once (`--build` builds even then); scores it on SST-2 dev
+without a prompt and with its task name, trains a taskless soft prompt on
+SST-2 train and scores that: the steps of `prompt_tuning.recipes.steering.run`.
+Run again, it reads its finished results back; interrupted, it goes on.
 
-It ends with the three accuracies. `--build_only` stops after the build (the
-recipe alone). Every step is the library's
+It prints one line per stage and ends with the accuracies. `--build_only`
+stops after the frozen model is found or built. Every step is the library's
 (`prompt_tuning.training.trainer.train`, `prompt_tuning.evaluate.evaluate`);
 the same runs from the command line are in the README.
 """
 
 import argparse
+import logging
 import os
 from typing import Sequence
 
@@ -32,8 +35,11 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--work_dir", default=None,
                       help="prompt runs and evaluations (default cache_dir)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--build", action="store_true",
+                      help="build the frozen model here (once) even if "
+                      "shared/ ships the current recipe's")
   parser.add_argument("--build_only", action="store_true",
-                      help="build (or find) the frozen model, then stop")
+                      help="find or build the frozen model, then stop")
   args = parser.parse_args(argv)
   shared = os.path.abspath(args.shared_dir)
   needed = [os.path.join(shared, "data", "glue", "SST-2", "train.tsv"),
@@ -45,7 +51,7 @@ def main(argv: Sequence[str]) -> int:
         f"shared/ folder ({shared}); pass --shared_dir=DIR or set "
         "PROMPT_TUNING_SHARED.")
   cli.quiet_startup()
-  cli.show_project_logs()
+  cli.show_project_logs(level=logging.WARNING)
   # pylint: disable-next=g-import-not-at-top  (after the start-up logs)
   from prompt_tuning.recipes import steering
   cache_dir = os.path.abspath(os.path.expanduser(args.cache_dir))
@@ -54,9 +60,11 @@ def main(argv: Sequence[str]) -> int:
   os.environ.setdefault("PROMPT_TUNING_VOCAB", os.path.join(
       shared, "models", "t5_vocab", "spiece.model"))
   if args.build_only:
-    steering.build(cache_dir, shared, seed=args.seed)
+    steering.find_or_build(cache_dir, shared, seed=args.seed,
+                           force_build=args.build)
   else:
-    steering.run(cache_dir, shared, work_dir=args.work_dir, seed=args.seed)
+    steering.run(cache_dir, shared, work_dir=args.work_dir, seed=args.seed,
+                 force_build=args.build)
   return 0
 
 

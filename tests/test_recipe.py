@@ -6,6 +6,8 @@ on it (`prompt_tuning.recipes`)."""
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -81,25 +83,109 @@ def test_stages_train_everything_and_continue_the_step(built):
   assert all(np.array_equal(final[k], last[k]) for k in final)
 
 
-def test_build_is_byte_identical_for_a_seed_and_reused(built, tmp_path):
+def _ship(frozen, directory, recipe):
+  """A copy laid out as shared/ ships the recipe's output: recipe.json beside
+  checkpoint_<step>/."""
+  shutil.copytree(frozen, directory / os.path.basename(frozen))
+  with open(directory / frozen_model.RECIPE_FILE, "w") as f:
+    json.dump(recipe, f)
+  return directory
+
+
+def test_recipe_records_its_fingerprint_and_the_files_digest(built):
   cache, frozen = built
-  again = _build(tmp_path)
-  assert _digest(again) == _digest(frozen)
-  stamp = os.path.getmtime(os.path.join(frozen, t5x.CHECKPOINT_FILE))
-  assert _build(cache) == frozen  # Reused, not rebuilt.
-  assert os.path.getmtime(os.path.join(frozen, t5x.CHECKPOINT_FILE)) == stamp
+  recipe = frozen_model.read_recipe(str(cache))
+  assert recipe["fingerprint"] == frozen_model.fingerprint(CONFIG, STAGES, 3)
+  assert recipe["fingerprint"] != frozen_model.fingerprint(CONFIG, STAGES, 4)
+  assert recipe["fingerprint"] != frozen_model.fingerprint(
+      CONFIG, STAGES[:1], 3)
+  assert recipe["frozen"]["step"] == 5
+  # The README's and PROVENANCE's shell command gives the same number.
+  shell = subprocess.run(
+      "find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum",
+      shell=True, cwd=frozen, capture_output=True, text=True, check=True)
+  assert shell.stdout.split()[0] == recipe["frozen"]["sha256"]
+  assert frozen_model.verified_checkpoint(str(cache), recipe["fingerprint"]
+                                          ) == (frozen, "")
 
 
-def test_main_job_scores_and_tunes_a_prompt(built, tmp_path, capsys):
-  cache, _ = built
-  scores = steering.run(str(cache), str(shared_dir()), work_dir=str(tmp_path),
-                        config=CONFIG, stages=STAGES, prompt_steps=2,
-                        prompt_length=3, num_examples=16, progress=False)
-  assert set(scores) == {"no_prompt", "task_name", "prompt_tuned"}
-  assert all(0.0 <= v <= 100.0 for v in scores.values())
+def test_a_shipped_copy_is_used_only_when_current_and_intact(built, tmp_path):
+  cache, frozen = built
+  recipe = frozen_model.read_recipe(str(cache))
+  current = recipe["fingerprint"]
+  shipped = _ship(frozen, tmp_path / "shipped", recipe)
+  path, why = frozen_model.verified_checkpoint(str(shipped), current)
+  assert path == str(shipped / "checkpoint_5") and not why
+  old = _ship(frozen, tmp_path / "old", {"seed": 3, "stages": {}})
+  assert "records no fingerprint" in frozen_model.verified_checkpoint(
+      str(old), current)[1]
+  other = _ship(frozen, tmp_path / "other", {**recipe, "fingerprint": "ab"})
+  assert "another recipe" in frozen_model.verified_checkpoint(
+      str(other), current)[1]
+  damaged = _ship(frozen, tmp_path / "damaged", recipe)
+  with open(damaged / "checkpoint_5" / t5x.CHECKPOINT_FILE, "ab") as f:
+    f.write(b"\0")
+  assert "damaged or changed" in frozen_model.verified_checkpoint(
+      str(damaged), current)[1]
+  assert "does not exist" in frozen_model.verified_checkpoint(
+      str(tmp_path / "nothing"), current)[1]
+
+
+def test_build_is_byte_identical_for_a_seed_and_reused(built, tmp_path,
+                                                        capsys):
+  cache, frozen = built
+  stale = _ship(frozen, tmp_path / "shipped", {"seed": 3, "stages": {}})
+  kwargs = dict(seed=3, config=CONFIG, stages=STAGES,
+                shipped_dir=str(stale), progress=False)
+  again = steering.find_or_build(str(tmp_path / "cache"), str(shared_dir()),
+                                 **kwargs)
   out = capsys.readouterr().out
-  assert "Reusing the frozen model" in out
-  assert "SST-2 dev accuracy:" in out.splitlines()[-1]
-  with open(tmp_path / "eval_task_name" / "metrics.json") as f:
+  assert "Building the frozen model" in out and "no fingerprint" in out
+  assert "stage pretrain" in out and "stage multitask" in out
+  assert again.path != frozen and again.sha256 == _digest_of(frozen)
+  assert _digest(again.path) == _digest(frozen)
+  stamp = os.path.getmtime(os.path.join(again.path, t5x.CHECKPOINT_FILE))
+  assert steering.find_or_build(str(tmp_path / "cache"), str(shared_dir()),
+                                **kwargs) == again  # Reused, not rebuilt.
+  assert "built earlier" in capsys.readouterr().out
+  assert os.path.getmtime(os.path.join(again.path,
+                                       t5x.CHECKPOINT_FILE)) == stamp
+  # A directory holding another recipe's build is refused, not mixed in.
+  with pytest.raises(ValueError, match="another recipe"):
+    frozen_model.build(str(cache), CONFIG, shared_dir=str(shared_dir()),
+                       seed=4, stages=STAGES, progress=False)
+
+
+def _digest_of(frozen):
+  return frozen_model.checkpoint_digest(frozen)
+
+
+def test_main_job_runs_again_from_its_records(built, tmp_path, capsys):
+  cache, _ = built
+  kwargs = dict(seed=3, config=CONFIG, stages=STAGES, shipped_dir=str(cache),
+                prompt_steps=2, prompt_length=3, num_examples=16,
+                progress=False)
+  jobs = tmp_path / "cache"
+  first = steering.run(str(jobs), str(shared_dir()), **kwargs)
+  assert set(first) == {"no_prompt", "task_name", "prompt_tuned", "majority"}
+  assert all(0.0 <= v <= 100.0 for v in first.values())
+  out = capsys.readouterr().out.splitlines()
+  assert len(out) == 4, out  # One line per stage, the result last.
+  assert "the shipped copy" in out[0] and not list(jobs.glob("recipe_*"))
+  assert out[-1].startswith("SST-2 dev accuracy:")
+  (work,) = jobs.glob("steering_*")
+  with open(work / "eval_task_name" / "metrics.json") as f:
     assert json.load(f)["results"]["glue_sst2_v002"]["accuracy"] == (
-        scores["task_name"])
+        first["task_name"])
+
+  # Again: everything is read back, nothing trained or scored.
+  assert steering.run(str(jobs), str(shared_dir()), **kwargs) == first
+  again = capsys.readouterr().out.splitlines()
+  assert "finished earlier" in again[2] and again[-1] == out[-1]
+
+  # Interrupted before the frozen model's score and the prompt's evaluation
+  # were recorded: the re-run scores and evaluates again, same numbers.
+  os.remove(work / "eval_no_prompt" / "metrics.json")
+  open(work / "sst2_prompt" / "eval_metrics.jsonl", "w").close()
+  assert steering.run(str(jobs), str(shared_dir()), **kwargs) == first
+  assert capsys.readouterr().out.splitlines()[-1] == out[-1]

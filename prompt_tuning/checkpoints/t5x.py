@@ -44,6 +44,11 @@ Params = param_tree.Params
 
 CHECKPOINT_FILE = "checkpoint"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+  """T5X's folder name of a step's checkpoint, `checkpoint_<step>`."""
+  return f"checkpoint_{int(step)}"
 _TENSORSTORE_DRIVERS = ("zarr", "zarr3", "n5")
 _LOCAL_KVSTORES = ("file", "gfile")
 FORMAT_VERSION = 3
@@ -376,7 +381,7 @@ def save_t5x_checkpoint(
     The checkpoint directory.
   """
   model_dir = pathlib.Path(model_dir).resolve()
-  final = model_dir / f"checkpoint_{int(step)}"
+  final = model_dir / checkpoint_name(step)
   temporary = model_dir / f"{final.name}.tmp-{os.getpid()}"
   if temporary.exists():
     shutil.rmtree(temporary)
@@ -416,5 +421,5 @@ def remove_old_checkpoints(model_dir: str | os.PathLike[str],
   steps = sorted(checkpoint_steps(model_dir))
   removed = steps[:-keep] if keep > 0 else steps
   for step in removed:
-    shutil.rmtree(pathlib.Path(model_dir) / f"checkpoint_{step}")
+    shutil.rmtree(pathlib.Path(model_dir) / checkpoint_name(step))
   return removed

@@ -17,7 +17,7 @@ is labelled. On dev, 92.5% of the sentences are long and 22.7% negated. Examples
 """
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import seqio
 import tensorflow as tf
@@ -60,6 +60,13 @@ TASKS: Mapping[str, SentenceTask] = {t.name: t for t in (
     SentenceTask("length", ("short", "long"), length_label),
     SentenceTask("negation", ("no", "yes"), negation_label),
 )}
+
+
+def definition() -> dict[str, Any]:
+  """What defines the constructed tasks' labels, as JSON-able values (part of
+  the frozen-model recipe's fingerprint)."""
+  return {"tasks": {t.name: list(t.label_names) for t in TASKS.values()},
+          "long_words": LONG_WORDS, "negations": list(NEGATIONS)}
 
 
 def task_name(name: str, taskless: bool = False) -> str:

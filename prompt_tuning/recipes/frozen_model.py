@@ -26,25 +26,39 @@ a T5X checkpoint `<cache_dir>/<stage>/checkpoint_<step>` (the trainer's
 checkpoint exists is skipped; one interrupted resumes from its own last
 checkpoint. A seed fixes
 the initialisation, the data order and the noise, so the same seed on the
-same software writes the same bytes. `<cache_dir>/recipe.json` records each
-stage's steps, seconds and final loss.
+same software writes the same bytes.
+
+`<cache_dir>/recipe.json` records the recipe's fingerprint (`fingerprint`: a
+sha256 over everything that defines the build: architecture, stages,
+mixture rates, constructed tasks, text, optimizer, seed, `RECIPE_VERSION`),
+each stage's steps, seconds and final loss, and the frozen checkpoint's step
+and sha256 over its files (`checkpoint_digest`). `verified_checkpoint` finds
+a frozen model in a build directory, or in a shipped copy (`SHIPPED_DIR`:
+`recipe.json` beside `checkpoint_<step>/`), only when both agree with the
+current recipe and the files on disk.
 """
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from typing import Any, Mapping, Optional, Sequence
+
+import seqio
 
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.data import pretraining
 from prompt_tuning.data import pretraining_tasks
+from prompt_tuning.data import sentence_tasks
 from prompt_tuning.data import text_files
 from prompt_tuning.models import config as config_lib
 from prompt_tuning.models import t5
 from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.training import data as train_data
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import state
 from prompt_tuning.training import trainer
@@ -57,6 +71,12 @@ SPAN_CORRUPTION_TASK = "recipe_span_corruption"
 PREFIX_LM_TASK = "recipe_prefix_lm"
 RECIPE_FILE = "recipe.json"
 FROZEN_DIR = "frozen"
+# The recipe's output as shipped in the project's shared/ folder (relative
+# to it): `recipe.json` and `checkpoint_<step>/` side by side.
+SHIPPED_DIR = "models/t5_1_1_mini_frozen"
+# Part of the fingerprint: bump it when a change to the code a build runs
+# (not to the settings below, which the fingerprint reads) changes its bytes.
+RECIPE_VERSION = 2
 
 # The English text of `shared/data` the model is pretrained on, as
 # `prompt_tuning.data.text_files` specs relative to `shared/data`. SST-2's
@@ -133,19 +153,101 @@ def register_tasks(shared_dir: str) -> None:
       PREFIX_LM_TASK, text_files.text_files_source(specs))
 
 
-def frozen_checkpoint(cache_dir: str) -> Optional[str]:
-  """The frozen model's `checkpoint_<step>` under `cache_dir`, if built."""
-  frozen = os.path.join(cache_dir, FROZEN_DIR)
-  if not os.path.isdir(frozen):
-    return None
-  steps = t5x.checkpoint_steps(frozen)
-  return str(steps[max(steps)]) if steps else None
+def fingerprint(config: config_lib.T5Config, stages: Sequence[Stage],
+                seed: int) -> str:
+  """sha256 over what defines a build: equal fingerprints, same bytes (on the
+  same software). Mixtures' tasks and rates are read from the registry."""
+
+  def composition(name: str) -> Any:
+    task = train_data.get_task(name)
+    if isinstance(task, seqio.Mixture):
+      return [[t.name, task.get_rate(t)] for t in task.tasks]
+    return name
+
+  spec = {
+      "version": RECIPE_VERSION, "seed": seed,
+      "config": dataclasses.asdict(
+          dataclasses.replace(config, dropout_rate=0.0)),
+      "stages": [{**dataclasses.asdict(stage),
+                  "composition": composition(stage.task)}
+                 for stage in stages],
+      "text": PRETRAINING_TEXT,
+      "constructed_tasks": sentence_tasks.definition(),
+      "optimizer": [BASE_LEARNING_RATE, WARMUP_STEPS],
+  }
+  encoded = json.dumps(spec, sort_keys=True, default=str).encode()
+  return hashlib.sha256(encoded).hexdigest()
 
 
-def read_recipe(cache_dir: str) -> dict[str, Any]:
-  """`recipe.json` of a build: its stages' steps, seconds and losses."""
-  with open(os.path.join(cache_dir, RECIPE_FILE)) as f:
+def checkpoint_digest(path: str) -> str:
+  """sha256 over a checkpoint's files, the same number as
+  `cd PATH && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum`."""
+  names = []
+  for root, _, files in os.walk(path):
+    names += ["./" + os.path.relpath(os.path.join(root, name), path)
+              for name in files]
+  lines = []
+  for name in sorted(names, key=os.fsencode):
+    h = hashlib.sha256()
+    with open(os.path.join(path, name), "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    lines.append(f"{h.hexdigest()}  {name}\n")
+  return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def read_recipe(directory: str) -> dict[str, Any]:
+  """`recipe.json` of a build (or a shipped copy); `{}` when absent."""
+  path = os.path.join(directory, RECIPE_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
     return json.load(f)
+
+
+def _write_recipe(directory: str, recipe: Mapping[str, Any]) -> None:
+  """Writes `recipe.json` atomically (a kill leaves the old or the new)."""
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{RECIPE_FILE}.")
+  with os.fdopen(fd, "w") as f:
+    json.dump(recipe, f, indent=2, default=float)
+  os.replace(tmp, os.path.join(directory, RECIPE_FILE))
+
+
+def verified_checkpoint(directory: str,
+                        recipe_fingerprint: str) -> tuple[Optional[str], str]:
+  """The frozen checkpoint in `directory` (a build directory, its
+  `FROZEN_DIR/checkpoint_<step>`, or a shipped copy, `checkpoint_<step>`
+  beside `recipe.json`) if it is what the recipe of `recipe_fingerprint`
+  builds and its files are intact.
+
+  Returns:
+    `(path, '')`, or `(None, why not)`: one clause naming what is missing or
+    differs.
+  """
+  recipe = read_recipe(directory)
+  if not recipe:
+    return None, f"{os.path.join(directory, RECIPE_FILE)} does not exist"
+  if "fingerprint" not in recipe:
+    return None, (f"{directory} was built by an earlier recipe (its "
+                  f"{RECIPE_FILE} records no fingerprint)")
+  if recipe["fingerprint"] != recipe_fingerprint:
+    return None, (f"{directory} holds a build of another recipe (fingerprint "
+                  f"{str(recipe.get('fingerprint'))[:12]}, this code's is "
+                  f"{recipe_fingerprint[:12]})")
+  frozen = recipe.get("frozen")
+  if not frozen:
+    return None, f"the build in {directory} is not finished"
+  name = t5x.checkpoint_name(frozen["step"])
+  for path in (os.path.join(directory, FROZEN_DIR, name),
+               os.path.join(directory, name)):
+    if os.path.isdir(path):
+      digest = checkpoint_digest(path)
+      if digest != frozen["sha256"]:
+        return None, (f"the files of {path} are not the ones its recipe.json "
+                      f"records (sha256 {digest[:12]} vs {frozen['sha256'][:12]}"
+                      "): damaged or changed")
+      return path, ""
+  return None, f"{directory} has no {name}"
 
 
 def _export(cache_dir: str, stage: Stage) -> Optional[str]:
@@ -155,12 +257,28 @@ def _export(cache_dir: str, stage: Stage) -> Optional[str]:
   return str(steps[max(steps)]) if steps else None
 
 
+def _freeze(cache_dir: str, exported: str) -> str:
+  """Copies the last stage's export to `FROZEN_DIR/` atomically (a copy cut
+  short by a kill is never taken for the model); returns its path."""
+  frozen = os.path.join(cache_dir, FROZEN_DIR)
+  if os.path.isdir(frozen):
+    shutil.rmtree(frozen)  # Unverified: left by an interrupted build.
+  partial = os.path.join(cache_dir, f".{FROZEN_DIR}.partial")
+  if os.path.isdir(partial):
+    shutil.rmtree(partial)
+  shutil.copytree(exported, os.path.join(partial, os.path.basename(exported)))
+  os.replace(partial, frozen)
+  return os.path.join(frozen, os.path.basename(exported))
+
+
 def build(cache_dir: str, config: config_lib.T5Config, *, shared_dir: str,
           seed: int = 0, stages: Sequence[Stage] = STAGES,
-          progress: bool = True) -> str:
+          progress: bool = True,
+          on_stage: Optional[Any] = None) -> str:
   """Runs the recipe into `cache_dir`; returns the frozen checkpoint's path.
 
-  A build already complete in `cache_dir` is returned as it is.
+  A build already complete in `cache_dir` (`verified_checkpoint`) is
+  returned as it is; an interrupted one goes on from its last finished stage.
 
   Args:
     cache_dir: where every stage's run and export, the frozen checkpoint and
@@ -171,16 +289,27 @@ def build(cache_dir: str, config: config_lib.T5Config, *, shared_dir: str,
     seed: initialisation, data order, noise.
     stages: the training stages, in order.
     progress: tqdm bars.
+    on_stage: called with `(stage name, its recipe.json row)` after each
+      stage this call trains.
+
+  Raises:
+    ValueError: `cache_dir` holds a build of another recipe.
   """
-  done = frozen_checkpoint(cache_dir)
+  register_tasks(shared_dir)
+  recipe_fingerprint = fingerprint(config, stages, seed)
+  done, _ = verified_checkpoint(cache_dir, recipe_fingerprint)
   if done:
     return done
-  register_tasks(shared_dir)
+  recipe = read_recipe(cache_dir)
+  if recipe and recipe.get("fingerprint") != recipe_fingerprint:
+    raise ValueError(
+        f"{cache_dir} holds a build of another recipe (its {RECIPE_FILE} "
+        f"records fingerprint {recipe.get('fingerprint')}, this code's is "
+        f"{recipe_fingerprint}); build into another directory or delete it.")
+  os.makedirs(cache_dir, exist_ok=True)
   model = EncoderDecoderModel(t5.Transformer(
       dataclasses.replace(config, dropout_rate=0.0)))
-  recipe_path = os.path.join(cache_dir, RECIPE_FILE)
-  table = (read_recipe(cache_dir)["stages"]
-           if os.path.exists(recipe_path) else {})
+  table = recipe.get("stages", {})
   previous = None
   for stage in stages:
     exported = _export(cache_dir, stage)
@@ -214,11 +343,15 @@ def build(cache_dir: str, config: config_lib.T5Config, *, shared_dir: str,
           "final_loss_per_token": round(
               float(result.metrics["loss_per_token"]), 4),
           "eval": evals, "checkpoint": os.path.relpath(exported, cache_dir)}
-      with open(recipe_path, "w") as f:
-        json.dump({"seed": seed, "stages": table}, f, indent=2,
-                  default=float)
+      _write_recipe(cache_dir, {"fingerprint": recipe_fingerprint,
+                                "seed": seed, "stages": table})
       _log.info("Recipe stage %s done: %s", stage.name, table[stage.name])
+      if on_stage is not None:
+        on_stage(stage.name, table[stage.name])
     previous = exported
-  frozen = os.path.join(cache_dir, FROZEN_DIR)
-  shutil.copytree(previous, os.path.join(frozen, os.path.basename(previous)))
-  return frozen_checkpoint(cache_dir)
+  frozen = _freeze(cache_dir, previous)
+  step = max(t5x.checkpoint_steps(os.path.dirname(frozen)))
+  _write_recipe(cache_dir, {
+      "fingerprint": recipe_fingerprint, "seed": seed, "stages": table,
+      "frozen": {"step": step, "sha256": checkpoint_digest(frozen)}})
+  return frozen

@@ -1,26 +1,36 @@
 """Steering a frozen T5 with a soft prompt: the README's main job, as a
 library (`prompt_tuning.main_job` is its command line).
 
-1. Builds the frozen mini T5 of `prompt_tuning.recipes.frozen_model` into a
-   cache directory (once; later runs reuse it): pretrained with span
-   corruption, LM-adapted, then trained multi-task with task names in the
-   inputs on SST-2 and two tasks constructed on the same sentences.
+1. Finds the frozen mini T5 of `prompt_tuning.recipes.frozen_model`: the
+   copy shipped in `shared/` when it is what the current recipe builds
+   (`frozen_model.verified_checkpoint`), else a build in the cache directory,
+   building it there once (pretrained with span corruption, LM-adapted, then
+   trained multi-task with task names in the inputs on SST-2 and tasks
+   constructed on the same sentences).
 2. Scores the frozen model on SST-2 dev (872 sentences) two ways: with the
-   taskless input `sentence: S`, which does not say which of its three tasks
-   is wanted (`taskless_glue_sst2_v200`), and with T5's task name
+   taskless input `sentence: S`, which does not say which of its tasks is
+   wanted (`taskless_glue_sst2_v200`), and with T5's task name
    (`glue_sst2_v002`, `sst2 sentence: S`).
 3. Trains a soft prompt on SST-2 train with the taskless input, the model
    frozen (the paper's Adafactor, lr 0.3; the prompt initialised from the
    class labels), and scores it on the same 872 sentences.
+
+Everything it makes lives under `<work_dir>/steering_<sha12>/` (sha12: the
+frozen checkpoint's sha256, so another frozen model never meets these
+results): `eval_no_prompt/` and `eval_task_name/` (each `metrics.json`), and
+`sst2_prompt/` (a training run). Run again, it reads the finished results
+back; an interrupted run goes on where it stopped.
 """
 
 import dataclasses
 import json
 import os
+import tempfile
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import gin
+import numpy as np
 
 from prompt_tuning import gin_utils
 from prompt_tuning.data import glue_tasks
@@ -32,7 +42,9 @@ from prompt_tuning.prompts import freezing
 from prompt_tuning.prompts import initializers
 from prompt_tuning.prompts import models as prompt_models
 from prompt_tuning.recipes import frozen_model
+from prompt_tuning.training import data
 from prompt_tuning.training import evaluation
+from prompt_tuning.training import run_dir
 from prompt_tuning.training import state
 from prompt_tuning.training import trainer
 
@@ -45,6 +57,23 @@ EVAL_LENGTHS = {"inputs": 96, "targets": 4}
 PROMPT_LENGTH = 20
 PROMPT_STEPS = 400
 PROMPT_BATCH_SIZE = 32
+EVAL_BATCH_SIZE = 128
+METRICS_FILE = "metrics.json"
+PROMPT_RUN = "sst2_prompt"
+# What the frozen model is scored with: result key -> task.
+FROZEN_EVALS = {"no_prompt": TASKLESS, "task_name": PREFIXED}
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenModel:
+  """The frozen checkpoint the job steers.
+
+  Attributes:
+    path: its `checkpoint_<step>` directory.
+    sha256: `frozen_model.checkpoint_digest` of it.
+  """
+  path: str
+  sha256: str
 
 
 def model_config(search_paths: Sequence[str] = ()) -> config_lib.T5Config:
@@ -55,52 +84,139 @@ def model_config(search_paths: Sequence[str] = ()) -> config_lib.T5Config:
   return config
 
 
-def _accuracy(results, task: str) -> float:
-  return float(results[task]["accuracy"])
+def _say(line: str) -> None:
+  print(line, flush=True)
 
 
-def build(cache_dir: str, shared_dir: str, *, seed: int = 0,
-          config: Optional[config_lib.T5Config] = None,
-          stages: Sequence[frozen_model.Stage] = frozen_model.STAGES,
-          progress: bool = True) -> str:
-  """Builds the frozen model into `cache_dir` or finds it there; prints each
-  stage's steps, time and final loss; returns the checkpoint path."""
-  config = dataclasses.replace(config or model_config(), dropout_rate=0.0)
-  start = time.time()
-  cached = frozen_model.frozen_checkpoint(cache_dir)
-  if cached:
-    print(f"Reusing the frozen model {cached}.", flush=True)
+def _print_stage(name: str, row: dict[str, Any]) -> None:
+  _say(f"  stage {name:9s} {row['steps']:5d} steps  {row['seconds']:7.1f} s  "
+       f"final loss/token {row['final_loss_per_token']:.3f}")
+
+
+def find_or_build(cache_dir: str, shared_dir: str, *, seed: int = 0,
+                  config: Optional[config_lib.T5Config] = None,
+                  stages: Sequence[frozen_model.Stage] = frozen_model.STAGES,
+                  shipped_dir: Optional[str] = None, force_build: bool = False,
+                  progress: bool = True) -> FrozenModel:
+  """The frozen model: the shipped copy if it is the current recipe's, else
+  the build in `cache_dir/recipe_<fingerprint12>/`, built now if needed.
+  Prints one line (and one per stage built).
+
+  Args:
+    cache_dir: builds go under it, one folder per recipe fingerprint.
+    shared_dir: the project's `shared/` folder.
+    seed: the build's.
+    config: the architecture; default `models/t5_1_1_mini.gin`'s.
+    stages: the build's stages (`frozen_model.STAGES`).
+    shipped_dir: the shipped copy; default `shared_dir/SHIPPED_DIR`.
+    force_build: use (or make) a build here even if the shipped copy fits.
+    progress: tqdm bars.
+  """
+  config = config or model_config()
+  frozen_model.register_tasks(shared_dir)
+  recipe = frozen_model.fingerprint(config, stages, seed)
+  shipped_dir = shipped_dir or os.path.join(shared_dir,
+                                            frozen_model.SHIPPED_DIR)
+  why = "--build was given"
+  if not force_build:
+    path, why = frozen_model.verified_checkpoint(shipped_dir, recipe)
+    if path:
+      found = FrozenModel(path, frozen_model.read_recipe(shipped_dir)[
+          "frozen"]["sha256"])
+      _say(f"Frozen model: the shipped copy {path}, what this code's recipe "
+           f"builds (recipe {recipe[:12]}, sha256 {found.sha256[:12]}).")
+      return found
+  build_dir = os.path.join(cache_dir, f"recipe_{recipe[:12]}")
+  path, _ = frozen_model.verified_checkpoint(build_dir, recipe)
+  if path:
+    _say(f"Frozen model: built earlier, {path}.")
   else:
-    print(f"Building the frozen model into {cache_dir} (once).", flush=True)
-  frozen = frozen_model.build(cache_dir, config, shared_dir=shared_dir,
-                              seed=seed, stages=stages, progress=progress)
-  for name, row in frozen_model.read_recipe(cache_dir)["stages"].items():
-    print(f"  stage {name:9s} {row['steps']:5d} steps  "
-          f"{row['seconds']:7.1f} s  final loss/token "
-          f"{row['final_loss_per_token']:.3f}", flush=True)
-  print(f"Frozen model ready after {time.time() - start:.0f} s: {frozen}",
-        flush=True)
-  return frozen
+    _say(f"Building the frozen model into {build_dir}, once (about 14 "
+         f"minutes on 2 idle cores), since {why}.")
+    start = time.time()
+    path = frozen_model.build(build_dir, config, shared_dir=shared_dir,
+                              seed=seed, stages=stages, progress=progress,
+                              on_stage=_print_stage)
+    _say(f"Frozen model built in {time.time() - start:.0f} s: {path}.")
+  return FrozenModel(path,
+                     frozen_model.read_recipe(build_dir)["frozen"]["sha256"])
 
 
-def _evaluate_frozen(model: EncoderDecoderModel, task: str, frozen: str,
-                     num_examples: Optional[int],
-                     output_dir: str) -> dict[str, dict[str, float]]:
-  """`task`'s dev metrics of `model` with the frozen weights as they are,
-  also written to `output_dir/metrics.json` (as `prompt_tuning.evaluate`)."""
+def _write_json(path: str, value: Any) -> None:
+  """Writes `value` as JSON atomically (a kill leaves no half file)."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path),
+                             prefix=f".{os.path.basename(path)}.")
+  with os.fdopen(fd, "w") as f:
+    json.dump(value, f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+def _recorded_scores(directory: str,
+                     num_examples: Optional[int]) -> Optional[dict[str, Any]]:
+  """A finished evaluation's results in `directory/metrics.json`, if it
+  scored the same examples."""
+  path = os.path.join(directory, METRICS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    record = json.load(f)
+  if record.get("num_examples") != num_examples:
+    return None
+  return record["results"]
+
+
+def score_frozen(model: EncoderDecoderModel, frozen: FrozenModel,
+                 work: str, num_examples: Optional[int]) -> dict[str, float]:
+  """SST-2 dev accuracy of the frozen model for each of `FROZEN_EVALS`,
+  read back from `work/eval_<key>/metrics.json` when recorded, else scored
+  (the weights loaded once) and recorded there."""
+  scores, due = {}, []
+  for key, task in FROZEN_EVALS.items():
+    results = _recorded_scores(os.path.join(work, f"eval_{key}"),
+                               num_examples)
+    if results is None:
+      due.append(key)
+    else:
+      scores[key] = float(results[task]["accuracy"])
+  if not due:
+    return scores
   boxed = state.model_shapes(model, EVAL_LENGTHS)
   split = freezing.compute_split(boxed, (".*",), allow_all_trainable=True)
-  loaded = state.load_trained_params(model, EVAL_LENGTHS, None, frozen,
+  loaded = state.load_trained_params(model, EVAL_LENGTHS, None, frozen.path,
                                      split)
-  run_eval = evaluation.Evaluation(
-      task, model, loaded.mesh, loaded.param_shardings, batch_size=128,
-      feature_lengths=EVAL_LENGTHS, log_dir=output_dir,
-      num_examples=num_examples)
-  results = run_eval(loaded.params, 0)
-  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-    json.dump({"step": 0, "split": "validation", "results": results}, f,
-              indent=2, default=str)
-  return results
+  for key in due:
+    task, output_dir = FROZEN_EVALS[key], os.path.join(work, f"eval_{key}")
+    results = evaluation.Evaluation(
+        task, model, loaded.mesh, loaded.param_shardings,
+        batch_size=EVAL_BATCH_SIZE, feature_lengths=EVAL_LENGTHS,
+        log_dir=output_dir, num_examples=num_examples)(loaded.params, 0)
+    _write_json(os.path.join(output_dir, METRICS_FILE), {
+        "step": 0, "split": "validation", "num_examples": num_examples,
+        "frozen": frozen.path, "frozen_sha256": frozen.sha256,
+        "results": results})
+    scores[key] = float(results[task]["accuracy"])
+  return scores
+
+
+def _prompt_accuracy(prompt_dir: str, step: int) -> Optional[float]:
+  """The prompt run's recorded accuracy at `step`, if evaluated."""
+  key = run_dir.metric_key(TASKLESS, "accuracy")
+  for record in run_dir.eval_records(prompt_dir):
+    if record["step"] == step and key in record:
+      return float(record[key])
+  return None
+
+
+def majority_share(num_examples: Optional[int]) -> float:
+  """Percentage of SST-2 dev (or its first `num_examples`) in the most
+  frequent class: what always answering one label scores."""
+  dataset = data.get_task(PREFIXED).get_dataset(
+      sequence_length=None, split="validation", shuffle=False)
+  if num_examples is not None:
+    dataset = dataset.take(num_examples)
+  labels = [x["targets_pretokenized"] for x in dataset.as_numpy_iterator()]
+  _, counts = np.unique(labels, return_counts=True)
+  return 100.0 * counts.max() / len(labels)
 
 
 def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
@@ -108,65 +224,70 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
         prompt_length: int = PROMPT_LENGTH,
         config: Optional[config_lib.T5Config] = None,
         stages: Sequence[frozen_model.Stage] = frozen_model.STAGES,
+        shipped_dir: Optional[str] = None, force_build: bool = False,
         num_examples: Optional[int] = None,
         progress: bool = True) -> dict[str, float]:
-  """Builds (or reuses) the frozen model, then scores and trains a prompt.
+  """Finds (or builds) the frozen model, then scores and trains a prompt;
+  one line per stage, the last line the result.
 
   Args:
-    cache_dir: the frozen model's build directory (`frozen_model.build`).
+    cache_dir: frozen-model builds (`find_or_build`).
     shared_dir: the project's `shared/` folder.
-    work_dir: the prompt run and evaluations (default `cache_dir`).
+    work_dir: where `steering_<sha12>/` goes (default `cache_dir`).
     seed: the build's and the prompt's.
     prompt_steps: prompt-tuning steps (batch `PROMPT_BATCH_SIZE`).
     prompt_length: prompt positions.
     config: the architecture; default `models/t5_1_1_mini.gin`'s.
     stages: the build's stages (`frozen_model.STAGES`).
+    shipped_dir: the shipped frozen model; default in `shared_dir`.
+    force_build: ignore the shipped copy.
     num_examples: score the first N dev sentences only (default all 872).
     progress: tqdm bars.
 
   Returns:
-    `{'no_prompt', 'task_name', 'prompt_tuned'}` SST-2 dev accuracies.
+    `{'no_prompt', 'task_name', 'prompt_tuned', 'majority'}` SST-2 dev
+    accuracies.
   """
   config = dataclasses.replace(config or model_config(), dropout_rate=0.0)
-  frozen = build(cache_dir, shared_dir, seed=seed, config=config,
-                 stages=stages, progress=progress)
-  base = EncoderDecoderModel(t5.Transformer(config))
-  scores = {}
-  for key, task in (("no_prompt", TASKLESS), ("task_name", PREFIXED)):
-    results = _evaluate_frozen(base, task, frozen, num_examples,
-                               os.path.join(work_dir or cache_dir,
-                                            f"eval_{key}"))
-    scores[key] = _accuracy(results, task)
-  print(f"SST-2 dev accuracy of the frozen model: {scores['no_prompt']:.1f} "
-        f"without a prompt, {scores['task_name']:.1f} with its task name.",
-        flush=True)
-
-  prompted = EncoderDecoderModel(prompt_models.PromptTransformer(
-      config, prompt_length=prompt_length,
-      prompt_init=initializers.class_labels(
-          glue_tasks.config("sst2").label_names,
-          encode=vocab.get_vocabulary())))
-  prompt_dir = os.path.join(work_dir or cache_dir, "sst2_prompt")
+  frozen = find_or_build(cache_dir, shared_dir, seed=seed, config=config,
+                         stages=stages, shipped_dir=shipped_dir,
+                         force_build=force_build, progress=progress)
+  work = os.path.join(work_dir or cache_dir, f"steering_{frozen.sha256[:12]}")
+  os.makedirs(work, exist_ok=True)
   start = time.time()
-  result = trainer.train(
-      model=prompted, mixture_or_task_name=TASKLESS,
-      task_feature_lengths=TRAIN_LENGTHS, train_steps=prompt_steps,
-      batch_size=PROMPT_BATCH_SIZE, model_dir=prompt_dir,
-      initial_checkpoint_path=frozen,
-      seed=seed,
-      checkpoint_period=prompt_steps, eval_mixture_or_task_name=TASKLESS,
-      eval_feature_lengths=EVAL_LENGTHS, eval_batch_size=128,
-      eval_num_examples=num_examples,
-      progress=progress)
-  scores["prompt_tuned"] = _accuracy(result.eval_results[prompt_steps],
-                                     TASKLESS)
-  print(f"Prompt tuning: {prompt_steps} steps in {time.time() - start:.0f} s "
-        f"({prompt_length} prompt positions, {prompt_length * config.emb_dim}"
-        f" trained parameters), checkpoints in {prompt_dir}.", flush=True)
-  print(f"SST-2 dev accuracy: {scores['no_prompt']:.1f} without a prompt -> "
-        f"{scores['prompt_tuned']:.1f} with the learned prompt "
-        f"(task name given: {scores['task_name']:.1f}; majority class 50.9).",
-        flush=True)
+  scores = score_frozen(EncoderDecoderModel(t5.Transformer(config)), frozen,
+                        work, num_examples)
+  _say(f"SST-2 dev accuracy of the frozen model: {scores['no_prompt']:.1f} "
+       f"without a prompt, {scores['task_name']:.1f} with its task name "
+       f"({time.time() - start:.0f} s).")
+
+  prompt_dir = os.path.join(work, PROMPT_RUN)
+  accuracy = _prompt_accuracy(prompt_dir, prompt_steps)
+  if accuracy is not None:
+    _say(f"Prompt tuning: finished earlier, {prompt_dir}.")
+  else:
+    prompted = EncoderDecoderModel(prompt_models.PromptTransformer(
+        config, prompt_length=prompt_length,
+        prompt_init=initializers.class_labels(
+            glue_tasks.config("sst2").label_names,
+            encode=vocab.get_vocabulary())))
+    start = time.time()
+    trainer.train(  # Resumes a run an interruption left.
+        model=prompted, mixture_or_task_name=TASKLESS,
+        task_feature_lengths=TRAIN_LENGTHS, train_steps=prompt_steps,
+        batch_size=PROMPT_BATCH_SIZE, model_dir=prompt_dir,
+        initial_checkpoint_path=frozen.path, seed=seed,
+        checkpoint_period=prompt_steps, eval_mixture_or_task_name=TASKLESS,
+        eval_feature_lengths=EVAL_LENGTHS, eval_batch_size=EVAL_BATCH_SIZE,
+        eval_num_examples=num_examples, progress=progress)
+    accuracy = _prompt_accuracy(prompt_dir, prompt_steps)
+    _say(f"Prompt tuning: {prompt_steps} steps in {time.time() - start:.0f} s "
+         f"({prompt_length} prompt positions, {prompt_length * config.emb_dim}"
+         f" trained parameters), checkpoints in {prompt_dir}.")
+  scores["prompt_tuned"] = accuracy
+  scores["majority"] = majority_share(num_examples)
+  _say(f"SST-2 dev accuracy: {scores['no_prompt']:.1f} without a prompt -> "
+       f"{scores['prompt_tuned']:.1f} with the learned prompt (task name "
+       f"given: {scores['task_name']:.1f}; majority class "
+       f"{scores['majority']:.1f}).")
   return scores
-
-

@@ -45,6 +45,21 @@ def _value(metric: Any) -> Any:
   return value
 
 
+class _FixedLengthsNote(logging.Filter):
+  """Drops seqio's warning that the evaluation's feature lengths exceed its
+  longest example: fixed lengths are on purpose here (one compiled shape, or
+  `length_buckets` cutting the padding), and the padding is masked."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "lengths are longer than necessary" not in str(record.msg)
+
+
+def _quiet_seqio_length_note() -> None:
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _FixedLengthsNote) for f in logger.filters):
+    logger.addFilter(_FixedLengthsNote())
+
+
 class Evaluation:
   """Evaluates a model on the tasks of `task_name` (a task or mixture).
 
@@ -62,6 +77,7 @@ class Evaluation:
     each batch's encoder features (and, for scoring, decoder features) to a
     bucket length; None keeps the fixed shapes."""
     data.get_task(task_name)  # Clear error for unknown names.
+    _quiet_seqio_length_note()
     loggers = ()
     if log_dir and not distributed.is_primary():
       log_dir = None  # Process 0 writes the logs for all.

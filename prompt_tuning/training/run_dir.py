@@ -278,6 +278,12 @@ def record_config(model_dir: str, run_config: Optional[str],
   os.replace(tmp, path)
 
 
+def metric_key(task: str, metric: str) -> str:
+  """`task/metric`: a task's metric as `eval_metrics.jsonl`, TensorBoard and
+  BEST_METRIC name it."""
+  return f"{task}/{metric}"
+
+
 def eval_records(model_dir: str) -> list[dict[str, Any]]:
   """Every finished evaluation in `eval_metrics.jsonl`: `{"step", metric
   keys ("task/metric") ...}`, in the order written."""

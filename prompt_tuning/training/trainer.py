@@ -437,7 +437,8 @@ def _train_locked(checked: preflight.Preflight, *, model, mixture_or_task_name,
   def run_eval(step: int, eval_state: TrainState, position: int) -> None:
     results = evaluator(eval_state.params, step)
     eval_results[step] = results
-    flat = {f"{task}/{name}": value for task, metrics in results.items()
+    flat = {run_dir.metric_key(task, name): value
+            for task, metrics in results.items()
             for name, value in metrics.items() if np.isscalar(value)}
     _write_scalars(writer, step, {f"eval/{k}": v for k, v in flat.items()})
     if best is not None:
