@@ -7,8 +7,10 @@
 #
 #   bash benchmarks/recipe_analyses.sh [CACHE_DIR] [OUT_DIR]
 #
-# CACHE_DIR holds the frozen model (`python -m prompt_tuning.main_job` builds
-# it; default ~/.cache/prompt_tuning); results go to OUT_DIR (default
+# The frozen model is the main job's (`python -m prompt_tuning.main_job
+# --build_only --cache_dir=CACHE_DIR`: the shipped copy when it is the current
+# recipe's, else the build in CACHE_DIR, default ~/.cache/prompt_tuning, made
+# there first if missing); results go to OUT_DIR (default
 # /tmp/recipe_analyses): sst2_s<seed>/, negation/, ensemble.md,
 # neighbors.md, served/, ablation/{results.csv,ablation.png}, summary.txt.
 set -euo pipefail
@@ -16,11 +18,12 @@ cd "$(dirname "$0")/.."
 CACHE=${1:-$HOME/.cache/prompt_tuning}
 OUT=${2:-/tmp/recipe_analyses}
 SHARED=${PROMPT_TUNING_SHARED:-../shared}
-CKPT=$(ls -d "$CACHE"/frozen/checkpoint_* | tail -1)
+PY=${PYTHON:-python}
+CKPT=$($PY -m prompt_tuning.main_job --build_only --cache_dir="$CACHE" | tail -1)
+echo "frozen model: $CKPT"
 export PROMPT_TUNING_GLUE_DIR=$SHARED/data/glue
 export PROMPT_TUNING_VOCAB=$SHARED/models/t5_vocab/spiece.model
 mkdir -p "$OUT"
-PY=${PYTHON:-python}
 SST2=taskless_glue_sst2_v200
 NEGATION=taskless_sst2_negation_v001
 MODEL=(--gin_file=models/t5_1_1_mini.gin)
@@ -34,7 +37,7 @@ train_prompt() {  # MODEL_DIR TASK LABELS SEED
     --gin.INITIAL_CHECKPOINT_PATH="'$CKPT'" --gin.CLASS_LABELS="$3" \
     --gin.PROMPT_LENGTH=20 --gin.DROPOUT_RATE=0.0 --gin.SEED="$4" \
     --gin.TRAIN_STEPS=400 --gin.BATCH_SIZE=32 \
-    --gin.TASK_FEATURE_LENGTHS="{'inputs': 48, 'targets': 4}" \
+    --gin.TASK_FEATURE_LENGTHS="{'inputs': 88, 'targets': 4}" \
     --gin.EVAL_TASK_FEATURE_LENGTHS="{'inputs': 96, 'targets': 4}" \
     --gin.CHECKPOINT_PERIOD=400 --gin.EVAL_PERIOD=400 | tail -1
 }

@@ -10,7 +10,7 @@ SST-2 train and scores that: the steps of `prompt_tuning.recipes.steering.run`.
 Run again, it reads its finished results back; interrupted, it goes on.
 
 It prints one line per stage and ends with the accuracies. `--build_only`
-stops after the frozen model is found or built. Every step is the library's
+stops after the frozen model is found or built, its path the last line. Every step is the library's
 (`prompt_tuning.training.trainer.train`, `prompt_tuning.evaluate.evaluate`);
 the same runs from the command line are in the README.
 """
@@ -60,8 +60,9 @@ def main(argv: Sequence[str]) -> int:
   os.environ.setdefault("PROMPT_TUNING_VOCAB", os.path.join(
       shared, "models", "t5_vocab", "spiece.model"))
   if args.build_only:
-    steering.find_or_build(cache_dir, shared, seed=args.seed,
-                           force_build=args.build)
+    frozen = steering.find_or_build(cache_dir, shared, seed=args.seed,
+                                    force_build=args.build)
+    print(frozen.path)  # Last, for scripts.
   else:
     steering.run(cache_dir, shared, work_dir=args.work_dir, seed=args.seed,
                  force_build=args.build)

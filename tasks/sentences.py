@@ -9,8 +9,9 @@ Registered, for `length` and `negation` (`prompt_tuning.data.sentence_tasks`):
 
 Mixtures (T5's supervised multi-task setting, task names in the inputs):
 
-* `sst2_multitask_v001`: `glue_sst2_v002` (rate 2), `sst2_length_v001` and
-  `sst2_negation_v001` (rate 1 each).
+* `sst2_multitask_v001`: `glue_sst2_v002`, `sst2_length_v001` and
+  `sst2_negation_v001`, rate 1 each: no task is the default a model trained
+  on it falls back to when the input names none.
 
 Data are SST-2's (TFDS `glue/sst2:2.0.0`, or GLUE's files under
 `PROMPT_TUNING_GLUE_DIR`), with SST-2's splits.
@@ -50,7 +51,7 @@ for _name, _task in sentence_tasks.TASKS.items():
         rank_labels=_task.label_names)
 
 registration.add_mixture(MULTITASK_MIXTURE, [
-    (glue_tasks.task_name("sst2", taskless=False), 2.0),
+    (glue_tasks.task_name("sst2", taskless=False), 1.0),
     (sentence_tasks.task_name("length"), 1.0),
     (sentence_tasks.task_name("negation"), 1.0),
 ])

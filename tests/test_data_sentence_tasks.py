@@ -51,8 +51,10 @@ def test_taskless_inputs_are_sst2s_and_labels_are_known(local_glue):
     assert seqio.get_mixture_or_task(f"{taskless}_rank")
 
 
-def test_multitask_mixture_is_sst2_and_the_constructed_tasks():
+def test_multitask_mixture_is_sst2_and_the_constructed_tasks_equally():
+  # Equal rates: no task is the one a model falls back to without a name.
   mixture = seqio.get_mixture_or_task("sst2_multitask_v001")
   rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
-  assert rates == {"glue_sst2_v002": 2.0, "sst2_length_v001": 1.0,
-                   "sst2_negation_v001": 1.0}
+  assert set(rates) == {"glue_sst2_v002", "sst2_length_v001",
+                        "sst2_negation_v001"}
+  assert len(set(rates.values())) == 1, rates
