@@ -20,7 +20,20 @@ import logging
 import os
 from typing import Sequence
 
+import gin
+
 from prompt_tuning import cli
+from prompt_tuning import gin_utils
+from prompt_tuning.models import config as config_lib
+
+
+def model_config(gin_file: str) -> config_lib.T5Config:
+  """The T5Config a model gin file (the recipe's `models/t5_1_1_mini.gin`)
+  binds."""
+  gin_utils.parse_gin([gin_file], (), ())
+  config = gin.get_configurable(config_lib.T5Config)()
+  gin.clear_config()
+  return config
 
 
 def main(argv: Sequence[str]) -> int:
@@ -53,19 +66,20 @@ def main(argv: Sequence[str]) -> int:
   cli.quiet_startup()
   cli.show_project_logs(level=logging.WARNING)
   # pylint: disable-next=g-import-not-at-top  (after the start-up logs)
-  from prompt_tuning.recipes import steering
+  from prompt_tuning.recipes import frozen_model, steering
+  config = model_config(frozen_model.MODEL_GIN)
   cache_dir = os.path.abspath(os.path.expanduser(args.cache_dir))
   os.environ.setdefault("PROMPT_TUNING_GLUE_DIR",
                         os.path.join(shared, "data", "glue"))
   os.environ.setdefault("PROMPT_TUNING_VOCAB", os.path.join(
       shared, "models", "t5_vocab", "spiece.model"))
   if args.build_only:
-    frozen = steering.find_or_build(cache_dir, shared, seed=args.seed,
-                                    force_build=args.build)
+    frozen = steering.find_or_build(cache_dir, shared, config,
+                                    seed=args.seed, force_build=args.build)
     print(frozen.path)  # Last, for scripts.
   else:
-    steering.run(cache_dir, shared, work_dir=args.work_dir, seed=args.seed,
-                 force_build=args.build)
+    steering.run(cache_dir, shared, config, work_dir=args.work_dir,
+                 seed=args.seed, force_build=args.build)
   return 0
 
 

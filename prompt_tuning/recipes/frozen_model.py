@@ -127,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("pretrain", SPAN_CORRUPTION_TASK,
           {"inputs": 64, "targets": _PRETRAIN_TARGETS}, 400, 32),
     Stage("lm_adapt", PREFIX_LM_TASK, {"inputs": 32, "targets": 32}, 200, 32),
-    Stage("multitask", MULTITASK_MIXTURE, {"inputs": 48, "targets": 4}, 2250,
+    Stage("multitask", MULTITASK_MIXTURE, {"inputs": 48, "targets": 4}, 3000,
           64, eval_task="glue_sst2_v002",
           eval_feature_lengths={"inputs": 96, "targets": 4}),
 )
@@ -135,7 +135,7 @@ STAGES: tuple[Stage, ...] = (
 # T5's pretraining optimizer: Adafactor with parameter scaling and the
 # inverse-square-root schedule base / sqrt(max(step, warm-up)). The recipe's
 # rate is 1 / sqrt(2500) = 0.02 for its first 2,500 steps, then decays to
-# 1 / sqrt(2850) = 0.0187 at its last.
+# 1 / sqrt(3600) = 0.0167 at its last.
 BASE_LEARNING_RATE = 1.0
 WARMUP_STEPS = 2500
 

@@ -29,10 +29,8 @@ import tempfile
 import time
 from typing import Any, Optional, Sequence
 
-import gin
 import numpy as np
 
-from prompt_tuning import gin_utils
 from prompt_tuning.data import glue_tasks
 from prompt_tuning.data import vocab
 from prompt_tuning.models import config as config_lib
@@ -77,14 +75,6 @@ class FrozenModel:
   sha256: str
 
 
-def model_config(search_paths: Sequence[str] = ()) -> config_lib.T5Config:
-  """The T5Config `models/t5_1_1_mini.gin` binds."""
-  gin_utils.parse_gin([frozen_model.MODEL_GIN], (), search_paths)
-  config = gin.get_configurable(config_lib.T5Config)()
-  gin.clear_config()
-  return config
-
-
 def _say(line: str) -> None:
   print(line, flush=True)
 
@@ -94,8 +84,8 @@ def _print_stage(name: str, row: dict[str, Any]) -> None:
        f"final loss/token {row['final_loss_per_token']:.3f}")
 
 
-def find_or_build(cache_dir: str, shared_dir: str, *, seed: int = 0,
-                  config: Optional[config_lib.T5Config] = None,
+def find_or_build(cache_dir: str, shared_dir: str,
+                  config: config_lib.T5Config, *, seed: int = 0,
                   stages: Sequence[frozen_model.Stage] = frozen_model.STAGES,
                   shipped_dir: Optional[str] = None, force_build: bool = False,
                   progress: bool = True) -> FrozenModel:
@@ -106,14 +96,13 @@ def find_or_build(cache_dir: str, shared_dir: str, *, seed: int = 0,
   Args:
     cache_dir: builds go under it, one folder per recipe fingerprint.
     shared_dir: the project's `shared/` folder.
+    config: the architecture (`models/t5_1_1_mini.gin`'s for the recipe).
     seed: the build's.
-    config: the architecture; default `models/t5_1_1_mini.gin`'s.
     stages: the build's stages (`frozen_model.STAGES`).
     shipped_dir: the shipped copy; default `shared_dir/SHIPPED_DIR`.
     force_build: use (or make) a build here even if the shipped copy fits.
     progress: tqdm bars.
   """
-  config = config or model_config()
   frozen_model.register_tasks(shared_dir)
   recipe = frozen_model.fingerprint(config, stages, seed)
   shipped_dir = shipped_dir or os.path.join(shared_dir,
@@ -220,10 +209,9 @@ def majority_share(num_examples: Optional[int]) -> float:
   return 100.0 * counts.max() / len(labels)
 
 
-def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
-        seed: int = 0, prompt_steps: int = PROMPT_STEPS,
-        prompt_length: int = PROMPT_LENGTH,
-        config: Optional[config_lib.T5Config] = None,
+def run(cache_dir: str, shared_dir: str, config: config_lib.T5Config, *,
+        work_dir: Optional[str] = None, seed: int = 0,
+        prompt_steps: int = PROMPT_STEPS, prompt_length: int = PROMPT_LENGTH,
         stages: Sequence[frozen_model.Stage] = frozen_model.STAGES,
         shipped_dir: Optional[str] = None, force_build: bool = False,
         num_examples: Optional[int] = None,
@@ -234,11 +222,11 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
   Args:
     cache_dir: frozen-model builds (`find_or_build`).
     shared_dir: the project's `shared/` folder.
+    config: the architecture (`models/t5_1_1_mini.gin`'s for the recipe).
     work_dir: where `steering_<sha12>/` goes (default `cache_dir`).
     seed: the build's and the prompt's.
     prompt_steps: prompt-tuning steps (batch `PROMPT_BATCH_SIZE`).
     prompt_length: prompt positions.
-    config: the architecture; default `models/t5_1_1_mini.gin`'s.
     stages: the build's stages (`frozen_model.STAGES`).
     shipped_dir: the shipped frozen model; default in `shared_dir`.
     force_build: ignore the shipped copy.
@@ -249,8 +237,8 @@ def run(cache_dir: str, shared_dir: str, *, work_dir: Optional[str] = None,
     `{'no_prompt', 'task_name', 'prompt_tuned', 'majority'}` SST-2 dev
     accuracies.
   """
-  config = dataclasses.replace(config or model_config(), dropout_rate=0.0)
-  frozen = find_or_build(cache_dir, shared_dir, seed=seed, config=config,
+  config = dataclasses.replace(config, dropout_rate=0.0)
+  frozen = find_or_build(cache_dir, shared_dir, config, seed=seed,
                          stages=stages, shipped_dir=shipped_dir,
                          force_build=force_build, progress=progress)
   work = os.path.join(work_dir or cache_dir, f"steering_{frozen.sha256[:12]}")
