@@ -10,9 +10,10 @@ SST-2 train and scores that: the steps of `prompt_tuning.recipes.steering.run`.
 Run again, it reads its finished results back; interrupted, it goes on.
 
 It prints one line per stage and ends with the accuracies. `--build_only`
-stops after the frozen model is found or built, its path the last line. Every step is the library's
-(`prompt_tuning.training.trainer.train`, `prompt_tuning.evaluate.evaluate`);
-the same runs from the command line are in the README.
+stops after the frozen model is found or built, its path the last line.
+Every step is the library's (`prompt_tuning.training.trainer.train`,
+`prompt_tuning.training.evaluation`); the same runs from the command line
+are in the README.
 """
 
 import argparse

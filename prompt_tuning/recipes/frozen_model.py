@@ -11,8 +11,8 @@ the paper's models were made, at toy scale:
 3. `multitask`: T5's supervised multi-task training with task names in the
    inputs (`prompt_tuning.tasks.sentences`'s `sst2_multitask_v001`): SST-2
    sentiment plus two tasks constructed on the same sentences (length,
-   negation), so that the taskless input `sentence: S` leaves open which
-   answer is wanted;
+   negation), at equal rates, so that the taskless input `sentence: S`
+   leaves open which answer is wanted;
 4. `freeze`: the final weights are written as a T5X checkpoint,
    `<cache_dir>/frozen/checkpoint_<step>`, which `INITIAL_CHECKPOINT_PATH`
    takes like any T5X checkpoint (model gin `models/t5_1_1_mini.gin`).
@@ -24,9 +24,9 @@ directory `<cache_dir>/<stage>`, and hands its weights to the next stage as
 a T5X checkpoint `<cache_dir>/<stage>/checkpoint_<step>` (the trainer's
 `export_t5x`, written after the stage's last step). A stage whose T5X
 checkpoint exists is skipped; one interrupted resumes from its own last
-checkpoint. A seed fixes
-the initialisation, the data order and the noise, so the same seed on the
-same software writes the same bytes.
+checkpoint; the frozen copy is made atomically. A seed fixes the
+initialisation, the data order and the noise, so the same seed on the same
+software writes the same bytes.
 
 `<cache_dir>/recipe.json` records the recipe's fingerprint (`fingerprint`: a
 sha256 over everything that defines the build: architecture, stages,
@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -60,6 +59,7 @@ from prompt_tuning.models import t5
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.training import data as train_data
 from prompt_tuning.training import optimizers
+from prompt_tuning.training import run_dir
 from prompt_tuning.training import state
 from prompt_tuning.training import trainer
 
@@ -208,10 +208,8 @@ def read_recipe(directory: str) -> dict[str, Any]:
 
 def _write_recipe(directory: str, recipe: Mapping[str, Any]) -> None:
   """Writes `recipe.json` atomically (a kill leaves the old or the new)."""
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{RECIPE_FILE}.")
-  with os.fdopen(fd, "w") as f:
-    json.dump(recipe, f, indent=2, default=float)
-  os.replace(tmp, os.path.join(directory, RECIPE_FILE))
+  run_dir.write_atomically(os.path.join(directory, RECIPE_FILE),
+                           json.dumps(recipe, indent=2, default=float))
 
 
 def verified_checkpoint(directory: str,
@@ -244,9 +242,9 @@ def verified_checkpoint(directory: str,
     if os.path.isdir(path):
       digest = checkpoint_digest(path)
       if digest != frozen["sha256"]:
-        return None, (f"the files of {path} are not the ones its recipe.json "
-                      f"records (sha256 {digest[:12]} vs {frozen['sha256'][:12]}"
-                      "): damaged or changed")
+        return None, (f"the files of {path} are not the ones its "
+                      f"{RECIPE_FILE} records (sha256 {digest[:12]} vs "
+                      f"{frozen['sha256'][:12]}): damaged or changed")
       return path, ""
   return None, f"{directory} has no {name}"
 

@@ -25,7 +25,6 @@ back; an interrupted run goes on where it stopped.
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from typing import Any, Optional, Sequence
 
@@ -107,7 +106,7 @@ def find_or_build(cache_dir: str, shared_dir: str,
   recipe = frozen_model.fingerprint(config, stages, seed)
   shipped_dir = shipped_dir or os.path.join(shared_dir,
                                             frozen_model.SHIPPED_DIR)
-  why = "--build was given"
+  why = "a build was asked for (--build)"
   if not force_build:
     path, why = frozen_model.verified_checkpoint(shipped_dir, recipe)
     if path:
@@ -119,7 +118,7 @@ def find_or_build(cache_dir: str, shared_dir: str,
   build_dir = os.path.join(cache_dir, f"recipe_{recipe[:12]}")
   path, _ = frozen_model.verified_checkpoint(build_dir, recipe)
   if path:
-    _say(f"Frozen model: built earlier, {path}.")
+    _say(f"Frozen model: built earlier, {path} (recipe {recipe[:12]}).")
   else:
     _say(f"Building the frozen model into {build_dir}, once (about 14 "
          f"minutes on 2 idle cores), since {why}.")
@@ -130,15 +129,6 @@ def find_or_build(cache_dir: str, shared_dir: str,
     _say(f"Frozen model built in {time.time() - start:.0f} s: {path}.")
   return FrozenModel(path,
                      frozen_model.read_recipe(build_dir)["frozen"]["sha256"])
-
-
-def _write_json(path: str, value: Any) -> None:
-  """Writes `value` as JSON atomically (a kill leaves no half file)."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path),
-                             prefix=f".{os.path.basename(path)}.")
-  with os.fdopen(fd, "w") as f:
-    json.dump(value, f, indent=2, default=str)
-  os.replace(tmp, path)
 
 
 def _recorded_scores(directory: str,
@@ -180,10 +170,11 @@ def score_frozen(model: EncoderDecoderModel, frozen: FrozenModel,
         task, model, loaded.mesh, loaded.param_shardings,
         batch_size=EVAL_BATCH_SIZE, feature_lengths=EVAL_LENGTHS,
         log_dir=output_dir, num_examples=num_examples)(loaded.params, 0)
-    _write_json(os.path.join(output_dir, METRICS_FILE), {
-        "step": 0, "split": "validation", "num_examples": num_examples,
-        "frozen": frozen.path, "frozen_sha256": frozen.sha256,
-        "results": results})
+    record = {"step": 0, "split": "validation", "num_examples": num_examples,
+              "frozen": frozen.path, "frozen_sha256": frozen.sha256,
+              "results": results}
+    run_dir.write_atomically(os.path.join(output_dir, METRICS_FILE),
+                             json.dumps(record, indent=2, default=str))
     scores[key] = float(results[task]["accuracy"])
   return scores
 

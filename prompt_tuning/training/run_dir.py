@@ -270,9 +270,16 @@ def record_config(model_dir: str, run_config: Optional[str],
   if (run_config is None or not distributed.is_primary() or
       (has_checkpoint and os.path.exists(path))):
     return
-  fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".config.gin.")
+  write_atomically(path, run_config)
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` through a synced temporary file renamed over
+  it: a kill leaves the old file or the new one, never a part."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                             prefix=f".{os.path.basename(path)}.")
   with os.fdopen(fd, "w") as f:
-    f.write(run_config)
+    f.write(text)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
