@@ -120,7 +120,7 @@ def find_or_build(cache_dir: str, shared_dir: str,
   if path:
     _say(f"Frozen model: built earlier, {path} (recipe {recipe[:12]}).")
   else:
-    _say(f"Building the frozen model into {build_dir}, once (about 14 "
+    _say(f"Building the frozen model into {build_dir}, once (about 20 "
          f"minutes on 2 idle cores), since {why}.")
     start = time.time()
     path = frozen_model.build(build_dir, config, shared_dir=shared_dir,
