@@ -40,6 +40,7 @@ def _check_png(path):
   assert np.std(pixels) > 0  # Not a blank canvas.
 
 
+@pytest.mark.slow
 def test_real_runs_write_csv_and_png(tmp_path):
   rows = ablation.run_ablation(
       model=tiny_model(), task_name=RTE, out_dir=str(tmp_path),

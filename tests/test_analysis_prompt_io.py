@@ -49,6 +49,7 @@ def _prompt_of(params):
       jax.device_get(params))["prompt/prompt"])
 
 
+@pytest.mark.slow
 def test_trained_prompt_round_trips_into_another_model(tmp_path, clean_gin):
   result = trainer.train(
       model=width4_model(), mixture_or_task_name=RTE,

@@ -34,6 +34,7 @@ def test_interleave_mixes_tasks_round_robin():
   np.testing.assert_array_equal(positions, [0, 0, 0, 1, 1, 2])
 
 
+@pytest.mark.slow
 def test_mixed_batches_equal_serving_each_task_alone(tmp_path):
   config = T5Config(vocab_size=32128, emb_dim=16, num_heads=2, head_dim=8,
                     mlp_dim=16, num_encoder_layers=1, num_decoder_layers=1)

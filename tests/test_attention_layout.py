@@ -24,6 +24,7 @@ def test_the_default_is_t5x_and_unknown_layouts_are_refused():
     T5Config(attention_layout="bhqd")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["prompt", "deep"])
 def test_head_major_gives_t5x_values_up_to_rounding(kind):
   reference = small_dropout_model(kind)
@@ -45,6 +46,7 @@ def test_head_major_gives_t5x_values_up_to_rounding(kind):
     np.testing.assert_allclose(scores_hm, scores, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_head_major_cached_decoding_matches_teacher_forcing():
   model = small_dropout_model("prompt", attention_layout="head_major")
   params = initial_params(model)

@@ -92,6 +92,7 @@ def _text(value):
   return postprocessors.as_text(value)
 
 
+@pytest.mark.slow
 def test_validation_sizes_match_the_official_release(validation):
   assert {b: len(v) for b, v in validation.items()} == VALIDATION_SIZES
   multirc = validation["multirc"]

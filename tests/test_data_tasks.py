@@ -94,6 +94,7 @@ def test_reimport_is_safe_and_keeps_names():
       seqio.MixtureRegistry.names())
 
 
+@pytest.mark.slow
 def test_import_from_another_directory_reads_no_data(tmp_path):
   env = dict(os.environ)
   env[locations.SUPER_GLUE_DIR_ENV] = str(tmp_path / "does_not_exist")

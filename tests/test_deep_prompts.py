@@ -129,6 +129,7 @@ def test_attention_rejects_half_a_prefix():
 # -------------------------------------------------------------------- model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reparameterize,decoder_prompt",
                          [(False, False), (True, False), (False, True),
                           (True, True)])
@@ -251,6 +252,7 @@ def test_mean_pool_ignores_padding():
                              [[1.0, 2.0], [0.0, 0.0]])
 
 
+@pytest.mark.slow
 def test_classification_head_forward_loss_and_gradient():
   model, boxed, params = make(num_classes=3)
   partitioning.check_logical_axes(boxed)
@@ -281,6 +283,7 @@ def test_classification_head_forward_loss_and_gradient():
 # --------------------------------------------------------------- gin, sizes
 
 
+@pytest.mark.slow
 def test_gin_config_builds_a_working_model():
   try:
     gin_utils.parse_gin(

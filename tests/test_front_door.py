@@ -195,6 +195,7 @@ def test_parse_bindings_reads_gin_config_text():
       "fn.p": "%A"}
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_and_reruns_a_killed_evaluation(
     tmp_path, monkeypatch, capsys):
   model_dir = tmp_path / "run"
@@ -242,6 +243,7 @@ def test_resume_refuses_other_settings_and_reruns_a_killed_evaluation(
   assert [r["step"] for r in run_dir.eval_records(str(model_dir))] == [4, 6]
 
 
+@pytest.mark.slow
 def test_divergence_guard_stops_before_checkpointing(tmp_path):
   model_dir = tmp_path / "run"
   with pytest.raises(trainer.DivergenceError, match="Training diverged by step"

@@ -99,6 +99,7 @@ def test_cut_removes_only_trailing_padding():
   assert "32x8: 1" in bucketer.log.summary("Training batches")
 
 
+@pytest.mark.slow
 def test_an_example_has_the_same_loss_scores_and_decode_in_every_bucket():
   model = _model()
   params = initial_params(model, lengths={"inputs": 64, "targets": 8})
@@ -139,6 +140,7 @@ def test_an_example_has_the_same_loss_scores_and_decode_in_every_bucket():
   assert set(alone.log.batches) == {(16, 8), (48, 8), (32, 8)}
 
 
+@pytest.mark.slow
 def test_one_compilation_per_bucket():
   model = _model()
   params = initial_params(model, lengths={"inputs": 64, "targets": 8})
@@ -196,6 +198,7 @@ def _train(tmp_path, name, buckets, caplog):
   return result, model_dir
 
 
+@pytest.mark.slow
 def test_training_evaluation_and_inference_agree_with_and_without_buckets(
     tmp_path, rte, caplog):
   fixed, fixed_dir = _train(tmp_path, "fixed", None, caplog)
@@ -294,6 +297,7 @@ def test_grouped_batches_hold_examples_of_one_bucket(rte):
   assert grouped_log.log.padding_share < plain.log.padding_share
 
 
+@pytest.mark.slow
 def test_grouping_needs_buckets(tmp_path, rte):
   with pytest.raises(errors.ConfigError, match="LENGTH_BUCKETS is None"):
     trainer.train(model=_model(), mixture_or_task_name=RTE,

@@ -69,6 +69,7 @@ def test_one_device_holds_every_parameter_from_init_shapes():
       math.prod(x.shape) for x in leaves)
 
 
+@pytest.mark.slow
 def test_shards_on_a_2x4_mesh_match_real_arrays():
   model = _model()
   boxed = model.init(jax.random.PRNGKey(0), 6, 3)["params"]

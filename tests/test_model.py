@@ -197,6 +197,7 @@ def test_beam_search_with_one_beam_is_greedy():
   np.testing.assert_allclose(greedy_scores, beam_scores)
 
 
+@pytest.mark.slow
 def test_beam_search_finds_at_least_the_greedy_likelihood():
   config = tiny_config()
   model, params = make_model(config, seed=4)

@@ -110,6 +110,7 @@ def _saved(model_dir: pathlib.Path, step: int):
   return tree, meta
 
 
+@pytest.mark.slow
 def test_two_processes_train_resume_and_match_one_process(tmp_path,
                                                           local_super_glue):
   multi, single = tmp_path / "two_processes", tmp_path / "one_process"

@@ -44,6 +44,7 @@ def test_check_logical_axes_names_the_offending_parameter():
     partitioning.check_logical_axes({"typo": bad["typo"]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape", [(2, 4), (8, 1)])
 def test_sharded_forward_matches_unsharded(mesh_shape):
   assert jax.device_count() == 8, "conftest sets 8 host devices"
@@ -79,6 +80,7 @@ def test_create_mesh_rejects_impossible_shapes():
     partitioning.create_mesh(mesh_shape=(2, 3))
 
 
+@pytest.mark.slow
 def test_dimensions_the_mesh_cannot_split_are_replicated():
   # 2 heads cannot be split 4 ways: they stay whole, the rest still shards.
   config = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=4,

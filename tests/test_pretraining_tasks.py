@@ -298,6 +298,7 @@ def test_a_bad_text_files_setting_fails_the_import(tmp_path, monkeypatch):
   importlib.reload(pretraining_registry)
 
 
+@pytest.mark.slow
 def test_pretrain_then_lm_adapt_from_its_t5x_checkpoint(tmp_path, text_tasks):
   pre, lm = tmp_path / "pre", tmp_path / "lm"
   assert train.main(_argv(

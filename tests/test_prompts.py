@@ -96,6 +96,7 @@ def test_prompt_parameter_path_and_logical_axes():
   partitioning.check_logical_axes(boxed_bank)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_prompt_length_zero_is_the_base_model(placement):
   model, params = prompt_model(prompt_length=0, placement=placement)
@@ -178,6 +179,7 @@ def test_mixed_prompt_batch_equals_each_example_alone(placement):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_beam_search_keeps_each_example_on_its_prompt():
   model, params = prompt_model(num_prompts=2, seed=3)
   batch = dict(make_batch(batch=2), prompt_index=jnp.array([1, 0], jnp.int32))

@@ -71,6 +71,7 @@ def test_check_split_catches_bad_patterns():
     freezing.check_split(params, "prompt/prompt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_prompts", [None, 2])
 def test_one_step_trains_only_the_prompt(num_prompts):
   model, params, batch = _setup(num_prompts)

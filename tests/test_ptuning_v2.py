@@ -80,6 +80,7 @@ def run(tmp_path_factory):
   mp.undo()
 
 
+@pytest.mark.slow
 def test_gin_run_trains_the_head_and_loss_decreases(run):
   model, _, result = run
   assert model.is_classifier
@@ -152,6 +153,7 @@ def test_head_class_ids_are_scored_by_the_task_metrics(run, tmp_path):
   assert results[CB]["macro_f1"] == pytest.approx(in_training["macro_f1"])
 
 
+@pytest.mark.slow
 def test_deep_prompt_file_round_trip_and_run_init(run, tmp_path):
   model, model_dir, result = run
   trained = param_tree.flatten_params(jax.device_get(result.state.params))
@@ -198,6 +200,7 @@ def test_deep_prompt_file_round_trip_and_run_init(run, tmp_path):
   assert flat["classifier/bias"].shape == (2,)  # Its own classes.
 
 
+@pytest.mark.slow
 def test_soft_and_deep_prompts_train_together():
   try:
     _parse(["models/t5_1_1_tiny.gin", "prompts/deep_and_soft_prompt.gin"],

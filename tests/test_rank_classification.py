@@ -130,6 +130,7 @@ def constant_class_metrics(gold: list[int], constant: int,
           "macro_f1": 100 * f1_constant / num_classes}
 
 
+@pytest.mark.slow
 def test_biased_model_picks_its_label(tiny):
   biased = biased_toward(tiny["params"], FAVOURED.values())
   results = tiny["run"](biased, step=0)
@@ -212,6 +213,7 @@ def test_rows_of_an_example_are_grouped_and_ties_go_to_the_first():
     rank_classification.expand_choices(("only",))
 
 
+@pytest.mark.slow
 def test_variant_selected_from_the_command_line(tmp_path, capsys):
   from prompt_tuning import evaluate  # pylint: disable=g-import-not-at-top
   from prompt_tuning import infer  # pylint: disable=g-import-not-at-top

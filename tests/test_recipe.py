@@ -20,6 +20,8 @@ from prompt_tuning.models import T5Config
 from prompt_tuning.recipes import frozen_model
 from prompt_tuning.recipes import steering
 
+pytestmark = pytest.mark.slow  # Every test shares one toy build (~20 s).
+
 CONFIG = T5Config(vocab_size=32128, emb_dim=8, num_heads=2, head_dim=4,
                   mlp_dim=8, num_encoder_layers=1, num_decoder_layers=1)
 # Two of the three stages (test_pretraining_tasks trains LM adaptation from

@@ -26,6 +26,7 @@ CASES = [("full", "prompt"), ("dots", "deep"), ("dots_all", "prompt")]
 assert {p for p, _ in CASES} | {"none"} == set(config_lib.REMAT_POLICIES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy, kind", CASES)
 def test_every_policy_gives_the_same_loss_gradients_and_decode(policy, kind):
   reference = small_dropout_model(kind)
@@ -55,6 +56,7 @@ def _residual_bytes(fn, *args) -> int:
   return total
 
 
+@pytest.mark.slow
 def test_remat_keeps_fewer_activations_for_the_prompt_gradient():
   config = T5Config(vocab_size=128, emb_dim=64, num_heads=2, head_dim=8,
                     mlp_dim=256, num_encoder_layers=4, num_decoder_layers=4,

@@ -165,6 +165,7 @@ def test_models_declare_what_they_train():
   assert both.trainable_patterns == ("prompt/prompt", "deep_prompt/.*")
 
 
+@pytest.mark.slow
 def test_deep_prompt_trains_from_its_gin_file_as_shipped(local_super_glue,
                                                          tmp_path, capsys):
   model_dir = tmp_path / "deep"

@@ -79,6 +79,7 @@ def _prompt_split(boxed):
   return freezing.compute_split(boxed, freezing.PROMPT_PATTERNS)
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_rte(tmp_path):
   result = trainer.train(
       model=random_prompt_model(dropout_rate=0.1), mixture_or_task_name=RTE,
@@ -136,6 +137,7 @@ def test_optimizer_step_zero_and_hugging_face_checkpoints_start_at_0():
   assert preflight._check_checkpoint_path(ckpt, "restored") is None  # pylint: disable=protected-access
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape", [(8, 1), (2, 4)])
 def test_train_step_on_meshes_matches_one_device(mesh_shape):
   model = random_prompt_model()
@@ -171,6 +173,7 @@ def test_train_step_on_meshes_matches_one_device(mesh_shape):
                              base_prompt["prompt"]["prompt"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   with pytest.raises(trainer.NonFiniteLossError, match="last good checkpoint "
                      "is step 2"):
@@ -209,6 +212,7 @@ def _saved_prompt(model_dir, step):
   return np.asarray(tree["trainable"]["prompt"]["prompt"]), tree
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_identically(tmp_path, local_data):
   # The three runs compile the same step: a shared persistent compilation
   # cache lets the later ones load it instead (results are unaffected).
@@ -249,6 +253,7 @@ def test_killed_run_resumes_bit_identically(tmp_path, local_data):
   assert meta["data_position"] == 8
 
 
+@pytest.mark.slow
 def test_evaluate_and_infer_write_their_outputs(tmp_path):
   ckpt = str(shared_path(*T5X_TINY))
   model = tiny_fixture_model()
@@ -305,6 +310,7 @@ def test_submission_lines_follow_the_leaderboard_format():
       {"idx": 1, "answers": [{"idx": 2, "label": 1}]}]}}]
 
 
+@pytest.mark.slow
 def test_restore_rejects_a_different_frozen_base(tmp_path):
   ckpt = str(shared_path(*T5X_TINY))
   trainer.train(model=tiny_fixture_model(), mixture_or_task_name=RTE,
