@@ -26,7 +26,7 @@ a T5X checkpoint `<cache_dir>/<stage>/checkpoint_<step>` (the trainer's
 checkpoint exists is skipped; one interrupted resumes from its own last
 checkpoint; the frozen copy is made atomically. A seed fixes the
 initialisation, the data order and the noise, so the same seed on the same
-software writes the same bytes.
+software and processor type writes the same bytes.
 
 `<cache_dir>/recipe.json` records the recipe's fingerprint (`fingerprint`: a
 sha256 over everything that defines the build: architecture, stages,
@@ -156,8 +156,10 @@ def register_tasks(shared_dir: str) -> None:
 
 def fingerprint(config: config_lib.T5Config, stages: Sequence[Stage],
                 seed: int) -> str:
-  """sha256 over what defines a build: equal fingerprints, same bytes (on the
-  same software). Mixtures' tasks and rates are read from the registry."""
+  """sha256 over what defines a build: equal fingerprints, the same model
+  (the same bytes on the same software and processor; XLA's CPU kernels
+  round differently on other processors). Mixtures' tasks and rates are read
+  from the registry."""
 
   def composition(name: str) -> Any:
     task = train_data.get_task(name)
