@@ -23,9 +23,10 @@ T5X_TINY = ("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
 
 
 def readme_commands() -> dict[str, tuple[dict[str, str], list[str]]]:
-  """{prompt: (environment, argv)} of the README's authors'-prompt lines."""
+  """{prompt: (environment, argv)} of the authors'-prompt lines in
+  docs/glue.md."""
   commands = {}
-  for line in (REPO_ROOT / "README.md").read_text().splitlines():
+  for line in (REPO_ROOT / "docs" / "glue.md").read_text().splitlines():
     if "prompt_tuning.evaluate" not in line or "PROMPT_FILE" not in line:
       continue
     words = shlex.split(line)
