@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's analyses on the recipe's frozen mini T5 (README, "The frozen
+# The paper's analyses on the recipe's frozen mini T5 (docs/frozen_model.md, "The frozen
 # model"): five SST-2 prompts (seeds 0-4) trained from the command line, their
 # majority-vote ensemble, the nearest vocabulary neighbours of one prompt,
 # two tasks served with two prompts in one batch, and the prompt length x

@@ -43,12 +43,8 @@ from prompt_tuning.checkpoints import validation
 Params = param_tree.Params
 
 CHECKPOINT_FILE = "checkpoint"
-_CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
-
-
-def checkpoint_name(step: int) -> str:
-  """T5X's folder name of a step's checkpoint, `checkpoint_<step>`."""
-  return f"checkpoint_{int(step)}"
+_CHECKPOINT_PREFIX = "checkpoint_"
+_CHECKPOINT_DIR = re.compile(rf"^{_CHECKPOINT_PREFIX}(\d+)$")
 _TENSORSTORE_DRIVERS = ("zarr", "zarr3", "n5")
 _LOCAL_KVSTORES = ("file", "gfile")
 FORMAT_VERSION = 3
@@ -77,6 +73,11 @@ class T5XCheckpoint:
   param_states: Params | None
   path: pathlib.Path
   version: int | None
+
+
+def checkpoint_name(step: int) -> str:
+  """T5X's folder name of a step's checkpoint, `checkpoint_<step>`."""
+  return f"{_CHECKPOINT_PREFIX}{int(step)}"
 
 
 def checkpoint_steps(
