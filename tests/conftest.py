@@ -17,27 +17,20 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from prompt_tuning.data import locations  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTDATA = pathlib.Path(__file__).resolve().parent / "testdata"
 
 
 def shared_dir() -> pathlib.Path:
   """Returns the shared test-file directory, failing loudly if absent."""
-  path = pathlib.Path(
-      os.environ.get("PROMPT_TUNING_SHARED", REPO_ROOT.parent / "shared"))
-  if not path.is_dir():
-    raise FileNotFoundError(
-        f"Shared test files not found at {path}. Put the project's shared/ "
-        "folder beside the repository root or set PROMPT_TUNING_SHARED.")
-  return path
+  return locations.shared_dir()
 
 
 def shared_path(*parts: str) -> pathlib.Path:
   """Returns `shared_dir()/parts...`, failing loudly if it does not exist."""
-  path = shared_dir().joinpath(*parts)
-  if not path.exists():
-    raise FileNotFoundError(f"Expected shared test file {path} is missing.")
-  return path
+  return locations.shared_path(*parts)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ Shell example:
 
 import dataclasses
 import os
+import pathlib
 from typing import Callable, Mapping, Optional, Union
 
 import gin
@@ -25,6 +26,44 @@ import gin
 SUPER_GLUE_DIR_ENV = "PROMPT_TUNING_SUPER_GLUE_DIR"
 GLUE_DIR_ENV = "PROMPT_TUNING_GLUE_DIR"
 TFDS_DATA_DIR_ENV = "PROMPT_TUNING_TFDS_DATA_DIR"
+SHARED_DIR_ENV = "PROMPT_TUNING_SHARED"
+
+# The project's `shared/` folder (real data, the T5 vocabulary, the frozen
+# model, fixtures) sits beside the repository root unless SHARED_DIR_ENV says
+# otherwise; inside it, the T5 vocabulary is at VOCAB_IN_SHARED.
+DEFAULT_SHARED_DIR = pathlib.Path(__file__).resolve().parents[2].parent / (
+    "shared")
+VOCAB_IN_SHARED = ("models", "t5_vocab", "spiece.model")
+
+
+def shared_dir(path: Optional[str] = None) -> pathlib.Path:
+  """The `shared/` folder: `path`, else $PROMPT_TUNING_SHARED, else the
+  default beside the repository root.
+
+  Raises:
+    FileNotFoundError: naming the folder and how to point elsewhere.
+  """
+  found = pathlib.Path(path or os.environ.get(SHARED_DIR_ENV) or
+                       DEFAULT_SHARED_DIR).expanduser().resolve()
+  if not found.is_dir():
+    raise FileNotFoundError(
+        f"The project's shared/ folder is not at {found}. Put it beside the "
+        f"repository root, set {SHARED_DIR_ENV}=DIR or pass its path.")
+  return found
+
+
+def shared_path(*parts: str, root: Optional[str] = None) -> pathlib.Path:
+  """`shared_dir(root)/parts...`, which must exist.
+
+  Raises:
+    FileNotFoundError: naming the missing file.
+  """
+  path = shared_dir(root).joinpath(*parts)
+  if not path.exists():
+    raise FileNotFoundError(
+        f"{path} does not exist in the project's shared/ folder; set "
+        f"{SHARED_DIR_ENV}=DIR if yours is elsewhere.")
+  return path
 
 
 @dataclasses.dataclass(frozen=True)
