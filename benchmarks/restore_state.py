@@ -133,8 +133,8 @@ def write_random_t5x_checkpoint(model_dir: str | os.PathLike[str],
     step: the step recorded in `optimizer/state/step`.
 
   Returns:
-    The `checkpoint_<step>` directory; `t5x.load_t5x_checkpoint` and
-    `sharded.open_checkpoint` read it, with the shapes of
+    The `checkpoint_<step>` directory; `sharded.open_checkpoint` reads
+    it, with the shapes of
     `param_tree.t5_param_shapes(t5_1_1_config(config_name))`.
   """
   config = t5_1_1_config(config_name)

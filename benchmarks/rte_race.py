@@ -45,11 +45,6 @@ SHAPE = dict(vocab_size=32128, emb_dim=512, num_heads=6, head_dim=64,
              mlp_dim=1024, num_encoder_layers=8, num_decoder_layers=8)
 
 
-def _shared() -> pathlib.Path:
-  return pathlib.Path(os.environ.get("PROMPT_TUNING_SHARED",
-                                     REPO.parent / "shared")).resolve()
-
-
 def _parse_buckets(text: str) -> tuple[Any, bool]:
   """'none' | 'N' | 'N+group' -> (LENGTH_BUCKETS, GROUP_BY_LENGTH)."""
   text = text.lower()
@@ -61,17 +56,20 @@ def _parse_buckets(text: str) -> tuple[Any, bool]:
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
   """Our side, in this (fresh) process; returns phase times and results."""
   started = time.time()
-  shared = _shared()
-  os.environ.setdefault("PROMPT_TUNING_SUPER_GLUE_DIR",
-                        str(shared / "data" / "super_glue"))
-  os.environ.setdefault("PROMPT_TUNING_VOCAB",
-                        str(shared / "models" / "t5_vocab" / "spiece.model"))
   # pylint: disable=g-import-not-at-top
+  from prompt_tuning.data import locations
+  from prompt_tuning.data import vocab
+  shared = locations.shared_dir()
+  os.environ.setdefault(locations.SUPER_GLUE_DIR_ENV,
+                        str(shared / "data" / "super_glue"))
+  os.environ.setdefault(vocab.VOCAB_ENV,
+                        str(locations.shared_path(*locations.VOCAB_IN_SHARED)))
   from prompt_tuning import partitioning
   from prompt_tuning.models import config as t5_config
   from prompt_tuning.models.model import EncoderDecoderModel
   from prompt_tuning.prompts.models import PromptTransformer
   from prompt_tuning.training import evaluation
+  from prompt_tuning.training import run_settings
   from prompt_tuning.training import trainer
   # pylint: enable=g-import-not-at-top
   imported = time.time()
@@ -85,11 +83,13 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
   buckets, group = _parse_buckets(args.buckets)
   with tempfile.TemporaryDirectory() as model_dir:
     result = trainer.train(
-        model=model, mixture_or_task_name=RTE, task_feature_lengths=lengths,
-        train_steps=args.steps, batch_size=args.batch_size,
-        model_dir=model_dir, seed=args.seed, log_period=1,
-        checkpoint_period=args.steps, length_buckets=buckets,
-        group_by_length=group, progress=False)
+        model=model, train_dataset_cfg=run_settings.DatasetConfig(
+            RTE, lengths, "train", args.batch_size, length_buckets=buckets,
+            group_by_length=group),
+        train_steps=args.steps, model_dir=model_dir, seed=args.seed,
+        log_period=1,
+        checkpoint_cfg=run_settings.CheckpointConfig(period=args.steps),
+        progress=False)
     trained = time.time()
     mesh = result.checks.mesh
     shardings = partitioning.param_shardings(result.checks.boxed_params, mesh)

@@ -35,7 +35,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
+from typing import Callable, Iterator, NoReturn, Optional, Sequence
 
 from absl import flags
 
@@ -68,6 +68,27 @@ def define_gin_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_bool(
       "verbose", False, "Show TensorFlow's start-up logs and full tracebacks "
       f"(also: {VERBOSE_ENV}=1).", flag_values=flag_values)
+
+
+def define_decoding_flags(flag_values: flags.FlagValues) -> None:
+  """Defines the flags of the tools that decode a task split with a frozen
+  model (scripts/ensemble_prompts.py, serve_mixture.py)."""
+  flags.DEFINE_string("checkpoint", None, "The frozen pretrained model (T5X "
+                      "or Hugging Face directory).", flag_values=flag_values)
+  flags.mark_flag_as_required("checkpoint", flag_values=flag_values)
+  flags.DEFINE_string("split", "validation", "Split to decode.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("batch_size", 32, "Examples per batch.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("inputs_length", 512, "Encoder tokens, without the "
+                       "prompt.", lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("targets_length", 8, "Decoder tokens.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_examples", None, "Decode the first N examples "
+                       "only (default all).", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_partitions", 1, "Size of the mesh's model axis.",
+                       lower_bound=1, flag_values=flag_values)
 
 
 def define_distributed_flags(flag_values: flags.FlagValues) -> None:
@@ -278,42 +299,3 @@ def new_flags() -> flags.FlagValues:
   flag_values = flags.FlagValues()
   define_gin_flags(flag_values)
   return flag_values
-
-
-def parse_gin_command(argv: Sequence[str], doc: str,
-                      flag_values: Optional[flags.FlagValues] = None,
-                      read_directly: Sequence[str] = (),
-                      before_gin: Optional[
-                          Callable[[flags.FlagValues], Any]] = None
-                      ) -> flags.FlagValues:
-  """Flags, quiet start-up, then the gin files and bindings, checked.
-
-  Args:
-    argv: the command line without the program name.
-    doc: the command's help text.
-    flag_values: the command's flags (default: `new_flags()`).
-    read_directly: macros the command queries itself (not via `%NAME`).
-    before_gin: called with the parsed flags after the quiet start-up and
-      before the gin files are read (e.g. `initialize_distributed`).
-
-  Returns:
-    The parsed flags; gin is parsed and finalized.
-
-  Raises:
-    UsageError / gin_utils.GinConfigError: for a bad command line, a gin
-      file not found, a malformed binding, an unset required macro or a
-      command-line macro nothing reads.
-  """
-  args = parse_flags(argv, flag_values or new_flags(), doc)
-  if not args.gin_file:
-    raise UsageError("Give at least one --gin_file, e.g. "
-                     "--gin_file=models/t5_1_1_base.gin; see --help.")
-  quiet_startup(is_verbose(args))
-  show_project_logs()
-  if before_gin is not None:
-    before_gin(args)
-  from prompt_tuning import gin_utils  # pylint: disable=g-import-not-at-top
-  gin_utils.parse_gin(args.gin_file, args.gin_bindings,
-                      search_paths(args.gin_search_paths))
-  gin_utils.check_bindings_used(args.gin_bindings, read_directly)
-  return args

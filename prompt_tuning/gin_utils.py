@@ -1,6 +1,6 @@
 """Gin command-line handling shared by the entry points (T5X idioms).
 
-Entry points take `--gin_file=FILE` (repeatable), `--gin.NAME=VALUE` or
+Entry points and scripts take `--gin_file=FILE` (repeatable), `--gin.NAME=VALUE` or
 `--gin_bindings='NAME = VALUE'` (repeatable, e.g.
 `--gin.MODEL_DIR="'/tmp/run'"`) and `--gin_search_paths=DIR[,DIR]`. The
 installed `configs/` directory is always on the search path, so
@@ -18,8 +18,9 @@ import difflib
 import logging
 import os
 import pathlib
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
+from absl import flags
 import gin
 from gin import config as gin_config
 
@@ -32,44 +33,6 @@ CONFIGS_DIR = pathlib.Path(prompt_tuning.configs.__file__).resolve().parent
 
 class GinConfigError(errors.ConfigError):
   """A gin file or binding could not be parsed or applied."""
-
-
-def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str],
-                                                 list[str], list[str]]:
-  """Separates gin flags from the rest.
-
-  Returns:
-    (gin files, gin bindings, extra search paths, remaining args).
-  """
-  files, bindings, search, rest = [], [], [], []
-  try:
-    args = cli.rewrite_gin_args(argv)  # --gin.NAME=V -> --gin_bindings=...
-  except cli.UsageError as e:
-    raise GinConfigError(str(e)) from e
-  i = 0
-  while i < len(args):
-    arg = args[i]
-    value = None
-    for flag, dest in (("--gin_file", files), ("--gin_search_paths", search),
-                       ("--gin_search_path", search),
-                       ("--gin_bindings", bindings)):
-      if arg == flag or arg.startswith(flag + "="):
-        if "=" in arg:
-          value = arg.split("=", 1)[1]
-        elif i + 1 < len(args):
-          i += 1
-          value = args[i]
-        else:
-          raise GinConfigError(f"{flag} needs a value, e.g. {flag}=FILE.")
-        if dest is search:
-          dest.extend(p for p in value.split(",") if p)
-        else:
-          dest.append(value)
-        break
-    else:
-      rest.append(arg)
-    i += 1
-  return files, bindings, search, rest
 
 
 class _DropPathNotFound(logging.Filter):
@@ -94,6 +57,10 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str],
               search_paths: Sequence[str] = ()) -> None:
   """Parses gin files then bindings, with the packaged configs searchable;
   every `%gin.REQUIRED` macro must be set (`check_required_macros`)."""
+  # Registers the library functions bound by name (data locations, the
+  # vocabulary, mixing); imported here, after the entry point's quiet
+  # start-up, because it imports the data pipeline (TensorFlow).
+  import prompt_tuning.gin_configurables  # pylint: disable=g-import-not-at-top,unused-import
   for path in [str(CONFIGS_DIR), *search_paths, os.getcwd()]:
     gin.add_config_file_search_path(path)
   for f in files:
@@ -181,3 +148,59 @@ def check_required_macros() -> None:
         "Required setting(s) not given: " + ", ".join(missing) + ". Add "
         + " ".join(f"--gin.{m}=..." for m in missing) +
         " (strings in quotes, e.g. --gin.MODEL_DIR=\"'/tmp/run'\").")
+
+
+def parse_gin_command(argv: Sequence[str], doc: str,
+                      flag_values: Optional[flags.FlagValues] = None,
+                      read_directly: Sequence[str] = (),
+                      before_gin: Optional[
+                          Callable[[flags.FlagValues], Any]] = None,
+                      gin_required: bool = True) -> flags.FlagValues:
+  """Flags, quiet start-up, then the gin files and bindings, checked.
+
+  Args:
+    argv: the command line without the program name.
+    doc: the command's help text.
+    flag_values: the command's flags (default: `cli.new_flags()`).
+    read_directly: macros the command queries itself (not via `%NAME`).
+    before_gin: called with the parsed flags after the quiet start-up and
+      before the gin files are read (e.g. `cli.initialize_distributed`).
+    gin_required: False for a tool whose gin files are optional (no gin
+      is parsed when none is given).
+
+  Returns:
+    The parsed flags; gin is parsed and finalized.
+
+  Raises:
+    cli.UsageError / GinConfigError: for a bad command line, a gin file not
+      found, a malformed binding, an unset required macro or a command-line
+      macro nothing reads.
+  """
+  args = cli.parse_flags(argv, flag_values or cli.new_flags(), doc)
+  if gin_required and not args.gin_file:
+    raise cli.UsageError("Give at least one --gin_file, e.g. "
+                         "--gin_file=models/t5_1_1_base.gin; see --help.")
+  cli.quiet_startup(cli.is_verbose(args))
+  cli.show_project_logs()
+  if before_gin is not None:
+    before_gin(args)
+  if args.gin_file or args.gin_bindings:
+    parse_gin(args.gin_file, args.gin_bindings,
+              cli.search_paths(args.gin_search_paths))
+    check_bindings_used(args.gin_bindings, read_directly)
+  return args
+
+
+def configured_model() -> Any:
+  """The `EncoderDecoderModel` the parsed gin files bind to `MODEL` (the one
+  `%MODEL` names in the run configs).
+
+  Raises:
+    GinConfigError: if no gin file binds MODEL (no model file given).
+  """
+  model = query_macro("MODEL")
+  if model is None:
+    raise GinConfigError(
+        "No model configured: pass a model gin file first, e.g. "
+        "--gin_file=models/t5_1_1_base.gin --gin_file=prompts/prompt.gin.")
+  return model.scoped_configurable_fn()

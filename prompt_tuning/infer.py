@@ -17,6 +17,7 @@ import os
 from typing import Any, Mapping, Optional, Sequence
 
 from prompt_tuning import cli
+from prompt_tuning import gin_utils
 
 
 def infer(*, model: Any, mixture_or_task_name: str,
@@ -102,7 +103,7 @@ def infer(*, model: Any, mixture_or_task_name: str,
 
 def main(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (without the program name)."""
-  args = cli.parse_gin_command(argv, __doc__)
+  args = gin_utils.parse_gin_command(argv, __doc__)
   # pylint: disable=g-import-not-at-top  (gin registered this module's
   # `infer` under its import name, not `__main__`)
   import gin

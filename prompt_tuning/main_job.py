@@ -16,16 +16,18 @@ Every step is the library's (`prompt_tuning.training.trainer.train`,
 are in the README.
 """
 
-import argparse
 import logging
 import os
 from typing import Sequence
 
+from absl import flags
 import gin
 
 from prompt_tuning import cli
 from prompt_tuning import gin_utils
 from prompt_tuning.models import config as config_lib
+
+_DEFAULT_CACHE_DIR = "~/.cache/prompt_tuning"
 
 
 def model_config(gin_file: str) -> config_lib.T5Config:
@@ -37,43 +39,45 @@ def model_config(gin_file: str) -> config_lib.T5Config:
   return config
 
 
+def _flags() -> flags.FlagValues:
+  flag_values = flags.FlagValues()
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string("cache_dir", _DEFAULT_CACHE_DIR, "Where the frozen "
+                      "model is built once and reused.", **define)
+  flags.DEFINE_string("shared_dir", None, "The project's shared/ folder "
+                      f"(default $PROMPT_TUNING_SHARED, else beside the "
+                      "repository root).", **define)
+  flags.DEFINE_string("work_dir", None, "Prompt runs and evaluations "
+                      "(default --cache_dir).", **define)
+  flags.DEFINE_integer("seed", 0, "Seed of the build and the prompt run.",
+                       **define)
+  flags.DEFINE_bool("build", False, "Build the frozen model here (once) even "
+                    "if shared/ ships the current recipe's.", **define)
+  flags.DEFINE_bool("build_only", False, "Find or build the frozen model, "
+                    "then stop.", **define)
+  flags.DEFINE_bool("verbose", False, "Full tracebacks.", **define)
+  return flag_values
+
+
 def main(argv: Sequence[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-      "--cache_dir", default=os.path.expanduser("~/.cache/prompt_tuning"),
-      help="where the frozen model is built once and reused")
-  parser.add_argument(
-      "--shared_dir", default=os.environ.get("PROMPT_TUNING_SHARED",
-                                             "../shared"),
-      help="the project's shared/ folder (data/ and models/t5_vocab)")
-  parser.add_argument("--work_dir", default=None,
-                      help="prompt runs and evaluations (default cache_dir)")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--build", action="store_true",
-                      help="build the frozen model here (once) even if "
-                      "shared/ ships the current recipe's")
-  parser.add_argument("--build_only", action="store_true",
-                      help="find or build the frozen model, then stop")
-  args = parser.parse_args(argv)
-  shared = os.path.abspath(args.shared_dir)
-  needed = [os.path.join(shared, "data", "glue", "SST-2", "train.tsv"),
-            os.path.join(shared, "models", "t5_vocab", "spiece.model")]
-  missing = [path for path in needed if not os.path.isfile(path)]
-  if missing:
-    raise FileNotFoundError(
-        f"{missing[0]} does not exist: the main job reads the project's "
-        f"shared/ folder ({shared}); pass --shared_dir=DIR or set "
-        "PROMPT_TUNING_SHARED.")
+  args = cli.parse_flags(argv, _flags(), __doc__)
   cli.quiet_startup()
   cli.show_project_logs(level=logging.WARNING)
-  # pylint: disable-next=g-import-not-at-top  (after the start-up logs)
+  # pylint: disable=g-import-not-at-top  (after the start-up logs are quiet)
+  from prompt_tuning.data import locations
+  from prompt_tuning.data import vocab
   from prompt_tuning.recipes import frozen_model, steering
+  # pylint: enable=g-import-not-at-top
+  shared = str(locations.shared_dir(args.shared_dir))
+  for parts in (("data", "glue", "SST-2", "train.tsv"),
+                locations.VOCAB_IN_SHARED):
+    locations.shared_path(*parts, root=shared)
   config = model_config(frozen_model.MODEL_GIN)
   cache_dir = os.path.abspath(os.path.expanduser(args.cache_dir))
-  os.environ.setdefault("PROMPT_TUNING_GLUE_DIR",
+  os.environ.setdefault(locations.GLUE_DIR_ENV,
                         os.path.join(shared, "data", "glue"))
-  os.environ.setdefault("PROMPT_TUNING_VOCAB", os.path.join(
-      shared, "models", "t5_vocab", "spiece.model"))
+  os.environ.setdefault(vocab.VOCAB_ENV,
+                        os.path.join(shared, *locations.VOCAB_IN_SHARED))
   if args.build_only:
     frozen = steering.find_or_build(cache_dir, shared, config,
                                     seed=args.seed, force_build=args.build)

@@ -24,14 +24,13 @@ from prompt_tuning import errors
 
 cli.quiet_startup(cli.is_verbose())
 # pylint: disable=g-import-not-at-top,wrong-import-position  (quiet first)
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import checkpoints
 from prompt_tuning import gin_utils
 from prompt_tuning.checkpoints import pretrained
+from prompt_tuning.checkpoints import sharded
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
@@ -115,9 +114,9 @@ def _flags() -> flags.FlagValues:
 
 def main(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (without the program name)."""
-  args = cli.parse_gin_command(argv, __doc__, _flags(),
-                               read_directly=("MODEL",
-                                              "INITIAL_CHECKPOINT_PATH"))
+  args = gin_utils.parse_gin_command(
+      argv, __doc__, _flags(),
+      read_directly=("MODEL", "INITIAL_CHECKPOINT_PATH"))
   if not args.input:
     raise cli.UsageError("Give at least one --input=TEXT.")
   checkpoint_path = gin_utils.query_macro("INITIAL_CHECKPOINT_PATH")
@@ -127,14 +126,13 @@ def main(argv: Sequence[str]) -> int:
   if args.vocab is not None and not os.path.exists(args.vocab):
     raise cli.UsageError(f"--vocab {args.vocab} does not exist; pass the T5 "
                          "spiece.model (or a model directory holding one).")
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_model()
   pretrained.detect_checkpoint_format(checkpoint_path)  # Fails fast.
   vocab = vocab_lib.get_vocabulary(args.vocab)
   if args.validate_only:
     print("Configuration valid; nothing loaded.")
     return 0
-  params = checkpoints.load_pretrained_params(checkpoint_path,
-                                              model.param_shapes())
+  params = sharded.read_params(checkpoint_path, model.param_shapes())
   params = jax.tree_util.tree_map(jnp.asarray, params)
   choices = list(args.choices)
   for result in predict(model, params, vocab, args.input, choices,

@@ -33,14 +33,15 @@ one directory all processes see.
 from typing import Sequence
 
 from prompt_tuning import cli
+from prompt_tuning import gin_utils
 
 
 def main(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (without the program name)."""
   flag_values = cli.new_flags()
   cli.define_distributed_flags(flag_values)
-  args = cli.parse_gin_command(argv, __doc__, flag_values,
-                               before_gin=cli.initialize_distributed)
+  args = gin_utils.parse_gin_command(argv, __doc__, flag_values,
+                                     before_gin=cli.initialize_distributed)
   # pylint: disable=g-import-not-at-top  (after the start-up logs are quiet)
   import gin
   import jax

@@ -12,32 +12,45 @@ All N prompts are decoded in one pass per batch through a prompt bank
 (`batch_size * N` rows). Prints and writes the paper's Table 3 layout.
 """
 
-import argparse
 import json
-import sys
 from typing import Sequence
 
+from absl import flags
+
+from prompt_tuning import cli
 from prompt_tuning import gin_utils
+
+cli.quiet_startup(cli.is_verbose())
+# pylint: disable=g-import-not-at-top,wrong-import-position  (quiet first)
 from prompt_tuning import partitioning
+import prompt_tuning.tasks  # pylint: disable=unused-import  (registers)
 from prompt_tuning.analysis import bank
 from prompt_tuning.analysis import ensemble
-from prompt_tuning.analysis import gin_model
 from prompt_tuning.analysis import prompt_io
 
 
-def main(argv: Sequence[str]) -> int:
-  files, bindings, search, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  gin_model.add_decoding_flags(parser)
-  parser.add_argument("--task", required=True)
-  parser.add_argument("--prompts", required=True, help="comma-separated")
-  parser.add_argument("--output", default=None, help="markdown file")
-  parser.add_argument("--json", default=None, help="per-example answers")
-  args = parser.parse_args(rest)
+def _flags() -> flags.FlagValues:
+  flag_values = cli.new_flags()
+  cli.define_decoding_flags(flag_values)
+  flags.DEFINE_string("task", None, "The SeqIO task to decode.",
+                      flag_values=flag_values)
+  flags.DEFINE_list("prompts", None, "Comma-separated .npy files or run "
+                    "MODEL_DIRs.", flag_values=flag_values)
+  flags.DEFINE_string("output", None, "Markdown file for the table.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("json", None, "JSON file for per-example answers.",
+                      flag_values=flag_values)
+  for name in ("task", "prompts"):
+    flags.mark_flag_as_required(name, flag_values=flag_values)
+  return flag_values
 
-  model = gin_model.model_from_gin(files, bindings, search)
-  prompts = [prompt_io.resolve_prompt(p) for p in args.prompts.split(",")]
-  for spec, prompt in zip(args.prompts.split(","), prompts):
+
+def main(argv: Sequence[str]) -> int:
+  args = gin_utils.parse_gin_command(argv, __doc__, _flags(),
+                                     read_directly=("MODEL",))
+  model = gin_utils.configured_model()
+  prompts = [prompt_io.resolve_prompt(p) for p in args.prompts]
+  for spec, prompt in zip(args.prompts, prompts):
     prompt_io.check_portable(prompt, model.module.config.emb_dim, source=spec)
   base = bank.load_base_params(model, args.checkpoint)
   result = ensemble.evaluate_ensemble(
@@ -59,4 +72,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

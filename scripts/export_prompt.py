@@ -9,21 +9,38 @@ a deep prompt: `[layers, 2, length, heads*head_dim]`) and prints the gin
 flags that start a new run from it (prompts/from_file.gin).
 """
 
-import argparse
-import sys
 from typing import Sequence
 
+from absl import flags
+
+from prompt_tuning import cli
 from prompt_tuning.analysis import prompt_io
+from prompt_tuning.checkpoints import run_checkpoints
+
+
+def _flags() -> flags.FlagValues:
+  flag_values = flags.FlagValues()
+  flags.DEFINE_string("model_dir", None, "The training run's MODEL_DIR.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("output", None, "The .npy file to write.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default the latest).",
+                       lower_bound=0, flag_values=flag_values)
+  flags.DEFINE_enum("subdir", run_checkpoints.CHECKPOINTS,
+                    [run_checkpoints.CHECKPOINTS, run_checkpoints.BEST],
+                    "Which checkpoints of the run.", flag_values=flag_values)
+  flags.DEFINE_string("param", None, "The parameter to export, e.g. "
+                      "deep_prompt/encoder/prefix (default the soft prompt).",
+                      flag_values=flag_values)
+  flags.DEFINE_bool("verbose", False, "Full tracebacks.",
+                    flag_values=flag_values)
+  for name in ("model_dir", "output"):
+    flags.mark_flag_as_required(name, flag_values=flag_values)
+  return flag_values
 
 
 def main(argv: Sequence[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model_dir", required=True)
-  parser.add_argument("--output", required=True)
-  parser.add_argument("--step", type=int, default=None)
-  parser.add_argument("--subdir", default="checkpoints")
-  parser.add_argument("--param", default=None)
-  args = parser.parse_args(argv)
+  args = cli.parse_flags(argv, _flags(), __doc__)
   prompt, name, step = prompt_io.export_prompt(args.model_dir, args.step,
                                                args.param, args.subdir)
   path = prompt_io.save_prompt(args.output, prompt)
@@ -35,4 +52,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

@@ -11,28 +11,44 @@ model's (`--embed_dim`, or the width of the gin-configured model); a
 mismatch is an error. Prints the gin flags for prompts/from_file.gin.
 """
 
-import argparse
-import sys
 from typing import Sequence
 
+from absl import flags
+
+from prompt_tuning import cli
 from prompt_tuning import gin_utils
-from prompt_tuning.analysis import gin_model
 from prompt_tuning.analysis import prompt_io
 
 
+def _flags() -> flags.FlagValues:
+  flag_values = cli.new_flags()
+  flags.DEFINE_string("prompt", None, "A .npy prompt file or a training "
+                      "run's MODEL_DIR.", flag_values=flag_values)
+  flags.DEFINE_string("output", None, "The float32 .npy file to write.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("embed_dim", None, "The model's embedding width "
+                       "(default: the gin-configured model's).",
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("step", None, "The run's checkpoint step (default "
+                       "the latest).", lower_bound=0, flag_values=flag_values)
+  for name in ("prompt", "output"):
+    flags.mark_flag_as_required(name, flag_values=flag_values)
+  return flag_values
+
+
 def main(argv: Sequence[str]) -> int:
-  files, bindings, search, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--prompt", required=True)
-  parser.add_argument("--output", required=True)
-  parser.add_argument("--embed_dim", type=int, default=None)
-  parser.add_argument("--step", type=int, default=None)
-  args = parser.parse_args(rest)
-  if args.embed_dim is None:
-    model = gin_model.model_from_gin(files, bindings, search)
-    args.embed_dim = model.module.config.emb_dim
+  args = gin_utils.parse_gin_command(argv, __doc__, _flags(),
+                                     read_directly=("MODEL",),
+                                     gin_required=False)
+  embed_dim = args.embed_dim
+  if embed_dim is None:
+    if not args.gin_file:
+      raise cli.UsageError("Give --embed_dim=N or the model's gin files "
+                           "(--gin_file=models/t5_1_1_base.gin "
+                           "--gin_file=prompts/prompt.gin).")
+    embed_dim = gin_utils.configured_model().module.config.emb_dim
   prompt = prompt_io.resolve_prompt(args.prompt, args.step)
-  prompt_io.check_portable(prompt, args.embed_dim, source=args.prompt)
+  prompt_io.check_portable(prompt, embed_dim, source=args.prompt)
   path = prompt_io.save_prompt(args.output, prompt)
   print(f"Wrote {list(prompt.shape)} float32 to {path}. Train or evaluate "
         "with: " + " ".join(prompt_io.from_file_flags(path, prompt)))
@@ -40,4 +56,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

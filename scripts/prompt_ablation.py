@@ -15,55 +15,79 @@ evaluates it at the end, and writes `<out_dir>/results.csv` and
 `--plot_only` it only redraws the PNG from the CSV.
 """
 
-import argparse
 import os
-import sys
 from typing import Sequence
 
+from absl import flags
+
+from prompt_tuning import cli
 from prompt_tuning import gin_utils
+
+cli.quiet_startup(cli.is_verbose())
+# pylint: disable=g-import-not-at-top,wrong-import-position  (quiet first)
 from prompt_tuning.analysis import ablation
-from prompt_tuning.analysis import gin_model
 from prompt_tuning.training import optimizers
 
 
-def _ints(text: str) -> list[int]:
-  return [int(x) for x in text.split(",") if x]
+def _flags() -> flags.FlagValues:
+  flag_values = cli.new_flags()
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string("out_dir", None, "Runs, results.csv and ablation.png.",
+                      **define)
+  flags.mark_flag_as_required("out_dir", **define)
+  flags.DEFINE_bool("plot_only", False, "Only redraw the PNG from the CSV.",
+                    **define)
+  flags.DEFINE_string("task", None, "The SeqIO task (unless --plot_only).",
+                      **define)
+  flags.DEFINE_string("checkpoint", None, "The frozen pretrained model.",
+                      **define)
+  flags.DEFINE_list("lengths", [str(n) for n in ablation.PAPER_LENGTHS],
+                    "Prompt lengths.", **define)
+  flags.DEFINE_list("initializers", list(ablation.INITIALIZERS),
+                    "Prompt initialisers.", **define)
+  flags.DEFINE_integer("train_steps", 30000, "Steps per run.", lower_bound=1,
+                       **define)
+  flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1,
+                       **define)
+  flags.DEFINE_integer("inputs_length", 512, "Encoder tokens.", lower_bound=1,
+                       **define)
+  flags.DEFINE_integer("targets_length", 8, "Decoder tokens.", lower_bound=1,
+                       **define)
+  flags.DEFINE_float("learning_rate", 0.3, "Adafactor's learning rate.",
+                     **define)
+  flags.DEFINE_integer("eval_num_examples", None, "Evaluate on the first N "
+                       "examples only.", lower_bound=1, **define)
+  flags.DEFINE_integer("seed", 0, "Seed of every run.", **define)
+  return flag_values
 
 
 def main(argv: Sequence[str]) -> int:
-  files, bindings, search, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out_dir", required=True)
-  parser.add_argument("--plot_only", action="store_true")
-  parser.add_argument("--task")
-  parser.add_argument("--checkpoint", default=None)
-  parser.add_argument("--lengths", type=_ints,
-                      default=list(ablation.PAPER_LENGTHS))
-  parser.add_argument("--initializers",
-                      default=",".join(ablation.INITIALIZERS))
-  parser.add_argument("--train_steps", type=int, default=30000)
-  parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--inputs_length", type=int, default=512)
-  parser.add_argument("--targets_length", type=int, default=8)
-  parser.add_argument("--learning_rate", type=float, default=0.3)
-  parser.add_argument("--eval_num_examples", type=int, default=None)
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args(rest)
-
+  args = gin_utils.parse_gin_command(argv, __doc__, _flags(),
+                                     read_directly=("MODEL",),
+                                     gin_required=False)
   csv_path = os.path.join(args.out_dir, "results.csv")
   if args.plot_only:
     rows = ablation.read_csv(csv_path)
   else:
     if not args.task:
-      raise SystemExit("--task is required unless --plot_only.")
-    model = gin_model.model_from_gin(files, bindings, search)
+      raise cli.UsageError("--task is required unless --plot_only.")
+    if not args.gin_file:
+      raise cli.UsageError("Give the model's gin files, e.g. "
+                           "--gin_file=models/t5_1_1_base.gin "
+                           "--gin_file=prompts/prompt.gin.")
+    try:
+      lengths = [int(n) for n in args.lengths]
+    except ValueError as e:
+      raise cli.UsageError(f"--lengths must be integers: {args.lengths}."
+                           ) from e
+    model = gin_utils.configured_model()
     rows = ablation.run_ablation(
         model=model, task_name=args.task, out_dir=args.out_dir,
         task_feature_lengths={"inputs": args.inputs_length,
                               "targets": args.targets_length},
         train_steps=args.train_steps, batch_size=args.batch_size,
-        lengths=args.lengths,
-        initializer_names=args.initializers.split(","),
+        lengths=lengths,
+        initializer_names=args.initializers,
         initial_checkpoint_path=args.checkpoint,
         optimizer=optimizers.adafactor(learning_rate=args.learning_rate),
         eval_num_examples=args.eval_num_examples, seed=args.seed,
@@ -76,4 +100,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

@@ -13,32 +13,45 @@ run's MODEL_DIR; all prompts must share one shape. Writes
 `<output_dir>/<task>-<split>.jsonl` with the fields of prompt_tuning.infer.
 """
 
-import argparse
-import sys
 from typing import Sequence
 
+from absl import flags
+
+from prompt_tuning import cli
 from prompt_tuning import gin_utils
+
+cli.quiet_startup(cli.is_verbose())
+# pylint: disable=g-import-not-at-top,wrong-import-position  (quiet first)
 from prompt_tuning import partitioning
+import prompt_tuning.tasks  # pylint: disable=unused-import  (registers)
 from prompt_tuning.analysis import bank
-from prompt_tuning.analysis import gin_model
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.analysis import serving
 
 
-def main(argv: Sequence[str]) -> int:
-  files, bindings, search, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  gin_model.add_decoding_flags(parser)
-  parser.add_argument("--task_prompt", action="append", required=True)
-  parser.add_argument("--output_dir", required=True)
-  args = parser.parse_args(rest)
+def _flags() -> flags.FlagValues:
+  flag_values = cli.new_flags()
+  cli.define_decoding_flags(flag_values)
+  flags.DEFINE_multi_string("task_prompt", [], "TASK=PROMPT, PROMPT a .npy "
+                            "file or a run's MODEL_DIR (repeatable).",
+                            flag_values=flag_values)
+  flags.DEFINE_string("output_dir", None, "Where the .jsonl records go.",
+                      flag_values=flag_values)
+  flags.mark_flag_as_required("output_dir", flag_values=flag_values)
+  return flag_values
 
-  model = gin_model.model_from_gin(files, bindings, search)
+
+def main(argv: Sequence[str]) -> int:
+  args = gin_utils.parse_gin_command(argv, __doc__, _flags(),
+                                     read_directly=("MODEL",))
+  if not args.task_prompt:
+    raise cli.UsageError("Give at least one --task_prompt=TASK=PROMPT.")
+  model = gin_utils.configured_model()
   prompts = {}
   for spec in args.task_prompt:
     task, sep, source = spec.partition("=")
     if not sep:
-      raise SystemExit(f"--task_prompt {spec!r} must be TASK=PROMPT.")
+      raise cli.UsageError(f"--task_prompt {spec!r} must be TASK=PROMPT.")
     prompts[task] = prompt_io.resolve_prompt(source)
     prompt_io.check_portable(prompts[task], model.module.config.emb_dim,
                              source=source)
@@ -57,4 +70,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main)

@@ -31,7 +31,6 @@ from prompt_tuning.data import text_files
 C4_TFDS_NAME = "c4/en:3.1.0"
 C4_SPAN_CORRUPTION = "c4_v220_span_corruption"
 C4_PREFIX_LM = "c4_v220_prefix_lm"
-TEXT_FILES_ENV = "PROMPT_TUNING_TEXT_FILES"
 TEXT_SPAN_CORRUPTION = "text_span_corruption"
 TEXT_PREFIX_LM = "text_prefix_lm"
 
@@ -47,7 +46,7 @@ def register_text_file_tasks(specs: Sequence[str]) -> None:
 def specs_from_env() -> list[str]:
   """The comma-separated specs of `PROMPT_TUNING_TEXT_FILES` (empty if
   unset)."""
-  value = os.environ.get(TEXT_FILES_ENV, "")
+  value = os.environ.get(text_files.TEXT_FILES_ENV, "")
   return [spec.strip() for spec in value.split(",") if spec.strip()]
 
 

@@ -42,8 +42,8 @@ from prompt_tuning.data import super_glue_schema
 _SPLITS = {
     "wsc_simple_train": ("train",),
     "wsc_simple_eval": ("validation", "test"),
-    "axb": ("test",),
-    "axg": ("test",),
+    # The diagnostics are test-only.
+    **{b: ("test",) for b in super_glue.DIAGNOSTIC_BENCHMARKS},
 }
 _DEFAULT_SPLITS = ("train", "validation", "test")
 

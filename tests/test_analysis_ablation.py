@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 from matplotlib import image as mpl_image
 
-from conftest import load_script
+import helpers
+from helpers import load_script
 from prompt_tuning.analysis import ablation
 from prompt_tuning.analysis import prompt_io
-from prompt_tuning.models import T5Config
-from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts.models import PromptTransformer
 
 RTE = "taskless_super_glue_rte_v102"
 
@@ -28,9 +26,9 @@ _script = load_script
 
 
 def tiny_model():
-  config = T5Config(vocab_size=32128, emb_dim=8, num_heads=2, head_dim=4,
-                    mlp_dim=8, num_encoder_layers=1, num_decoder_layers=1)
-  return EncoderDecoderModel(PromptTransformer(config, prompt_length=7))
+  return helpers.tiny_model("prompt", prompt_length=7,
+                            vocab_size=helpers.T5_VOCAB_SIZE,
+                            num_encoder_layers=1, num_decoder_layers=1)
 
 
 def _check_png(path):
@@ -62,7 +60,7 @@ def test_real_runs_write_csv_and_png(tmp_path):
   for length in (1, 2):
     value, _, _ = prompt_io.export_prompt(
         tmp_path / f"random_uniform_len{length}")
-    assert value.shape == (length, 8)
+    assert value.shape == (length, helpers.TINY_CONFIG["emb_dim"])
 
   # The command line redraws the figure from the CSV.
   _script("prompt_ablation").main([f"--out_dir={tmp_path}", "--plot_only"])
@@ -74,7 +72,7 @@ def test_sweep_order_skip_rule_and_plot(tmp_path):
 
   def fake_train(*, model, model_dir, **kwargs):
     length = model.module.prompt_length
-    calls.append((length, kwargs["eval_mixture_or_task_name"]))
+    calls.append((length, kwargs["eval_cfg"].dataset.mixture_or_task_name))
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "eval_metrics.jsonl"), "w") as f:
       for step, score in ((5, 10.0), (10, 50.0 + length)):

@@ -6,22 +6,20 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import shared_path
+import helpers
+from helpers import shared_path
 from prompt_tuning import partitioning
 from prompt_tuning.analysis import bank
 from prompt_tuning.analysis import ensemble
-from prompt_tuning.models import T5Config
-from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts.models import PromptTransformer
+from prompt_tuning.data import locations
 
 RTE = "taskless_super_glue_rte_v102"
 
 
 def tiny_model(prompt_length=3):
-  config = T5Config(vocab_size=32128, emb_dim=16, num_heads=2, head_dim=8,
-                    mlp_dim=16, num_encoder_layers=1, num_decoder_layers=1)
-  return EncoderDecoderModel(PromptTransformer(config,
-                                               prompt_length=prompt_length))
+  return helpers.tiny_model("prompt", prompt_length=prompt_length,
+                            vocab_size=helpers.T5_VOCAB_SIZE,
+                            num_encoder_layers=1, num_decoder_layers=1)
 
 
 def one_device_mesh():
@@ -35,7 +33,8 @@ def random_params(model):
           jax.random.PRNGKey(0)))
 
 
-def random_prompts(n, length=3, width=16, seed=1):
+def random_prompts(n, length=3, width=helpers.TINY_CONFIG["emb_dim"],
+                   seed=1):
   return list(np.random.RandomState(seed).uniform(
       -2, 2, (n, length, width)).astype(np.float32))
 
@@ -98,7 +97,7 @@ def test_evaluate_ensemble_on_rte_and_table3(monkeypatch):
   monkeypatch.setenv("PROMPT_TUNING_SUPER_GLUE_DIR",
                      str(shared_path("data", "super_glue")))
   monkeypatch.setenv("PROMPT_TUNING_VOCAB",
-                     str(shared_path("models", "t5_vocab", "spiece.model")))
+                     str(shared_path(*locations.VOCAB_IN_SHARED)))
   model = tiny_model()
   prompts = random_prompts(3)
   result = ensemble.evaluate_ensemble(

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from conftest import load_script, shared_path
+from helpers import load_script, shared_path
 from prompt_tuning.analysis import neighbors
+from prompt_tuning.data import locations
 from prompt_tuning.data import vocab as vocab_lib
 
 # Eight 2-D tokens at these angles (degrees), with very different norms so
@@ -73,8 +74,7 @@ def test_width_mismatch_is_an_error():
 
 
 def test_t5_pieces_and_label_first_pieces():
-  vocab = vocab_lib.get_vocabulary(str(shared_path("models", "t5_vocab",
-                                                   "spiece.model")))
+  vocab = vocab_lib.get_vocabulary(str(shared_path(*locations.VOCAB_IN_SHARED)))
   namer = neighbors.piece_namer(vocab)
   assert namer(1) == "</s>" and namer(32099) == "<extra_id_0>"
   assert namer(32127) == "<unused_32127>"
@@ -93,7 +93,7 @@ def test_command_line_on_the_tiny_checkpoint(tmp_path, capsys):
   main = _script("nearest_neighbors").main
   main([f"--prompt={tmp_path / 'p.npy'}",
         f"--checkpoint={shared_path('fixtures', 't5x_t5_1_1_tiny', 'checkpoint_3')}",
-        f"--vocab={shared_path('models', 't5_vocab', 'spiece.model')}",
+        f"--vocab={shared_path(*locations.VOCAB_IN_SHARED)}",
         "--task=taskless_super_glue_rte_v102", "--k=4",
         f"--json={tmp_path / 'n.json'}", f"--markdown={tmp_path / 'n.md'}"])
   out = capsys.readouterr().out

@@ -9,14 +9,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import initial_params, load_script, shared_path
-from prompt_tuning.analysis import gin_model
+from helpers import T5_VOCAB_SIZE, initial_params, load_script, shared_path
+from helpers import rte_train_cfg, tiny_model
+from prompt_tuning import gin_utils
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.checkpoints import param_tree
-from prompt_tuning.models import T5Config
-from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import initializers
-from prompt_tuning.prompts.models import PromptTransformer
+from prompt_tuning.training import run_settings
 from prompt_tuning.training import trainer
 
 RTE = "taskless_super_glue_rte_v102"
@@ -38,10 +37,9 @@ def clean_gin():
 
 def width4_model(prompt_length=3):
   """One layer each side, embedding width 4 like models/t5_1_1_tiny.gin."""
-  config = T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2,
-                    mlp_dim=8, num_encoder_layers=1, num_decoder_layers=1)
-  return EncoderDecoderModel(PromptTransformer(config,
-                                               prompt_length=prompt_length))
+  return tiny_model("prompt", prompt_length=prompt_length,
+                    vocab_size=T5_VOCAB_SIZE, emb_dim=4,
+                    num_encoder_layers=1, num_decoder_layers=1)
 
 
 def _prompt_of(params):
@@ -52,9 +50,9 @@ def _prompt_of(params):
 @pytest.mark.slow
 def test_trained_prompt_round_trips_into_another_model(tmp_path, clean_gin):
   result = trainer.train(
-      model=width4_model(), mixture_or_task_name=RTE,
-      task_feature_lengths=LENGTHS, train_steps=2, batch_size=8,
-      model_dir=str(tmp_path / "run"), checkpoint_period=1, progress=False)
+      model=width4_model(), train_dataset_cfg=rte_train_cfg(LENGTHS),
+      train_steps=2, model_dir=str(tmp_path / "run"),
+      checkpoint_cfg=run_settings.CheckpointConfig(period=1), progress=False)
   trained = _prompt_of(result.state.params)
 
   prompt, name, step = prompt_io.export_prompt(tmp_path / "run")
@@ -70,9 +68,9 @@ def test_trained_prompt_round_trips_into_another_model(tmp_path, clean_gin):
   flags = prompt_io.from_file_flags(path, prompt)
   assert flags == ["--gin_file=prompts/from_file.gin",
                    f"--gin.PROMPT_FILE=\"'{path}'\"", "--gin.PROMPT_LENGTH=3"]
-  model = gin_model.model_from_gin(
-      ["models/t5_1_1_tiny.gin", "prompts/from_file.gin"],
-      [f"PROMPT_FILE = '{path}'", "PROMPT_LENGTH = 3"])
+  gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "prompts/from_file.gin"],
+                      [f"PROMPT_FILE = '{path}'", "PROMPT_LENGTH = 3"])
+  model = gin_utils.configured_model()
   assert model.module.config.num_encoder_layers == 2
   params = initial_params(model, jax.random.PRNGKey(7))
   np.testing.assert_array_equal(_prompt_of(params), trained)

@@ -8,12 +8,10 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import T5_VOCAB_SIZE, tiny_model
 from prompt_tuning import partitioning
 from prompt_tuning.analysis import bank
 from prompt_tuning.analysis import serving
-from prompt_tuning.models import T5Config
-from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts.models import PromptTransformer
 from prompt_tuning.training import data
 from prompt_tuning.training import inference
 from prompt_tuning.training import partitioned
@@ -36,15 +34,15 @@ def test_interleave_mixes_tasks_round_robin():
 
 @pytest.mark.slow
 def test_mixed_batches_equal_serving_each_task_alone(tmp_path):
-  config = T5Config(vocab_size=32128, emb_dim=16, num_heads=2, head_dim=8,
-                    mlp_dim=16, num_encoder_layers=1, num_decoder_layers=1)
-  model = EncoderDecoderModel(PromptTransformer(config, prompt_length=3))
+  model = tiny_model("prompt", prompt_length=3, vocab_size=T5_VOCAB_SIZE,
+                     num_encoder_layers=1, num_decoder_layers=1)
+  width = model.module.config.emb_dim
   base = jax.device_get(jax.jit(
       lambda rng: nn.unbox(model.init(rng, 1, 1))["params"])(
           jax.random.PRNGKey(0)))
   rng = np.random.RandomState(3)
-  prompts = {RTE: rng.uniform(-2, 2, (3, 16)).astype(np.float32),
-             CB: rng.uniform(-2, 2, (3, 16)).astype(np.float32)}
+  prompts = {RTE: rng.uniform(-2, 2, (3, width)).astype(np.float32),
+             CB: rng.uniform(-2, 2, (3, width)).astype(np.float32)}
   # One device: the equality is about rows and prompts, not sharding.
   mesh = partitioning.create_mesh(mesh_shape=(1, 1),
                                   devices=jax.devices()[:1])

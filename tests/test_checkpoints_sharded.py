@@ -1,4 +1,9 @@
-"""Tests for opening a checkpoint once and reading parameters sharded.
+"""Tests for opening a checkpoint once and reading parameters sharded, and
+for its host mode (every parameter whole, as numpy).
+
+The sharded reads are checked against the host reads of the same record;
+the host reads against the checkpoints' own files in test_checkpoints_t5x.py
+and test_checkpoints_hf.py.
 
 T5X: the real T5X-written checkpoint in the shared folder (see
 shared/fixtures/PROVENANCE.md; T5 1.1, EMBED 4, MLP 8, 2 heads of 2, 2 + 2
@@ -12,7 +17,7 @@ import json
 import pathlib
 import shutil
 
-from conftest import TESTDATA, shared_path
+from helpers import TESTDATA, shared_path
 from flax import serialization
 import jax
 import jax.numpy as jnp
@@ -27,7 +32,6 @@ from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import sharded
-from prompt_tuning.checkpoints import t5x
 from prompt_tuning.checkpoints import validation
 from prompt_tuning.models.config import GATED_GELU, T5Config
 
@@ -112,14 +116,12 @@ def test_t5x_open_reads_no_array_data(reads):
   assert not reads and not record.read_counts
 
 
-def test_t5x_sharded_read_equals_load_t5x_checkpoint(reads):
+def test_t5x_sharded_read_equals_host_read(reads):
   mesh = _mesh()
   record = sharded.open_checkpoint(_t5x_dir())
   shardings = _shardings(record, mesh)
   params = record.read_all(shardings)
-  want = t5x.load_t5x_checkpoint(_t5x_dir(),
-                                 restore_optimizer_state=False).params
-  _assert_same(params, want)
+  _assert_same(params, sharded.read_params(_t5x_dir()))
   flat = param_tree.flatten_params(params)
   for name, array in flat.items():
     assert array.sharding == shardings[name], name
@@ -132,6 +134,37 @@ def test_t5x_sharded_read_equals_load_t5x_checkpoint(reads):
   embedding = flat[EMBEDDING]  # [32128, 4] over data x model.
   for shard in embedding.addressable_shards:
     assert shard.data.nbytes == embedding.nbytes // 8
+
+
+def test_host_read_is_one_whole_read_per_array(reads):
+  record = sharded.open_checkpoint(_t5x_dir())
+  params = param_tree.flatten_params(record.read_all())
+  assert sorted(params) == sorted(record.names)
+  for name, array in params.items():
+    assert isinstance(array, np.ndarray) and array.flags.c_contiguous, name
+    assert array.dtype == np.float32, name
+    assert array.shape == record.sources[name].shape, name
+  assert sorted(name for name, _, _ in reads) == sorted(record.names)
+  assert all(shape == record.sources[name].shape for name, _, shape in reads)
+  kept = record.read(QUERY, dtype=None)  # One parameter, stored dtype.
+  assert kept.dtype == record.sources[QUERY].dtype
+  np.testing.assert_array_equal(kept, params[QUERY])
+  mixed = param_tree.flatten_params(record.read_all(
+      {QUERY: None, EMBEDDING: partitioning.replicated(_mesh())}))
+  assert isinstance(mixed[QUERY], np.ndarray)
+  assert isinstance(mixed[EMBEDDING], jax.Array)
+
+
+def test_read_params_checks_first_and_keeps_the_expected_order(reads):
+  expected = checkpoints.t5_param_shapes(T5X_CONFIG)
+  params = sharded.read_params(_t5x_dir().parent, expected)
+  assert list(param_tree.flatten_params(params)) == list(
+      param_tree.flatten_params(expected))
+  reads.clear()
+  wrong = T5Config(**{**T5X_CONFIG.__dict__, "num_decoder_layers": 3})
+  with pytest.raises(checkpoints.ParamMismatchError, match="decoder/layers_2"):
+    sharded.read_params(_t5x_dir(), checkpoints.t5_param_shapes(wrong))
+  assert not reads
 
 
 def test_t5x_one_read_per_array_when_replicated(reads):
@@ -207,8 +240,7 @@ def test_shapes_are_checked_before_any_read(reads):
 def test_read_dtype_and_single_parameters():
   record = sharded.open_checkpoint(_t5x_dir())
   mesh = _mesh()
-  want = t5x.load_t5x_checkpoint(_t5x_dir(), restore_optimizer_state=False)
-  want = param_tree.flatten_params(want.params)
+  want = param_tree.flatten_params(sharded.read_params(_t5x_dir()))
   sharding = NamedSharding(mesh, P(None, "model"))
   bf16 = record.read(QUERY, sharding, dtype=jnp.bfloat16)
   assert bf16.dtype == jnp.bfloat16
@@ -284,13 +316,15 @@ def _read_hf_sharded(model_dir: pathlib.Path, **kwargs):
 
 
 @pytest.mark.parametrize("model_dir", [T5_1_0, T5_1_1], ids=lambda p: p.name)
-def test_hf_sharded_read_equals_load_hf_t5(model_dir, reads):
+def test_hf_sharded_read_equals_host_read(model_dir, reads):
   record, params = _read_hf_sharded(model_dir)
-  config, want = hf.load_hf_t5(model_dir)
   assert record.format == checkpoints.CheckpointFormat.HUGGING_FACE
-  assert record.config == config and record.step is None
+  assert record.config == hf.hf_config_to_t5_config(
+      hf.read_hf_config(model_dir)) and record.step is None
   assert record.path == model_dir.resolve()
-  _assert_same(params, want)
+  reads_before = len(reads)
+  _assert_same(params, sharded.read_params(model_dir))
+  del reads[reads_before:]
   query = param_tree.flatten_params(params)[QUERY]  # [32, 16], transposed.
   for shard in query.addressable_shards:
     assert shard.data.shape == (32, 4)
@@ -304,8 +338,7 @@ def test_hf_random_model_single_file_and_index(tmp_path, shards):
   model_dir = _write_hf(tmp_path / f"random_{shards}", T5_1_1,
                         _random_like(T5_1_1), shards=shards)
   record, params = _read_hf_sharded(model_dir)
-  _, want = hf.load_hf_t5(model_dir)
-  _assert_same(params, want)
+  _assert_same(params, sharded.read_params(model_dir))
   assert len({s.file for s in record.sources.values()}) == shards
   record.close()
 
@@ -316,7 +349,11 @@ def test_hf_bfloat16_is_cast(tmp_path):
   model_dir = _write_hf(tmp_path / "bf16", T5_1_1, tensors)
   record, params = _read_hf_sharded(model_dir)
   assert record.sources[QUERY].dtype == ml_dtypes.bfloat16
-  _assert_same(params, hf.load_hf_t5(model_dir)[1])
+  _assert_same(params, sharded.read_params(model_dir))
+  np.testing.assert_array_equal(
+      np.asarray(param_tree.flatten_params(params)[QUERY]),
+      tensors["encoder.block.0.layer.0.SelfAttention.q.weight"]
+      .astype(np.float32).T)
 
 
 def test_hf_head_tied_to_embedding(tmp_path):
@@ -326,7 +363,7 @@ def test_hf_head_tied_to_embedding(tmp_path):
       "scale_decoder_outputs": False, "tie_word_embeddings": True})
   record, params = _read_hf_sharded(model_dir)
   assert record.sources["decoder/logits_dense/kernel"].key == "shared.weight"
-  _assert_same(params, hf.load_hf_t5(model_dir)[1])
+  _assert_same(params, sharded.read_params(model_dir))
 
 
 def test_hf_equal_embedding_copies_are_compared(tmp_path, reads):
@@ -335,11 +372,11 @@ def test_hf_equal_embedding_copies_are_compared(tmp_path, reads):
   tensors["lm_head.weight"] = tensors["shared.weight"].copy()
   model_dir = _write_hf(tmp_path / "copies", T5_1_0, tensors)
   record, params = _read_hf_sharded(model_dir)
-  _assert_same(params, hf.load_hf_t5(model_dir)[1])
   assert record.read_counts["encoder.embed_tokens.weight"] == 1
   assert record.read_counts["lm_head.weight"] == 1
   assert record.read_counts["shared.weight"] == 2
   assert "logits_dense" not in params["decoder"]
+  _assert_same(params, sharded.read_params(model_dir))
 
 
 @pytest.mark.parametrize("name, match", [
@@ -350,16 +387,13 @@ def test_hf_differing_copies_are_rejected(tmp_path, name, match):
   tensors = _tensors(T5_1_0)
   tensors[name] = tensors["shared.weight"] * 2
   model_dir = _write_hf(tmp_path / "odd", T5_1_0, tensors)
-  with pytest.raises(ValueError, match=match) as error:
+  with pytest.raises(ValueError, match=match):
     sharded.open_checkpoint(model_dir)
-  with pytest.raises(ValueError) as want:
-    hf.load_hf_t5(model_dir)
-  assert str(error.value) == str(want.value)
   record = sharded.open_checkpoint(model_dir, check_copies=False)
   assert record.sources[EMBEDDING].key == "shared.weight"
 
 
-def test_hf_mismatches_are_the_same_errors(tmp_path):
+def test_hf_mismatches_name_both_names(tmp_path):
   tensors = _tensors(T5_1_0)
   del tensors["encoder.block.1.layer.0.SelfAttention.k.weight"]
   tensors["encoder.block.0.layer.0.SelfAttention.q.bias"] = np.zeros(
@@ -367,10 +401,11 @@ def test_hf_mismatches_are_the_same_errors(tmp_path):
   model_dir = _write_hf(tmp_path / "broken", T5_1_0, tensors)
   with pytest.raises(checkpoints.ParamMismatchError) as error:
     sharded.open_checkpoint(model_dir)
-  with pytest.raises(checkpoints.ParamMismatchError) as want:
-    hf.load_hf_t5(model_dir)
-  assert str(error.value) == str(want.value)
-  assert "encoder.block.1.layer.0.SelfAttention.k.weight" in str(error.value)
+  message = str(error.value)
+  assert "1 missing" in message and "1 in the checkpoint but not" in message
+  assert ("encoder/layers_1/attention/key/kernel (HF encoder.block.1.layer.0"
+          ".SelfAttention.k.weight)" in message)
+  assert "encoder.block.0.layer.0.SelfAttention.q.bias: [16]" in message
 
 
 def test_hf_missing_files_are_clear_errors(tmp_path):
@@ -409,7 +444,7 @@ def test_missing_path_and_unknown_layout(tmp_path):
 
 def _restore_state():
   import importlib.util  # pylint: disable=g-import-not-at-top
-  from conftest import REPO_ROOT  # pylint: disable=g-import-not-at-top
+  from helpers import REPO_ROOT  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location(
       "restore_state", REPO_ROOT / "benchmarks" / "restore_state.py")
   module = importlib.util.module_from_spec(spec)
@@ -439,4 +474,4 @@ def test_benchmark_writer_t5x_layout_and_chunks(tmp_path):
                          ".zarray").read_text())
   assert metadata["chunks"] == [32128, 4]
   _assert_same(record.read_all(_shardings(record, _mesh())),
-               t5x.load_t5x_checkpoint(path).params)
+               record.read_all())

@@ -1,19 +1,20 @@
-"""Tests for reading T5X native checkpoints.
+"""Tests for reading T5X native checkpoints to the host (`sharded`).
 
 Uses the real T5X-written checkpoint in the shared folder (see
 shared/fixtures/PROVENANCE.md): T5 1.1, EMBED 4, 2 heads of 2, MLP 8, 2
 encoder and 2 decoder layers, 4 relative buckets, vocabulary 32128, saved at
-step 3 with Adafactor.
+step 3 with Adafactor (whose slots the reader leaves unread).
 """
 
 import dataclasses
 
-from conftest import shared_path
+from helpers import shared_path
 from flax import serialization
 import numpy as np
 import pytest
 
 from prompt_tuning import checkpoints
+from prompt_tuning.checkpoints import sharded
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.models.config import GATED_GELU, RELU, T5Config
 
@@ -22,7 +23,6 @@ CONFIG = T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2,
                   mlp_activations=GATED_GELU, logits_via_embedding=False,
                   relative_attention_num_buckets=4,
                   relative_attention_max_distance=8)
-ADAFACTOR_SLOTS = {"m", "v", "v_row", "v_col"}
 
 
 def _model_dir():
@@ -34,14 +34,14 @@ def _checkpoint_dir():
 
 
 @pytest.fixture(scope="module")
-def checkpoint():
-  return t5x.load_t5x_checkpoint(
-      _checkpoint_dir(), expected_shapes=checkpoints.t5_param_shapes(CONFIG))
+def params():
+  return sharded.read_params(_checkpoint_dir(),
+                             checkpoints.t5_param_shapes(CONFIG))
 
 
-def test_params_match_tree_spec(checkpoint):
+def test_params_match_tree_spec(params):
   spec = checkpoints.flatten_params(checkpoints.t5_param_shapes(CONFIG))
-  flat = checkpoints.flatten_params(checkpoint.params)
+  flat = checkpoints.flatten_params(params)
   assert sorted(flat) == sorted(spec)
   for name, array in flat.items():
     assert isinstance(array, np.ndarray), name
@@ -50,8 +50,7 @@ def test_params_match_tree_spec(checkpoint):
     assert np.isfinite(array).all(), name
 
 
-def test_zarr_and_inline_arrays_are_read(checkpoint):
-  params = checkpoint.params
+def test_zarr_and_inline_arrays_are_read(params):
   # Stored as zarr folders beside the msgpack file.
   embedding = params["token_embedder"]["embedding"]
   assert embedding.shape == (32128, 4)
@@ -64,40 +63,14 @@ def test_zarr_and_inline_arrays_are_read(checkpoint):
   assert params["decoder"]["relpos_bias"]["rel_embedding"].shape == (2, 4)
 
 
-def test_step_version_and_path(checkpoint):
-  assert checkpoint.step == 3
-  assert checkpoint.version == 3
-  assert checkpoint.path == _checkpoint_dir()
-
-
-def test_adafactor_state(checkpoint):
-  params = checkpoints.flatten_params(checkpoint.params)
-  states = checkpoint.param_states
-  assert states is not None
-  for name, param in params.items():
-    node = states
-    for key in name.split("/"):
-      node = node[key]
-    assert set(node) == ADAFACTOR_SLOTS, name
-    # Every dimension here is below Adafactor's factoring threshold (128),
-    # so the full second moment `v` is kept and v_row / v_col are [1]
-    # placeholders; there is no momentum, so `m` is a placeholder too.
-    assert node["v"].shape == param.shape, name
-    for slot in ("m", "v_row", "v_col"):
-      assert node[slot].shape == (1,), (name, slot)
-    assert np.all(node["v"] >= 0), name
-  flat_states = checkpoints.flatten_params(states)
-  assert len(flat_states) == 4 * len(params)
-  # Rows of rare tokens never got gradients: Adafactor's epsilon1 floor.
-  v = states["token_embedder"]["embedding"]["v"]
-  assert v.max() > 1.0 and v.min() == pytest.approx(1e-30)
-
-
-def test_optimizer_state_can_be_skipped():
-  checkpoint = t5x.load_t5x_checkpoint(_checkpoint_dir(),
-                                       restore_optimizer_state=False)
-  assert checkpoint.param_states is None
-  assert checkpoint.step == 3
+def test_step_version_and_path():
+  with sharded.open_checkpoint(_checkpoint_dir()) as record:
+    assert record.step == 3
+    assert record.version == 3
+    assert record.path == _checkpoint_dir()
+  # Only the target is read: no Adafactor slot is among the parameters.
+  assert not any(name.endswith(("/v", "/m", "/v_row", "/v_col"))
+                 for name in record.names)
 
 
 def test_model_dir_and_checkpoint_file_resolve():
@@ -114,34 +87,32 @@ def test_model_dir_picks_the_latest_step(tmp_path):
   # Ignored: T5X's temporary write folders and folders without a checkpoint.
   (model_dir / "checkpoint_20.tmp-1700000000").symlink_to(_checkpoint_dir())
   (model_dir / "checkpoint_30").mkdir()
-  checkpoint = t5x.load_t5x_checkpoint(model_dir,
-                                       restore_optimizer_state=False)
-  assert checkpoint.path == model_dir / "checkpoint_10"
-  assert checkpoint.step == 3  # The step recorded inside the checkpoint.
+  record = sharded.open_checkpoint(model_dir)
+  assert record.path == model_dir / "checkpoint_10"
+  assert record.step == 3  # The step recorded inside the checkpoint.
   assert sorted(t5x.checkpoint_steps(model_dir)) == [2, 9, 10]
 
 
-def test_dispatcher_detects_t5x(checkpoint, tmp_path):
+def test_dispatcher_detects_t5x(params):
   for path in (_checkpoint_dir(), _model_dir(),
                _checkpoint_dir() / "checkpoint"):
     assert (checkpoints.detect_checkpoint_format(path) ==
             checkpoints.CheckpointFormat.T5X)
-  params = checkpoints.load_pretrained_params(
-      _model_dir(), checkpoints.t5_param_shapes(CONFIG))
-  flat = checkpoints.flatten_params(params)
-  want = checkpoints.flatten_params(checkpoint.params)
+  flat = checkpoints.flatten_params(checkpoints.read_params(_model_dir()))
+  want = checkpoints.flatten_params(params)
+  assert sorted(flat) == sorted(want)
   for name in want:
     np.testing.assert_array_equal(flat[name], want[name])
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    t5x.load_t5x_checkpoint(tmp_path / "nope")
+    sharded.open_checkpoint(tmp_path / "nope")
   with pytest.raises(FileNotFoundError, match="No T5X checkpoint"):
-    t5x.load_t5x_checkpoint(tmp_path)
+    t5x.find_checkpoint_dir(tmp_path)
   (tmp_path / "checkpoint_5").mkdir()
   with pytest.raises(FileNotFoundError, match="checkpoint_5 dirs have no"):
-    t5x.load_t5x_checkpoint(tmp_path)
+    t5x.find_checkpoint_dir(tmp_path)
 
 
 def test_missing_array_folder_is_a_clear_error(tmp_path):
@@ -152,15 +123,15 @@ def test_missing_array_folder_is_a_clear_error(tmp_path):
       (broken / child.name).symlink_to(child)
   with pytest.raises(FileNotFoundError,
                      match=r"decoder/logits_dense/kernel.*not a local folder"):
-    t5x.load_t5x_checkpoint(broken)
+    sharded.open_checkpoint(broken)
 
 
 def test_wrong_model_config_lists_every_difference():
   t5_1_0 = dataclasses.replace(CONFIG, mlp_activations=RELU,
                                logits_via_embedding=True)
   with pytest.raises(checkpoints.ParamMismatchError) as error:
-    t5x.load_t5x_checkpoint(
-        _checkpoint_dir(), expected_shapes=checkpoints.t5_param_shapes(t5_1_0))
+    sharded.read_params(_checkpoint_dir(),
+                        checkpoints.t5_param_shapes(t5_1_0))
   message = str(error.value)
   assert "4 missing" in message
   assert "9 in the checkpoint but not expected" in message
@@ -176,13 +147,12 @@ def test_not_a_t5x_tree_is_a_clear_error(tmp_path):
   (ckpt / "checkpoint").write_bytes(
       serialization.msgpack_serialize({"params": {"w": np.zeros(2)}}))
   with pytest.raises(ValueError, match="not a T5X checkpoint"):
-    t5x.load_t5x_checkpoint(tmp_path)
+    sharded.open_checkpoint(tmp_path)
 
 
 def test_relative_checkpoint_path_loads(monkeypatch):
   # tensorstore rejects relative paths; users pass them all the time.
   ckpt = shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
   monkeypatch.chdir(ckpt.parent.parent)
-  loaded = t5x.load_t5x_checkpoint("t5x_t5_1_1_tiny/checkpoint_3",
-                                   restore_optimizer_state=False)
-  assert loaded.params["token_embedder"]["embedding"].shape == (32128, 4)
+  loaded = sharded.read_params("t5x_t5_1_1_tiny/checkpoint_3")
+  assert loaded["token_embedder"]["embedding"].shape == (32128, 4)

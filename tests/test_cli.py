@@ -4,7 +4,8 @@ the last line and a non-zero exit code."""
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, shared_path
+from helpers import REPO_ROOT, shared_path
+from prompt_tuning.data import locations
 
 MODULES = ("train", "evaluate", "infer", "predict")
 
@@ -34,8 +35,7 @@ def test_unknown_flag_is_a_usage_error():
 def test_bad_input_is_the_last_line_and_start_up_is_quiet(tmp_path):
   env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
          "PROMPT_TUNING_SUPER_GLUE_DIR": str(shared_path("data", "super_glue")),
-         "PROMPT_TUNING_VOCAB": str(shared_path("models", "t5_vocab",
-                                                "spiece.model"))}
+         "PROMPT_TUNING_VOCAB": str(shared_path(*locations.VOCAB_IN_SHARED))}
   result = run(
       "prompt_tuning.train", "--gin_file=models/t5_1_1_tiny.gin",
       "--gin_file=prompts/prompt.gin", "--gin_file=runs/prompt_finetune.gin",

@@ -11,12 +11,15 @@ import scipy.stats
 import seqio
 import tensorflow as tf
 
-from conftest import shared_path
+from helpers import shared_path
 import prompt_tuning.tasks  # pylint: disable=unused-import  (registers)
-from prompt_tuning.data import checks
+from prompt_tuning.data import availability
 from prompt_tuning.data import glue_files
 from prompt_tuning.data import glue_tasks
+from prompt_tuning.data import labels as data_labels
+from prompt_tuning.data import locations
 from prompt_tuning.data import metrics
+from prompt_tuning.data import network
 from prompt_tuning.data import postprocessors
 
 
@@ -25,7 +28,7 @@ def local_glue(monkeypatch):
   monkeypatch.setenv("PROMPT_TUNING_GLUE_DIR",
                      str(shared_path("data", "glue")))
   monkeypatch.setenv("PROMPT_TUNING_VOCAB",
-                     str(shared_path("models", "t5_vocab", "spiece.model")))
+                     str(shared_path(*locations.VOCAB_IN_SHARED)))
 
 
 def texts(name: str, split: str, n: int) -> list[tuple[int, str, str]]:
@@ -48,9 +51,9 @@ def test_every_config_is_registered_both_ways():
   assert seqio.get_mixture_or_task("glue_mnli_v002").splits == (
       "train", "validation_matched", "validation_mismatched", "test_matched",
       "test_mismatched")
-  assert checks.label_strings("taskless_glue_cola_v200") == {
+  assert data_labels.label_strings("taskless_glue_cola_v200") == {
       "taskless_glue_cola_v200": ("unacceptable", "acceptable")}
-  assert checks.label_strings("glue_wnli_v002")["glue_wnli_v002"] == (
+  assert data_labels.label_strings("glue_wnli_v002")["glue_wnli_v002"] == (
       "not_entailment", "entailment")
 
 
@@ -136,7 +139,7 @@ def test_missing_local_files_name_the_file_and_tfds(local_glue, benchmark,
                                                     taskless, split, missing):
   name = glue_tasks.task_name(benchmark, taskless)
   with pytest.raises(glue_files.GlueFileMissingError) as info:
-    checks.check_split_available(name, split)
+    availability.check_split_available(name, split)
   message = str(info.value)
   assert str(shared_path("data", "glue")) + "/" + missing in message
   assert "PROMPT_TUNING_GLUE_DIR" in message
@@ -147,9 +150,9 @@ def test_without_local_files_offline_tfds_names_the_settings(monkeypatch):
   monkeypatch.delenv("PROMPT_TUNING_GLUE_DIR", raising=False)
   monkeypatch.setenv("PROMPT_TUNING_OFFLINE", "1")
   monkeypatch.setenv("PROMPT_TUNING_TFDS_DATA_DIR", "/nonexistent/tfds")
-  with pytest.raises(checks.DataUnavailableError,
+  with pytest.raises(network.DataUnavailableError,
                      match=r"glue/sst2:2.0.0.*PROMPT_TUNING_GLUE_DIR"):
-    checks.check_split_available("taskless_glue_sst2_v200", "validation")
+    availability.check_split_available("taskless_glue_sst2_v200", "validation")
 
 
 def _metric_fns(name):

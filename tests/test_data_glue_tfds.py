@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import shared_path
+from helpers import shared_path
 from prompt_tuning.data import glue_files
 from prompt_tuning.data import glue_tasks
 from prompt_tuning.data import testing

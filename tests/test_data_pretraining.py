@@ -8,15 +8,15 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from conftest import shared_path
+from helpers import shared_path
+from prompt_tuning.data import locations
 from prompt_tuning.data import pretraining
 from prompt_tuning.data import vocab as vocab_lib
 
 
 @pytest.fixture(scope="module")
 def vocabulary():
-  return vocab_lib.get_vocabulary(str(shared_path("models", "t5_vocab",
-                                                  "spiece.model")))
+  return vocab_lib.get_vocabulary(str(shared_path(*locations.VOCAB_IN_SHARED)))
 
 
 @pytest.fixture(scope="module")

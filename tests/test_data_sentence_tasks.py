@@ -6,11 +6,11 @@ import csv
 
 import seqio
 
-from conftest import shared_path
+from helpers import shared_path
 from test_data_glue import local_glue  # pylint: disable=unused-import
 from test_data_glue import texts
 import prompt_tuning.tasks  # pylint: disable=unused-import  (registers)
-from prompt_tuning.data import checks
+from prompt_tuning.data import labels as data_labels
 from prompt_tuning.data import sentence_tasks
 
 
@@ -47,7 +47,7 @@ def test_taskless_inputs_are_sst2s_and_labels_are_known(local_glue):
     taskless = sentence_tasks.task_name(name, taskless=True)
     assert [x[1] for x in texts(taskless, "validation", 3)] == [
         x[1] for x in sst2]
-    assert checks.label_strings(taskless) == {taskless: task.label_names}
+    assert data_labels.label_strings(taskless) == {taskless: task.label_names}
     assert seqio.get_mixture_or_task(f"{taskless}_rank")
 
 

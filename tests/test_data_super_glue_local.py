@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import seqio
 
-from conftest import shared_path
+from helpers import shared_path
 import prompt_tuning.tasks  # pylint: disable=unused-import  # Registers.
+import prompt_tuning.gin_configurables  # pylint: disable=unused-import
 from prompt_tuning.data import locations
 from prompt_tuning.data import mixing
 from prompt_tuning.data import postprocessors

@@ -11,8 +11,9 @@ import gin
 import pytest
 import seqio
 
-from conftest import shared_path
+from helpers import shared_path
 import prompt_tuning.tasks
+import prompt_tuning.gin_configurables  # pylint: disable=unused-import
 from prompt_tuning.data import glue
 from prompt_tuning.data import locations
 from prompt_tuning.data import mixing

@@ -13,7 +13,7 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
-from conftest import shared_path
+from helpers import shared_path
 import prompt_tuning.tasks  # pylint: disable=unused-import  # Registers.
 from prompt_tuning.data import glue
 from prompt_tuning.data import locations

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_batch
+from helpers import random_batch, tiny_config
 from prompt_tuning import gin_utils
 from prompt_tuning import partitioning
 from prompt_tuning.models import T5Config, Transformer, layers
@@ -15,15 +15,12 @@ from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.prompts import classification, deep, deep_init
 
-CONFIG = T5Config(vocab_size=48, emb_dim=16, num_heads=2, head_dim=8,
-                  mlp_dim=32, num_encoder_layers=2, num_decoder_layers=2,
-                  relative_attention_num_buckets=8,
-                  relative_attention_max_distance=16)
+CONFIG = tiny_config()
 
 
 def make_batch(batch: int = 3, inputs: int = 10, targets: int = 6,
                seed: int = 1):
-  """`conftest.random_batch` plus a class `label` in [0, 3)."""
+  """`helpers.random_batch` plus a class `label` in [0, 3)."""
   label = jax.random.randint(jax.random.PRNGKey(seed + 100), (batch,), 0, 3)
   return dict(random_batch(CONFIG.vocab_size, batch, inputs, targets, seed),
               label=label)
@@ -229,7 +226,7 @@ def test_materialize_reparameterised_prompt():
   direct_params = deep.materialize(model.module, params)
   direct = EncoderDecoderModel(model.module.clone(reparameterize=False))
   assert direct_params["deep_prompt"]["encoder"]["prefix"].shape == (
-      2, 2, 4, 16)
+      CONFIG.num_encoder_layers, 2, 4, CONFIG.num_heads * CONFIG.head_dim)
   np.testing.assert_allclose(direct.logits(direct_params, batch),
                              model.logits(params, batch), atol=1e-5)
   # A run's reparameterised prompt starting a direct one (deep_init.from_run)

@@ -17,18 +17,14 @@ import gin
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from helpers import RTE, T5X_TINY, prompt_run_flags, shared_path
 from prompt_tuning import errors
 from prompt_tuning import gin_utils
 from prompt_tuning import train
-from prompt_tuning.data import checks as data_checks
+from prompt_tuning.data import network
 from prompt_tuning.training import evaluation
+from prompt_tuning.training import monitoring
 from prompt_tuning.training import run_dir
-from prompt_tuning.training import trainer
-
-RTE = "taskless_super_glue_rte_v102"
-T5X_TINY = ("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
-
 
 @pytest.fixture(autouse=True)
 def _local_data_and_clean_gin(local_super_glue):
@@ -36,19 +32,8 @@ def _local_data_and_clean_gin(local_super_glue):
   gin.clear_config()
 
 
-def argv(model_dir, *overrides, prompt="prompts/prompt.gin"):
-  """The README main job's command line (small), `overrides` appended."""
-  return [
-      "--gin_file=models/t5_1_1_tiny.gin", f"--gin_file={prompt}",
-      "--gin_file=runs/prompt_finetune.gin",
-      f"--gin.MODEL_DIR='{model_dir}'",
-      f"--gin.MIXTURE_OR_TASK_NAME='{RTE}'",
-      f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path(*T5X_TINY)}'",
-      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 8}",
-      "--gin.TRAIN_STEPS=4", "--gin.BATCH_SIZE=8", "--gin.PROMPT_LENGTH=3",
-      "--gin.EVAL_PERIOD=0", "--gin.CHECKPOINT_PERIOD=2",
-      "--gin.trainer.train.eval_mixture_or_task_name=None",
-      "--gin.trainer.train.progress=False", *overrides]
+# The README main job's command line (small), overrides appended.
+argv = prompt_run_flags
 
 
 def snapshot(path: pathlib.Path) -> dict[str, tuple[int, int]]:
@@ -97,8 +82,12 @@ def refused(args, error, match, model_dir):
     ("--gin.OPTIMIZER_STEP='latest'", "OPTIMIZER_STEP must be 'zero' or "
      "'restored'"),
     ("--gin.BEST_METRIC='accuracy'", "BEST_METRIC must be 'task/metric'"),
-    ("--gin.trainer.train.max_update_ratio=-1", "max_update_ratio must be a "
-     "positive number or None"),
+    ("--gin.DivergenceGuardConfig.max_update_ratio=-1", "max_update_ratio "
+     "must be a positive number or None"),
+    ("--gin.TASK_FEATURE_LENGTHS={'inputs': 64}", "TASK_FEATURE_LENGTHS must "
+     "have exactly the keys"),
+    ("--gin.GROUP_BY_LENGTH=True", "GROUP_BY_LENGTH groups examples by the "
+     "inputs length buckets, but LENGTH_BUCKETS is None"),
 ])
 def test_bad_setting_is_refused_before_anything(tmp_path, override, match):
   refused(argv(tmp_path / "run", override), errors.ConfigError, match,
@@ -130,7 +119,7 @@ def test_offline_tfds_fails_fast_naming_the_setting(tmp_path, monkeypatch):
   monkeypatch.delenv("PROMPT_TUNING_SUPER_GLUE_DIR")
   monkeypatch.setenv("PROMPT_TUNING_TFDS_DATA_DIR", str(tmp_path / "tfds"))
   monkeypatch.setenv("PROMPT_TUNING_OFFLINE", "1")
-  refused(argv(tmp_path / "run"), data_checks.DataUnavailableError,
+  refused(argv(tmp_path / "run"), network.DataUnavailableError,
           "PROMPT_TUNING_SUPER_GLUE_DIR", tmp_path / "run")
   assert not (tmp_path / "tfds").exists() or not any(
       (tmp_path / "tfds").iterdir())
@@ -139,7 +128,7 @@ def test_offline_tfds_fails_fast_naming_the_setting(tmp_path, monkeypatch):
 def test_unreachable_vocabulary_names_the_variable(tmp_path, monkeypatch):
   monkeypatch.delenv("PROMPT_TUNING_VOCAB")
   monkeypatch.setenv("PROMPT_TUNING_OFFLINE", "1")
-  refused(argv(tmp_path / "run"), data_checks.DataUnavailableError,
+  refused(argv(tmp_path / "run"), network.DataUnavailableError,
           "PROMPT_TUNING_VOCAB", tmp_path / "run")
 
 
@@ -200,8 +189,8 @@ def test_resume_refuses_other_settings_and_reruns_a_killed_evaluation(
     tmp_path, monkeypatch, capsys):
   model_dir = tmp_path / "run"
   args = argv(model_dir, f"--gin.BEST_METRIC='{RTE}/accuracy'",
-              f"--gin.trainer.train.eval_mixture_or_task_name='{RTE}'",
-              "--gin.trainer.train.eval_num_examples=16")
+              f"--gin.EVAL_MIXTURE_OR_TASK_NAME='{RTE}'",
+              "--gin.EvalConfig.num_examples=16")
   real_call = evaluation.Evaluation.__call__
 
   def killed(self, params, step):
@@ -246,7 +235,7 @@ def test_resume_refuses_other_settings_and_reruns_a_killed_evaluation(
 @pytest.mark.slow
 def test_divergence_guard_stops_before_checkpointing(tmp_path):
   model_dir = tmp_path / "run"
-  with pytest.raises(trainer.DivergenceError, match="Training diverged by step"
+  with pytest.raises(monitoring.DivergenceError, match="Training diverged by step"
                      ".*Lower LEARNING_RATE"):
     train.main(argv(model_dir, "--gin.LEARNING_RATE=1e30",
                     "--gin.trainer.train.log_period=1"))
@@ -255,10 +244,18 @@ def test_divergence_guard_stops_before_checkpointing(tmp_path):
   assert not (model_dir / run_dir.LOCK_FILE).exists()
 
 
+def test_bad_eval_feature_lengths_are_refused(tmp_path):
+  refused(argv(tmp_path / "run", f"--gin.EVAL_MIXTURE_OR_TASK_NAME='{RTE}'",
+               "--gin.EVAL_TASK_FEATURE_LENGTHS={'inputs': 0, 'targets': 8}"),
+          errors.ConfigError,
+          r"EVAL_TASK_FEATURE_LENGTHS\['inputs'\] must be >= 1",
+          tmp_path / "run")
+
+
 def test_unknown_eval_split_is_refused(tmp_path):
   refused(argv(tmp_path / "run",
-               f"--gin.trainer.train.eval_mixture_or_task_name='{RTE}'",
-               "--gin.trainer.train.eval_split='dev'"), errors.ConfigError,
+               f"--gin.EVAL_MIXTURE_OR_TASK_NAME='{RTE}'",
+               "--gin.eval/DatasetConfig.split='dev'"), errors.ConfigError,
           f"{RTE} has no 'dev' split", tmp_path / "run")
 
 

@@ -13,7 +13,7 @@ import gin
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, shared_dir, shared_path
+from helpers import REPO_ROOT, shared_dir, shared_path
 from prompt_tuning import errors
 from prompt_tuning import evaluate
 

@@ -11,14 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import initial_params
+from helpers import T5_VOCAB_SIZE, initial_params, rte_train_cfg, tiny_model
 from prompt_tuning import errors
 from prompt_tuning import evaluate as evaluate_lib
 from prompt_tuning import infer as infer_lib
-from prompt_tuning.models import T5Config
-from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts.models import PromptTransformer
 from prompt_tuning.training import length_buckets as lb
+from prompt_tuning.training import run_settings
 from prompt_tuning.training import trainer
 
 RTE = "taskless_super_glue_rte_v102"
@@ -26,10 +24,8 @@ LENGTHS = {"inputs": 256, "targets": 8}
 
 
 def _model(prompt_length=4):
-  config = T5Config(vocab_size=32128, emb_dim=32, num_heads=2, head_dim=8,
-                    mlp_dim=32, num_encoder_layers=2, num_decoder_layers=2)
-  return EncoderDecoderModel(PromptTransformer(config,
-                                               prompt_length=prompt_length))
+  return tiny_model("prompt", prompt_length=prompt_length,
+                    vocab_size=T5_VOCAB_SIZE)
 
 
 def _batch(input_lengths, target_lengths, width=64, target_width=8, seed=0):
@@ -191,10 +187,11 @@ def _train(tmp_path, name, buckets, caplog):
   model_dir = tmp_path / name
   with caplog.at_level(logging.INFO, logger=trainer.__name__):
     result = trainer.train(
-        model=_model(), mixture_or_task_name=RTE,
-        task_feature_lengths=LENGTHS, train_steps=4, batch_size=8,
-        model_dir=str(model_dir), log_period=1, checkpoint_period=100,
-        length_buckets=buckets, progress=False)
+        model=_model(),
+        train_dataset_cfg=rte_train_cfg(LENGTHS, length_buckets=buckets),
+        train_steps=4, model_dir=str(model_dir), log_period=1,
+        checkpoint_cfg=run_settings.CheckpointConfig(period=100),
+        progress=False)
   return result, model_dir
 
 
@@ -266,10 +263,10 @@ def test_inference_streams_without_buckets_and_sorts_with_them(rte):
 
 def test_a_bad_spec_fails_before_anything_is_written(tmp_path, rte):
   with pytest.raises(errors.ConfigError, match="LENGTH_BUCKETS"):
-    trainer.train(model=_model(), mixture_or_task_name=RTE,
-                  task_feature_lengths=LENGTHS, train_steps=1, batch_size=8,
-                  model_dir=str(tmp_path / "run"),
-                  length_buckets={"inputs": (1024,)}, progress=False)
+    trainer.train(model=_model(), train_dataset_cfg=rte_train_cfg(
+                      LENGTHS, length_buckets={"inputs": (1024,)}),
+                  train_steps=1, model_dir=str(tmp_path / "run"),
+                  progress=False)
   assert not (tmp_path / "run").exists()
 
 
@@ -300,14 +297,13 @@ def test_grouped_batches_hold_examples_of_one_bucket(rte):
 @pytest.mark.slow
 def test_grouping_needs_buckets(tmp_path, rte):
   with pytest.raises(errors.ConfigError, match="LENGTH_BUCKETS is None"):
-    trainer.train(model=_model(), mixture_or_task_name=RTE,
-                  task_feature_lengths=LENGTHS, train_steps=1, batch_size=8,
-                  model_dir=str(tmp_path / "run"), group_by_length=True,
+    trainer.train(model=_model(), train_dataset_cfg=rte_train_cfg(
+                      LENGTHS, group_by_length=True),
+                  train_steps=1, model_dir=str(tmp_path / "run"),
                   progress=False)
-  result = trainer.train(model=_model(), mixture_or_task_name=RTE,
-                         task_feature_lengths=LENGTHS, train_steps=3,
-                         batch_size=8, model_dir=str(tmp_path / "run"),
-                         length_buckets=64, group_by_length=True,
+  result = trainer.train(model=_model(), train_dataset_cfg=rte_train_cfg(
+                             LENGTHS, length_buckets=64, group_by_length=True),
+                         train_steps=3, model_dir=str(tmp_path / "run"),
                          log_period=3, progress=False)
   assert np.isfinite(result.metrics["loss"])
   assert result.metrics["padding_share"] < 0.5

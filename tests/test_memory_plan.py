@@ -12,6 +12,7 @@ import jax
 import optax
 import pytest
 
+from helpers import tiny_config
 from prompt_tuning import partitioning
 from prompt_tuning import plan as plan_cli
 from prompt_tuning.checkpoints import param_tree
@@ -51,10 +52,7 @@ def _device_bytes(tree, device) -> int:
 
 
 def test_one_device_holds_every_parameter_from_init_shapes():
-  config = T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2,
-                    mlp_dim=8, num_encoder_layers=2, num_decoder_layers=2,
-                    relative_attention_num_buckets=4,
-                    relative_attention_max_distance=8)  # t5_1_1_tiny.gin
+  config = tiny_config()
   boxed = _model(config).init_shapes(6, 3)["params"]
   leaves = jax.tree_util.tree_leaves(nn.unbox(boxed))
   total = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
@@ -62,9 +60,10 @@ def test_one_device_holds_every_parameter_from_init_shapes():
   u = plan.usage
   assert u["frozen"].per_device + u["trainable"].per_device == total
   assert u["frozen"].logical + u["trainable"].logical == total
-  assert u["trainable"].per_device == 5 * 4 * 4  # The [5, 4] f32 prompt.
+  prompt_size = 5 * config.emb_dim  # The [5, emb_dim] f32 prompt.
+  assert u["trainable"].per_device == prompt_size * 4
   assert u["gradients"] == u["trainable"]
-  assert plan.num_trainable == 20
+  assert plan.num_trainable == prompt_size
   assert plan.num_trainable + plan.num_frozen == sum(
       math.prod(x.shape) for x in leaves)
 

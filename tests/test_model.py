@@ -6,19 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_batch
+from helpers import random_batch, tiny_config
 from prompt_tuning.models import GATED_GELU, RELU, T5Config, Transformer
 from prompt_tuning.models import decoding, layers
 from prompt_tuning.models.model import EncoderDecoderModel
-
-
-def tiny_config(**overrides) -> T5Config:
-  kwargs = dict(vocab_size=48, emb_dim=16, num_heads=2, head_dim=8,
-                mlp_dim=32, num_encoder_layers=2, num_decoder_layers=2,
-                relative_attention_num_buckets=8,
-                relative_attention_max_distance=16)
-  kwargs.update(overrides)
-  return T5Config(**kwargs)
 
 
 def make_model(config: T5Config, seed: int = 0):
@@ -265,10 +256,10 @@ def test_cross_attention_keys_values_are_computed_once_per_decode(
                  if shapes[0] == encoded and
                  shapes[1] == (config.emb_dim,
                                config.num_heads * config.head_dim)]
-  # The encoder's query/key/value/out projections, then the keys and values
-  # of every decoder layer's cross-attention, once, before the decode loop
-  # (for the 3 examples only: beams share their example's), never inside.
-  assert len(projections) == (4 * config.num_encoder_layers +
+  # The encoder's query/key/value projections, then the keys and values of
+  # every decoder layer's cross-attention, once, before the decode loop (for
+  # the 3 examples only: beams share their example's), never inside.
+  assert len(projections) == (3 * config.num_encoder_layers +
                               2 * config.num_decoder_layers)
   assert not any(loop for loop, _ in projections)
   assert not any(loop and shapes[0][1] == 10 and shapes[0][-1] ==

@@ -18,12 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO_ROOT, shared_path
+from helpers import REPO_ROOT, prompt_run_flags
 from prompt_tuning.training import distributed
-
-RTE = "taskless_super_glue_rte_v102"
-T5X_TINY = ("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
-
 
 def _free_port() -> int:
   with socket.socket() as s:
@@ -32,21 +28,10 @@ def _free_port() -> int:
 
 
 def _train_flags(model_dir: pathlib.Path, train_steps: int) -> list[str]:
-  return [
-      "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=prompts/prompt.gin",
-      "--gin_file=runs/prompt_finetune.gin",
-      f"--gin.MODEL_DIR='{model_dir}'",
-      f"--gin.MIXTURE_OR_TASK_NAME='{RTE}'",
-      f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path(*T5X_TINY)}'",
-      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
-      f"--gin.TRAIN_STEPS={train_steps}", "--gin.BATCH_SIZE=8",
-      "--gin.PROMPT_LENGTH=3", "--gin.EVAL_PERIOD=0",
-      "--gin.CHECKPOINT_PERIOD=2",
-      "--gin.trainer.train.eval_mixture_or_task_name=None",
-      "--gin.trainer.train.progress=False",
-      "--gin.trainer.train.mesh_shape=(2, 4)",
+  return prompt_run_flags(
+      model_dir, "--gin.PartitioningConfig.mesh_shape=(2, 4)",
       "--gin.trainer.train.log_period=1",
-  ]
+      lengths={"inputs": 32, "targets": 8}, train_steps=train_steps)
 
 
 def _env(local_data, tmp_path, devices: int) -> dict[str, str]:

@@ -7,14 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import tiny_config
 from prompt_tuning import partitioning
-from prompt_tuning.models import T5Config, Transformer
+from prompt_tuning.models import Transformer
 from prompt_tuning.models.model import EncoderDecoderModel
 
-CONFIG = T5Config(vocab_size=64, emb_dim=16, num_heads=4, head_dim=4,
-                  mlp_dim=32, num_encoder_layers=2, num_decoder_layers=2,
-                  relative_attention_num_buckets=8,
-                  relative_attention_max_distance=16)
+# 4 heads: the joined heads (20) split 4 ways, as vocabulary and MLP do.
+CONFIG = tiny_config(num_heads=4)
 
 
 def _batch(rng, batch=8, inputs=12, targets=6):
@@ -82,9 +81,9 @@ def test_create_mesh_rejects_impossible_shapes():
 
 @pytest.mark.slow
 def test_dimensions_the_mesh_cannot_split_are_replicated():
-  # 2 heads cannot be split 4 ways: they stay whole, the rest still shards.
-  config = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=4,
-                    mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1)
+  # 3 heads cannot be split 4 ways: they stay whole, the rest still shards.
+  config = tiny_config(num_encoder_layers=1, num_decoder_layers=1)
+  assert config.num_heads % 4
   model = EncoderDecoderModel(Transformer(config))
   boxed = model.init(jax.random.PRNGKey(0), 12, 6)
   params = nn.unbox(boxed)["params"]

@@ -4,9 +4,11 @@ checkpoint, and the gin command-line handling shared by entry points."""
 import gin
 import pytest
 
-from conftest import shared_path
+from helpers import shared_path
+from prompt_tuning import cli
 from prompt_tuning import gin_utils
 from prompt_tuning import predict
+from prompt_tuning.data import locations
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +21,7 @@ def _argv(*extra):
   ckpt = shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
   return ["--gin_file=models/t5_1_1_tiny.gin",
           f"--gin.INITIAL_CHECKPOINT_PATH='{ckpt}'",
-          "--vocab", str(shared_path("models", "t5_vocab", "spiece.model")),
+          "--vocab", str(shared_path(*locations.VOCAB_IN_SHARED)),
           "--max_decode_length=6", *extra]
 
 
@@ -43,8 +45,8 @@ def test_predict_rejects_inputs_longer_than_the_feature_length():
 
 
 def test_malformed_gin_binding_is_a_clear_error():
-  with pytest.raises(gin_utils.GinConfigError, match="write --gin.NAME=VALUE"):
-    gin_utils.split_gin_args(["--gin.TRAIN_STEPS"])
+  with pytest.raises(cli.UsageError, match="write --gin.NAME=VALUE"):
+    cli.rewrite_gin_args(["--gin.TRAIN_STEPS"])
   with pytest.raises(gin_utils.GinConfigError, match="Malformed or unknown"):
     gin_utils.parse_gin(["models/t5_1_1_tiny.gin"], ["t5_config.T5Config.nope = 3"])
 

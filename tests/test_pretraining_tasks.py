@@ -14,16 +14,19 @@ import numpy as np
 import pytest
 import seqio
 
-from conftest import shared_path
+from helpers import shared_path
 from prompt_tuning import errors
 from prompt_tuning import train
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import pretrained
+from prompt_tuning.checkpoints import sharded
 from prompt_tuning.checkpoints import t5x
-from prompt_tuning.data import checks
+from prompt_tuning.data import availability
+from prompt_tuning.data import network
 from prompt_tuning.data import pretraining
 from prompt_tuning.data import pretraining_tasks
 from prompt_tuning.data import text_files
+from prompt_tuning.data import truncation
 from prompt_tuning.training import optimizers
 import prompt_tuning.tasks  # pylint: disable=unused-import
 from prompt_tuning.tasks import pretraining as pretraining_registry
@@ -141,7 +144,7 @@ def test_a_bad_later_line_is_named_before_any_training(tmp_path):
   pretraining_tasks.add_span_corruption_task("test_bad_line_span", source)
   message = rf"{re.escape(str(path))}:4 has no key 'text'.*keys are \['other'\]"
   with pytest.raises(errors.ConfigError, match=message):
-    checks.check_split_available("test_bad_line_span", "train")
+    availability.check_split_available("test_bad_line_span", "train")
   (tmp_path / "rows.tsv").write_text("a\tsentence\nx\n", "utf-8")
   with pytest.raises(errors.ConfigError, match=r"rows.tsv:2 has 1 fields"):
     text_files.text_files_source([f"{tmp_path}/rows.tsv:sentence"]).check(
@@ -187,13 +190,13 @@ def test_span_corruption_and_prefix_lm_tasks_through_seqio():
         _uncorrupt(x["inputs"][:-1], x["targets"][:-1]),
         stream[i * chunk:(i + 1) * chunk])
   # Nothing is truncated at T5's lengths; one target token less cuts all.
-  reports = checks.truncation_report("test_rte_span", "train", lengths,
-                                     max_examples=30)
+  reports = truncation.truncation_report("test_rte_span", "train", lengths,
+                                         max_examples=30)
   assert [r.num_truncated for r in reports] == [0, 0]
   assert reports[0].longest == 64 and reports[1].longest == targets_length
   short = dict(lengths, targets=targets_length - 1)
-  assert checks.truncation_report("test_rte_span", "train", short,
-                                  max_examples=30)[1].num_truncated == 30
+  assert truncation.truncation_report("test_rte_span", "train", short,
+                                      max_examples=30)[1].num_truncated == 30
 
   lengths = {"inputs": 24, "targets": 20}
   pairs = list(prefix.get_dataset(lengths, split="train", shuffle=False,
@@ -203,7 +206,7 @@ def test_span_corruption_and_prefix_lm_tasks_through_seqio():
     joined = np.concatenate([x["inputs"][:-1], x["targets"][:-1]])
     np.testing.assert_array_equal(joined, stream[i * 20:(i + 1) * 20])
   assert len({len(x["inputs"]) for x in pairs}) > 5
-  assert [r.num_truncated for r in checks.truncation_report(
+  assert [r.num_truncated for r in truncation.truncation_report(
       "test_rte_prefix", "train", lengths, max_examples=50)] == [0, 0]
 
 
@@ -213,11 +216,11 @@ def test_c4_tasks_fail_fast_when_c4_is_not_prepared(tmp_path, monkeypatch):
                pretraining_registry.C4_PREFIX_LM):
     assert set(seqio.get_mixture_or_task(name).splits) == {"train",
                                                            "validation"}
-    with pytest.raises(checks.DataUnavailableError,
+    with pytest.raises(network.DataUnavailableError,
                        match=rf"{name}/train reads TFDS c4/en:3.1.0, which is "
                        rf"not prepared in {tmp_path}.*Apache Beam.*"
                        "PROMPT_TUNING_TFDS_DATA_DIR"):
-      checks.check_split_available(name, "train")
+      availability.check_split_available(name, "train")
 
 
 # -------------------------------------------------------------- schedule.
@@ -244,7 +247,7 @@ def test_rsqrt_schedule_is_constant_then_inverse_square_root():
 def text_tasks(monkeypatch):
   """text_* tasks over RTE's validation premises (277), registered from the
   environment."""
-  monkeypatch.setenv(pretraining_registry.TEXT_FILES_ENV,
+  monkeypatch.setenv(text_files.TEXT_FILES_ENV,
                      _super_glue("RTE", "val.jsonl") + ":premise")
   importlib.reload(pretraining_registry)
   yield
@@ -283,18 +286,17 @@ def test_gin_runs_validate_and_lm_adapt_needs_a_checkpoint(tmp_path,
   # An evaluation task without metrics is refused.
   with pytest.raises(errors.ConfigError, match="has no metrics"):
     train.main(_argv("pretrain.gin", tmp_path / "pre", span, "--validate_only",
-                     "--gin.trainer.train.eval_mixture_or_task_name="
-                     "'text_span_corruption'",
-                     "--gin.trainer.train.eval_split='train'"))
+                     "--gin.EVAL_MIXTURE_OR_TASK_NAME='text_span_corruption'",
+                     "--gin.eval/DatasetConfig.split='train'"))
   assert not (tmp_path / "pre").exists() and not (tmp_path / "lm").exists()
 
 
 def test_a_bad_text_files_setting_fails_the_import(tmp_path, monkeypatch):
-  monkeypatch.setenv(pretraining_registry.TEXT_FILES_ENV,
+  monkeypatch.setenv(text_files.TEXT_FILES_ENV,
                      f"{tmp_path}/corpus.txt")
   with pytest.raises(FileNotFoundError, match="corpus.txt"):
     importlib.reload(pretraining_registry)
-  monkeypatch.delenv(pretraining_registry.TEXT_FILES_ENV)
+  monkeypatch.delenv(text_files.TEXT_FILES_ENV)
   importlib.reload(pretraining_registry)
 
 
@@ -305,8 +307,7 @@ def test_pretrain_then_lm_adapt_from_its_t5x_checkpoint(tmp_path, text_tasks):
       "pretrain.gin", pre,
       "--gin.MIXTURE_OR_TASK_NAME='text_span_corruption'")) == 0
   gin.clear_config()
-  first = t5x.load_t5x_checkpoint(pre / "checkpoint_2",
-                                  restore_optimizer_state=False)
+  first = sharded.open_checkpoint(pre / "checkpoint_2")
   assert first.step == 2 and first.version == 3
   assert pretrained.detect_checkpoint_format(pre) == (
       pretrained.CheckpointFormat.T5X)
@@ -316,15 +317,16 @@ def test_pretrain_then_lm_adapt_from_its_t5x_checkpoint(tmp_path, text_tasks):
   gin.clear_config()
   # The step continues: Adafactor's counter 2 + 2 names the checkpoint.
   assert sorted(t5x.checkpoint_steps(lm)) == [4]
-  second = t5x.load_t5x_checkpoint(lm, restore_optimizer_state=False)
+  second = sharded.open_checkpoint(lm)
   assert second.step == 4
-  before = param_tree.flatten_params(first.params)
-  after = param_tree.flatten_params(second.params)
+  first_params, second_params = first.read_all(), second.read_all()
+  before = param_tree.flatten_params(first_params)
+  after = param_tree.flatten_params(second_params)
   assert set(before) == set(after) and len(before) > 20
   unchanged = [n for n in before if np.array_equal(before[n], after[n])]
   assert not unchanged, unchanged
   # The orbax checkpoint (to resume) holds the same, whole model.
   assert (lm / "checkpoints" / "2").is_dir()
   assert all(np.all(np.isfinite(v)) for v in after.values())
-  assert jax.tree_util.tree_structure(first.params) == (
-      jax.tree_util.tree_structure(second.params))
+  assert jax.tree_util.tree_structure(first_params) == (
+      jax.tree_util.tree_structure(second_params))

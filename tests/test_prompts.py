@@ -6,18 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_batch
+from helpers import random_batch, tiny_config
 from prompt_tuning import partitioning
-from prompt_tuning.models import T5Config, Transformer
+from prompt_tuning.models import Transformer
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import PromptTransformer
 from prompt_tuning.prompts import combine
 from prompt_tuning.prompts import initializers
 
-CONFIG = T5Config(vocab_size=48, emb_dim=16, num_heads=2, head_dim=8,
-                  mlp_dim=32, num_encoder_layers=2, num_decoder_layers=2,
-                  relative_attention_num_buckets=8,
-                  relative_attention_max_distance=16)
+CONFIG = tiny_config()
 PLACEMENTS = (combine.PREFIX, combine.SUFFIX, combine.PREFIX_AFTER_FIRST)
 
 
@@ -200,7 +197,7 @@ def test_beam_search_keeps_each_example_on_its_prompt():
 
 
 def test_dropout_acts_on_the_joined_embedding():
-  config = T5Config(**{**CONFIG.__dict__, "dropout_rate": 0.5})
+  config = tiny_config(dropout_rate=0.5)
   model = EncoderDecoderModel(PromptTransformer(config, prompt_length=4))
   params = nn.unbox(model.init(jax.random.PRNGKey(0), 8, 5))["params"]
   batch = make_batch()

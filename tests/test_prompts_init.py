@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import sentencepiece
 
-from conftest import shared_path
+from helpers import shared_path, tiny_config
 from prompt_tuning import gin_utils
-from prompt_tuning.models import T5Config
+from prompt_tuning.data import locations
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import PromptTransformer
 from prompt_tuning.prompts import initializers
@@ -28,7 +28,7 @@ def numbered_table(vocab: int = VOCAB, embed: int = EMBED) -> jnp.ndarray:
 @pytest.fixture(scope="module")
 def spiece():
   return sentencepiece.SentencePieceProcessor(
-      model_file=str(shared_path("models", "t5_vocab", "spiece.model")))
+      model_file=str(shared_path(*locations.VOCAB_IN_SHARED)))
 
 
 @pytest.fixture
@@ -121,19 +121,20 @@ def test_from_file_loads_the_authors_prompt(tmp_path):
     initializers.from_file(path)(KEY, (6, 256))
   with pytest.raises(ValueError, match=r"expected \[5, 512\]"):
     initializers.from_file(path)(KEY, (5, 512))
-  np.save(tmp_path / "p.npy", np.ones((3, 4)))
+  width = _config().emb_dim
+  np.save(tmp_path / "p.npy", np.ones((3, width)))
   model = EncoderDecoderModel(PromptTransformer(
       _config(), prompt_length=3,
       prompt_init=initializers.from_file(tmp_path / "p.npy")))
   params = nn.unbox(model.init(KEY, 6, 3))["params"]
-  np.testing.assert_array_equal(params["prompt"]["prompt"], np.ones((3, 4)))
+  np.testing.assert_array_equal(params["prompt"]["prompt"],
+                                np.ones((3, width)))
 
 
 def _config():
-  return T5Config(vocab_size=6000, emb_dim=4, num_heads=2, head_dim=2,
-                  mlp_dim=8, num_encoder_layers=1, num_decoder_layers=1,
-                  relative_attention_num_buckets=4,
-                  relative_attention_max_distance=8)
+  # More rows than `sampled_vocab`'s population (5000).
+  return tiny_config(vocab_size=VOCAB, num_encoder_layers=1,
+                     num_decoder_layers=1)
 
 
 def test_initialize_prompt_redraws_from_the_loaded_table():
@@ -145,7 +146,8 @@ def test_initialize_prompt_redraws_from_the_loaded_table():
   rows = np.asarray(params["prompt"]["prompt"])
   assert all(np.any(np.all(np.isclose(table, r), axis=1)) for r in rows)
   # "Load" a pretrained table and redraw the prompt from it.
-  loaded = dict(params, token_embedder={"embedding": numbered_table(6000, 4)})
+  loaded = dict(params, token_embedder={
+      "embedding": numbered_table(VOCAB, _config().emb_dim)})
   new = initializers.initialize_prompt(loaded, model.module.prompt_init, KEY)
   ids = np.asarray(new["prompt"]["prompt"][:, 0])
   assert ids.max() < 5000 and len(set(ids.tolist())) == 6
@@ -160,7 +162,7 @@ def test_initialize_prompt_redraws_from_the_loaded_table():
 
 def _gin_model(files, bindings=()):
   gin_utils.parse_gin(files, bindings)
-  return gin.query_parameter("%MODEL").scoped_configurable_fn()
+  return gin_utils.configured_model()
 
 
 def test_gin_prompt_model_over_tiny_t5(clean_gin):
@@ -204,14 +206,14 @@ def test_gin_initialiser_files(clean_gin, gin_file, bindings, check):
 
 def test_gin_class_label_file(clean_gin, monkeypatch):
   monkeypatch.setenv("PROMPT_TUNING_VOCAB",
-                     str(shared_path("models", "t5_vocab", "spiece.model")))
+                     str(shared_path(*locations.VOCAB_IN_SHARED)))
   model = _gin_model(
       ["models/t5_1_1_tiny.gin", "prompts/from_class_labels.gin"],
       ["PROMPT_LENGTH = 4", "CLASS_LABELS = ('entailment', 'not_entailment')"])
   table = jax.random.normal(KEY, (32128, 4))
   prompt = model.module.prompt_init(KEY, (4, 4), table)
   ids = sentencepiece.SentencePieceProcessor(
-      model_file=str(shared_path("models", "t5_vocab", "spiece.model"))
+      model_file=str(shared_path(*locations.VOCAB_IN_SHARED))
   ).encode("not_entailment")
   np.testing.assert_allclose(prompt[1], table[np.asarray(ids)].mean(0),
                              atol=1e-6)

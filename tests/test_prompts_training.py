@@ -10,19 +10,17 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import tiny_config
 from prompt_tuning import gin_utils
 from prompt_tuning.checkpoints import param_tree
-from prompt_tuning.models import T5Config
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import PromptTransformer
 from prompt_tuning.prompts import freezing
 from prompt_tuning.training import steps
 from prompt_tuning.training import train_state
 
-CONFIG = T5Config(vocab_size=48, emb_dim=16, num_heads=2, head_dim=8,
-                  mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1,
-                  relative_attention_num_buckets=8,
-                  relative_attention_max_distance=16, dropout_rate=0.1)
+CONFIG = tiny_config(num_encoder_layers=1, num_decoder_layers=1,
+                     dropout_rate=0.1)
 MUST_FREEZE = (r"token_embedder/.*", r"encoder/.*", r"decoder/.*")
 
 

@@ -15,14 +15,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import initial_params, shared_path
+from helpers import initial_params, shared_path
 from prompt_tuning import evaluate as evaluate_lib
 from prompt_tuning import errors
 from prompt_tuning import gin_utils
 from prompt_tuning import partitioning
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.checkpoints import param_tree
-from prompt_tuning.checkpoints import t5x
+from prompt_tuning.checkpoints import sharded
+from prompt_tuning.data import locations
 from prompt_tuning.prompts import deep_init
 from prompt_tuning.prompts import deep_soft
 from prompt_tuning.prompts import freezing
@@ -62,7 +63,7 @@ def run(tmp_path_factory):
   mp.setenv("PROMPT_TUNING_SUPER_GLUE_DIR",
             str(shared_path("data", "super_glue")))
   mp.setenv("PROMPT_TUNING_VOCAB",
-            str(shared_path("models", "t5_vocab", "spiece.model")))
+            str(shared_path(*locations.VOCAB_IN_SHARED)))
   model_dir = tmp_path_factory.mktemp("ptv2") / "cb"
   try:
     _parse(["models/t5_1_1_tiny.gin", "prompts/deep_prompt.gin",
@@ -94,8 +95,8 @@ def test_gin_run_trains_the_head_and_loss_decreases(run):
 
 def test_only_deep_prompt_and_head_change_and_are_checkpointed(run):
   _, model_dir, result = run
-  pretrained = param_tree.flatten_params(t5x.load_t5x_checkpoint(
-      shared_path(*T5X_TINY), restore_optimizer_state=False).params)
+  pretrained = param_tree.flatten_params(
+      sharded.read_params(shared_path(*T5X_TINY)))
   trained = param_tree.flatten_params(jax.device_get(result.state.params))
   assert set(trained) - set(pretrained) == TRAINED
   for name, value in pretrained.items():  # The frozen T5, bit for bit.

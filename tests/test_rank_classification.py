@@ -19,16 +19,14 @@ import numpy as np
 import pytest
 import seqio
 
-from conftest import shared_path
+from helpers import T5_VOCAB_SIZE, shared_path, tiny_model
 from prompt_tuning import errors
 from prompt_tuning import partitioning
+from prompt_tuning.data import locations
 from prompt_tuning.data import metrics
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import registration
 from prompt_tuning.data import vocab as vocab_lib
-from prompt_tuning.models import T5Config
-from prompt_tuning.models.model import EncoderDecoderModel
-from prompt_tuning.prompts.models import PromptTransformer
 from prompt_tuning.training import data
 from prompt_tuning.training import evaluation
 
@@ -59,11 +57,10 @@ def tiny(tmp_path_factory):
     patch.setenv("PROMPT_TUNING_SUPER_GLUE_DIR",
                  str(shared_path("data", "super_glue")))
     patch.setenv("PROMPT_TUNING_VOCAB",
-                 str(shared_path("models", "t5_vocab", "spiece.model")))
-    config = T5Config(vocab_size=32128, emb_dim=8, num_heads=2, head_dim=4,
-                      mlp_dim=8, num_encoder_layers=1, num_decoder_layers=1,
-                      dropout_rate=0.0)
-    model = EncoderDecoderModel(PromptTransformer(config, prompt_length=2))
+                 str(shared_path(*locations.VOCAB_IN_SHARED)))
+    # One decoder layer: `biased_toward` silences `layers_0`.
+    model = tiny_model("prompt", prompt_length=2, vocab_size=T5_VOCAB_SIZE,
+                       num_encoder_layers=1, num_decoder_layers=1)
     boxed = model.init_shapes(LENGTHS["inputs"], LENGTHS["targets"])["params"]
     # Random weights drawn on the host (initialising through JAX compiles
     # for tens of seconds on a busy CPU).
@@ -88,7 +85,8 @@ def tiny(tmp_path_factory):
 
 def biased_toward(params, labels):
   """Parameters under which every token of each of `labels` (EOS included)
-  has a logit of sqrt(8) * 10 at every decoder position, every other token 0.
+  has a logit of sqrt(emb_dim) * 10 at every decoder position, every other
+  token 0.
 
   The decoder's sublayers write nothing (output kernels zeroed), so its
   output is the normalised embedding of the previous token; every embedding

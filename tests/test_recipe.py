@@ -12,18 +12,19 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import shared_dir
+from helpers import T5_VOCAB_SIZE, shared_dir, tiny_config
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import sharded
 from prompt_tuning.checkpoints import t5x
+from prompt_tuning.data import locations
 from prompt_tuning.data import pretraining
-from prompt_tuning.models import T5Config
 from prompt_tuning.recipes import frozen_model
 from prompt_tuning.recipes import steering
 
 pytestmark = pytest.mark.slow  # Every test shares one toy build (~20 s).
 
-CONFIG = T5Config(vocab_size=32128, emb_dim=8, num_heads=2, head_dim=4,
-                  mlp_dim=8, num_encoder_layers=1, num_decoder_layers=1)
+CONFIG = tiny_config(vocab_size=T5_VOCAB_SIZE, num_encoder_layers=1,
+                     num_decoder_layers=1)
 # Two of the three stages (test_pretraining_tasks trains LM adaptation from
 # a span-corruption checkpoint through the gin files).
 STAGES = (
@@ -57,7 +58,7 @@ def built(tmp_path_factory):
   mp = pytest.MonkeyPatch()
   mp.setenv("PROMPT_TUNING_GLUE_DIR", str(shared_dir() / "data" / "glue"))
   mp.setenv("PROMPT_TUNING_VOCAB",
-            str(shared_dir() / "models" / "t5_vocab" / "spiece.model"))
+            str(shared_dir().joinpath(*locations.VOCAB_IN_SHARED)))
   cache = tmp_path_factory.mktemp("recipe")
   frozen = _build(cache)
   yield cache, frozen
@@ -71,18 +72,17 @@ def test_stages_train_everything_and_continue_the_step(built):
   assert list(recipe["stages"]) == ["pretrain", "multitask"]
   for name, row in recipe["stages"].items():
     assert row["seconds"] > 0 and np.isfinite(row["final_loss_per_token"])
-  exported = {s.name: t5x.load_t5x_checkpoint(
-      cache / s.name, restore_optimizer_state=False) for s in STAGES}
+  exported = {s.name: sharded.open_checkpoint(cache / s.name)
+              for s in STAGES}
   assert [exported[s.name].step for s in STAGES] == [2, 5]
-  frozen_ckpt = t5x.load_t5x_checkpoint(frozen)
+  frozen_ckpt = sharded.open_checkpoint(frozen)
   assert frozen_ckpt.step == 5
-  before = param_tree.flatten_params(exported["pretrain"].params)
-  after = param_tree.flatten_params(exported["multitask"].params)
+  before = param_tree.flatten_params(exported["pretrain"].read_all())
+  after = param_tree.flatten_params(exported["multitask"].read_all())
   unchanged = [k for k in before if np.array_equal(before[k], after[k])]
   assert not unchanged, unchanged
-  final = param_tree.flatten_params(frozen_ckpt.params)
-  last = param_tree.flatten_params(exported["multitask"].params)
-  assert all(np.array_equal(final[k], last[k]) for k in final)
+  final = param_tree.flatten_params(frozen_ckpt.read_all())
+  assert all(np.array_equal(final[k], after[k]) for k in final)
 
 
 def _ship(frozen, directory, recipe):

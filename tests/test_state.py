@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from helpers import T5X_TINY, prompt_run_flags, shared_path
 from prompt_tuning import gin_utils
 from prompt_tuning import partitioning
 from prompt_tuning import train
@@ -25,8 +25,6 @@ from prompt_tuning.prompts import freezing
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import state as state_lib
 
-RTE = "taskless_super_glue_rte_v102"
-T5X_TINY = ("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
 LENGTHS = {"inputs": 16, "targets": 4}
 
 
@@ -88,8 +86,9 @@ def test_frozen_base_is_read_once_straight_into_a_2x4_mesh(reads, placed,
   built = state_lib.build_train_state(model, mesh, optimizers.adafactor(),
                                       ckpt, split, boxed_params=boxed)
   assert sum(opened.values()) == 1
-  reference = param_tree.flatten_params(
-      t5x.load_t5x_checkpoint(ckpt, restore_optimizer_state=False).params)
+  state_reads = list(reads)
+  reference = param_tree.flatten_params(sharded.read_params(ckpt))
+  reads[:] = state_reads  # The reference's own (whole) reads left out.
   frozen = param_tree.flatten_params(built.state.frozen)
   assert set(frozen) == set(reference)  # Only the prompt is not from it.
   specs = param_tree.flatten_params(partitioning.mesh_specs(boxed, mesh))
@@ -139,7 +138,8 @@ def test_only_missing_parameters_are_initialised():
 def test_a_checkpoint_missing_a_frozen_parameter_fails_before_reading(
     reads, tmp_path):
   ckpt = shared_path(*T5X_TINY)
-  params = t5x.load_t5x_checkpoint(ckpt, restore_optimizer_state=False).params
+  params = sharded.read_params(ckpt)
+  reads.clear()
   flat = param_tree.flatten_params(params)
   del flat["encoder/layers_0/mlp/wo/kernel"]
   t5x.save_t5x_checkpoint(tmp_path, param_tree.unflatten_params(flat), 3)
@@ -169,17 +169,10 @@ def test_models_declare_what_they_train():
 def test_deep_prompt_trains_from_its_gin_file_as_shipped(local_super_glue,
                                                          tmp_path, capsys):
   model_dir = tmp_path / "deep"
-  assert train.main([
-      "--gin_file=models/t5_1_1_tiny.gin",
-      "--gin_file=prompts/deep_prompt.gin",
-      "--gin_file=runs/prompt_finetune.gin",
-      f"--gin.MODEL_DIR='{model_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{RTE}'",
-      f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path(*T5X_TINY)}'",
-      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
-      "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.PREFIX_LENGTH=2",
-      "--gin.EVAL_PERIOD=0", "--gin.CHECKPOINT_PERIOD=2",
-      "--gin.trainer.train.eval_mixture_or_task_name=None",
-      "--gin.trainer.train.progress=False"]) == 0
+  assert train.main(prompt_run_flags(
+      model_dir, "--gin.PREFIX_LENGTH=2", prompt="prompts/deep_prompt.gin",
+      lengths={"inputs": 32, "targets": 8}, train_steps=2,
+      prompt_length=None)) == 0
   gin.clear_config()
   assert "train loss=" in capsys.readouterr().out
   import json  # pylint: disable=g-import-not-at-top

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import seqio
 
-from conftest import TESTDATA, shared_path
+from helpers import TESTDATA, shared_path
 import prompt_tuning.tasks  # pylint: disable=unused-import  # Registers.
 from prompt_tuning.data import locations
 from prompt_tuning.data import postprocessors
@@ -63,8 +63,7 @@ def _text(value) -> str:
 def env():
   """The real vocabulary; the SuperGLUE directory is set per test."""
   with pytest.MonkeyPatch.context() as patch:
-    patch.setenv(vocab.VOCAB_ENV, str(shared_path("models", "t5_vocab",
-                                                  "spiece.model")))
+    patch.setenv(vocab.VOCAB_ENV, str(shared_path(*locations.VOCAB_IN_SHARED)))
     patch.delenv(locations.TFDS_DATA_DIR_ENV, raising=False)
     yield patch
 

@@ -12,7 +12,7 @@ inputs without their first word.
 import pytest
 import seqio
 
-from conftest import shared_path
+from helpers import shared_path
 import prompt_tuning.tasks  # pylint: disable=unused-import  # Registers.
 from prompt_tuning.data import glue_tasks
 from prompt_tuning.data import locations
@@ -32,8 +32,7 @@ GOLDENS = {
 def env():
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv(locations.GLUE_DIR_ENV, str(shared_path("data", "glue")))
-    patch.setenv(vocab.VOCAB_ENV, str(shared_path("models", "t5_vocab",
-                                                  "spiece.model")))
+    patch.setenv(vocab.VOCAB_ENV, str(shared_path(*locations.VOCAB_IN_SHARED)))
     yield patch
 
 

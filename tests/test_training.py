@@ -18,10 +18,11 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO_ROOT, shared_path
+from helpers import REPO_ROOT, RTE, T5X_TINY, T5_VOCAB_SIZE
+from helpers import prompt_run_flags, rte_train_cfg, shared_path, tiny_model
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import param_tree
-from prompt_tuning.checkpoints import t5x
+from prompt_tuning.checkpoints import sharded
 from prompt_tuning.models import T5Config
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts.models import PromptTransformer
@@ -30,15 +31,15 @@ from prompt_tuning import infer as infer_lib
 from prompt_tuning.data import super_glue_submission
 from prompt_tuning.prompts import freezing
 from prompt_tuning.training import evaluation
+from prompt_tuning.training import monitoring
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
+from prompt_tuning.training import run_settings
 from prompt_tuning.training import state as state_lib
 from prompt_tuning.training import trainer
 from prompt_tuning.training import train_state
 
-RTE = "taskless_super_glue_rte_v102"
 LENGTHS = {"inputs": 64, "targets": 8}  # RTE's labels take up to 6.
-T5X_TINY = ("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
 
 
 @pytest.fixture(autouse=True)
@@ -47,11 +48,9 @@ def local_data(local_super_glue):
 
 
 def random_prompt_model(prompt_length=4, dropout_rate=0.0):
-  config = T5Config(vocab_size=32128, emb_dim=32, num_heads=2, head_dim=8,
-                    mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1,
-                    dropout_rate=dropout_rate)
-  return EncoderDecoderModel(PromptTransformer(config,
-                                               prompt_length=prompt_length))
+  return tiny_model("prompt", prompt_length=prompt_length,
+                    vocab_size=T5_VOCAB_SIZE, num_encoder_layers=1,
+                    num_decoder_layers=1, dropout_rate=dropout_rate)
 
 
 def tiny_fixture_model(prompt_length=3):
@@ -82,9 +81,10 @@ def _prompt_split(boxed):
 @pytest.mark.slow
 def test_loss_decreases_on_rte(tmp_path):
   result = trainer.train(
-      model=random_prompt_model(dropout_rate=0.1), mixture_or_task_name=RTE,
-      task_feature_lengths=LENGTHS, train_steps=30, batch_size=8,
-      model_dir=str(tmp_path), log_period=10, checkpoint_period=100,
+      model=random_prompt_model(dropout_rate=0.1),
+      train_dataset_cfg=rte_train_cfg(LENGTHS), train_steps=30,
+      model_dir=str(tmp_path), log_period=10,
+      checkpoint_cfg=run_settings.CheckpointConfig(period=100),
       progress=False)
   losses = [m["loss_per_token"] for _, m in result.history]
   assert len(losses) == 3 and all(np.isfinite(losses))
@@ -97,12 +97,11 @@ def test_loss_decreases_on_rte(tmp_path):
 def test_frozen_weights_are_bit_identical_after_training(tmp_path):
   ckpt = shared_path(*T5X_TINY)
   result = trainer.train(
-      model=tiny_fixture_model(), mixture_or_task_name=RTE,
-      task_feature_lengths=LENGTHS, train_steps=5, batch_size=8,
-      model_dir=str(tmp_path), initial_checkpoint_path=str(ckpt),
-      log_period=5, progress=False)
+      model=tiny_fixture_model(), train_dataset_cfg=rte_train_cfg(LENGTHS),
+      train_steps=5, model_dir=str(tmp_path),
+      initial_checkpoint_path=str(ckpt), log_period=5, progress=False)
   pretrained = param_tree.flatten_params(
-      t5x.load_t5x_checkpoint(ckpt, restore_optimizer_state=False).params)
+      sharded.read_params(ckpt))
   trained = param_tree.flatten_params(jax.device_get(result.state.params))
   assert set(trained) - set(pretrained) == {"prompt/prompt"}
   for name, value in pretrained.items():
@@ -121,7 +120,7 @@ def test_frozen_weights_are_bit_identical_after_training(tmp_path):
 
 def test_optimizer_step_zero_and_hugging_face_checkpoints_start_at_0():
   # ('restored', the default, is checked above: the T5X step continues.)
-  from conftest import TESTDATA  # pylint: disable=g-import-not-at-top
+  from helpers import TESTDATA  # pylint: disable=g-import-not-at-top
   from prompt_tuning.training import preflight  # pylint: disable=g-import-not-at-top
   ckpt = str(shared_path(*T5X_TINY))
   model = tiny_fixture_model()
@@ -175,12 +174,12 @@ def test_train_step_on_meshes_matches_one_device(mesh_shape):
 
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  with pytest.raises(trainer.NonFiniteLossError, match="last good checkpoint "
+  with pytest.raises(monitoring.NonFiniteLossError, match="last good checkpoint "
                      "is step 2"):
     trainer.train(
-        model=random_prompt_model(), mixture_or_task_name=RTE,
-        task_feature_lengths=LENGTHS, train_steps=6, batch_size=8,
-        model_dir=str(tmp_path), log_period=1, checkpoint_period=1,
+        model=random_prompt_model(), train_dataset_cfg=rte_train_cfg(LENGTHS),
+        train_steps=6, model_dir=str(tmp_path), log_period=1,
+        checkpoint_cfg=run_settings.CheckpointConfig(period=1),
         # Updates blow up from the third step on.
         optimizer=optax.chain(optimizers.adafactor(), optax.scale_by_schedule(
             lambda count: jnp.where(count >= 2, jnp.inf, 1.0))),
@@ -190,20 +189,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def _train_command(model_dir, train_steps, checkpoint_period=2):
-  return [
-      sys.executable, "-m", "prompt_tuning.train",
-      "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=prompts/prompt.gin",
-      "--gin_file=runs/prompt_finetune.gin",
-      f"--gin.MODEL_DIR='{model_dir}'",
-      f"--gin.MIXTURE_OR_TASK_NAME='{RTE}'",
-      f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path(*T5X_TINY)}'",
-      f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
-      f"--gin.TRAIN_STEPS={train_steps}", "--gin.BATCH_SIZE=4",
-      "--gin.PROMPT_LENGTH=3", "--gin.EVAL_PERIOD=0",
-      f"--gin.CHECKPOINT_PERIOD={checkpoint_period}",
-      "--gin.trainer.train.eval_mixture_or_task_name=None",
-      "--gin.trainer.train.progress=False",
-  ]
+  return [sys.executable, "-m", "prompt_tuning.train", *prompt_run_flags(
+      model_dir, lengths=LENGTHS, train_steps=train_steps, batch_size=4,
+      checkpoint_period=checkpoint_period)]
 
 
 def _saved_prompt(model_dir, step):
@@ -257,10 +245,9 @@ def test_killed_run_resumes_bit_identically(tmp_path, local_data):
 def test_evaluate_and_infer_write_their_outputs(tmp_path):
   ckpt = str(shared_path(*T5X_TINY))
   model = tiny_fixture_model()
-  trainer.train(model=model, mixture_or_task_name=RTE,
-                task_feature_lengths=LENGTHS, train_steps=2, batch_size=8,
-                model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
-                progress=False)
+  trainer.train(model=model, train_dataset_cfg=rte_train_cfg(LENGTHS),
+                train_steps=2, model_dir=str(tmp_path),
+                initial_checkpoint_path=ckpt, progress=False)
   results = evaluate_lib.evaluate(
       model=model, mixture_or_task_name=RTE, task_feature_lengths=LENGTHS,
       batch_size=16, model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
@@ -284,9 +271,9 @@ def test_evaluate_and_infer_write_their_outputs(tmp_path):
 def test_batch_size_must_split_over_the_data_axis(tmp_path):
   with pytest.raises(ValueError, match="BATCH_SIZE 4 is not divisible by the "
                      "mesh's 8-way 'data' axis"):
-    trainer.train(model=random_prompt_model(), mixture_or_task_name=RTE,
-                  task_feature_lengths=LENGTHS, train_steps=1, batch_size=4,
-                  model_dir=str(tmp_path), progress=False)
+    trainer.train(model=random_prompt_model(),
+                  train_dataset_cfg=rte_train_cfg(LENGTHS, batch_size=4),
+                  train_steps=1, model_dir=str(tmp_path), progress=False)
 
 
 def test_submission_lines_follow_the_leaderboard_format():
@@ -313,15 +300,14 @@ def test_submission_lines_follow_the_leaderboard_format():
 @pytest.mark.slow
 def test_restore_rejects_a_different_frozen_base(tmp_path):
   ckpt = str(shared_path(*T5X_TINY))
-  trainer.train(model=tiny_fixture_model(), mixture_or_task_name=RTE,
-                task_feature_lengths=LENGTHS, train_steps=1, batch_size=8,
+  trainer.train(model=tiny_fixture_model(),
+                train_dataset_cfg=rte_train_cfg(LENGTHS), train_steps=1,
                 model_dir=str(tmp_path), initial_checkpoint_path=ckpt,
                 progress=False)
   with pytest.raises(Exception, match="different frozen model|mismatch"):
     trainer.train(model=random_prompt_model(prompt_length=3),
-                  mixture_or_task_name=RTE, task_feature_lengths=LENGTHS,
-                  train_steps=2, batch_size=8, model_dir=str(tmp_path),
-                  progress=False)
+                  train_dataset_cfg=rte_train_cfg(LENGTHS), train_steps=2,
+                  model_dir=str(tmp_path), progress=False)
 
 
 def test_evaluation_scores_targets_for_score_metrics():

@@ -20,12 +20,13 @@ import math
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from prompt_tuning.data import checks
+from prompt_tuning.data import labels as data_labels
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import initializers
 from prompt_tuning.training import data
 from prompt_tuning.training import run_dir
+from prompt_tuning.training import run_settings
 from prompt_tuning.training import trainer
 
 PAPER_LENGTHS = (1, 5, 20, 100, 150)
@@ -52,9 +53,9 @@ class AblationRow:
 
 def class_label_strings(task_name: str) -> tuple[str, ...]:
   """Label strings of a closed label-set task (SuperGLUE, GLUE, the
-  sentence tasks: `data.checks.label_strings`), empty for free-text tasks."""
+  sentence tasks: `data.labels.label_strings`), empty for free-text tasks."""
   data.get_task(task_name)  # Registers the tasks; a clear error if unknown.
-  labels = checks.label_strings(task_name) or {}
+  labels = data_labels.label_strings(task_name) or {}
   return tuple(labels.get(task_name, ()))
 
 
@@ -125,6 +126,7 @@ def run_ablation(*, model: EncoderDecoderModel, task_name: str,
                  initial_checkpoint_path: Optional[str] = None,
                  metric: Optional[str] = None,
                  label_encoder: Any = None,
+                 eval_num_examples: Optional[int] = None,
                  train: Callable[..., Any] = trainer.train,
                  **train_kwargs) -> list[AblationRow]:
   """Trains and evaluates every (initialiser, length); writes the CSV.
@@ -142,10 +144,17 @@ def run_ablation(*, model: EncoderDecoderModel, task_name: str,
     initial_checkpoint_path: the frozen pretrained model.
     metric: `task/metric` to report; default the task's first metric.
     label_encoder: tokeniser for class labels (default the T5 vocabulary).
+    eval_num_examples: evaluate on the first N validation examples; None:
+      all.
     train: the training function (`trainer.train`'s signature).
     **train_kwargs: more `trainer.train` arguments (optimizer, seed,
-      eval_num_examples, checkpoint_period, ...).
+      checkpoint_cfg, progress, ...).
   """
+  train_dataset_cfg = run_settings.DatasetConfig(
+      task_name, task_feature_lengths, "train", batch_size)
+  eval_cfg = run_settings.EvalConfig(
+      dataclasses.replace(train_dataset_cfg, split="validation"),
+      num_examples=eval_num_examples)
   labels = class_label_strings(task_name)
   rows: list[AblationRow] = []
   csv_path = os.path.join(out_dir, "results.csv")
@@ -162,12 +171,10 @@ def run_ablation(*, model: EncoderDecoderModel, task_name: str,
       run_model = dataclasses.replace(model, module=model.module.clone(
           prompt_length=length, prompt_init=init))
       model_dir = os.path.join(out_dir, f"{name}_len{length}")
-      train(model=run_model, mixture_or_task_name=task_name,
-            task_feature_lengths=task_feature_lengths,
-            train_steps=train_steps, batch_size=batch_size,
-            model_dir=model_dir,
+      train(model=run_model, train_dataset_cfg=train_dataset_cfg,
+            train_steps=train_steps, model_dir=model_dir,
             initial_checkpoint_path=initial_checkpoint_path,
-            eval_mixture_or_task_name=task_name, **train_kwargs)
+            eval_cfg=eval_cfg, **train_kwargs)
       key, score, step = final_score(model_dir, metric)
       rows.append(AblationRow(name, length, key, score, step))
       write_csv(rows, csv_path)

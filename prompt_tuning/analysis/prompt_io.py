@@ -1,7 +1,7 @@
 """Prompts as `.npy` files: export from a training run, import into another.
 
-A trained prompt lives in `MODEL_DIR/checkpoints/<step>/state` under
-`trainable/`. Exported arrays are float32:
+A trained prompt is one of a training run's trainable parameters
+(`checkpoints.run_checkpoints` reads them). Exported arrays are float32:
 
   soft prompt   `prompt/prompt`                [length, embed]
   bank          `prompt/prompt`                [num_prompts, length, embed]
@@ -20,9 +20,8 @@ import pathlib
 from typing import Any, Optional, Union
 
 import numpy as np
-import orbax.checkpoint as ocp
 
-from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import run_checkpoints
 
 PathLike = Union[str, os.PathLike[str]]
 
@@ -36,50 +35,10 @@ class PromptShapeError(ValueError):
   """A prompt does not fit the model it is meant for."""
 
 
-def checkpoint_steps(model_dir: PathLike, subdir: str = "checkpoints"
-                     ) -> list[int]:
-  """Completed checkpoint steps under `model_dir/subdir`, ascending."""
-  root = pathlib.Path(model_dir) / subdir
-  if not root.is_dir():
-    raise FileNotFoundError(
-        f"No {subdir}/ directory in {model_dir}; give the MODEL_DIR of a "
-        "prompt_tuning.train run.")
-  # Orbax writes `<step>.orbax-checkpoint-tmp-*` first and renames it when
-  # complete, so only all-digit names are finished checkpoints.
-  return sorted(int(p.name) for p in root.iterdir()
-                if p.name.isdigit() and (p / "state").is_dir())
-
-
-def read_trainable(model_dir: PathLike, step: Optional[int] = None,
-                   subdir: str = "checkpoints") -> tuple[dict[str, np.ndarray],
-                                                         int]:
-  """The trained parameters of a checkpoint, flat `{name: array}`.
-
-  Args:
-    model_dir: a training run's MODEL_DIR.
-    step: checkpoint step; default the latest.
-    subdir: `checkpoints` or `best`.
-
-  Returns:
-    (flat trainable parameters as numpy arrays, the step read).
-  """
-  steps = checkpoint_steps(model_dir, subdir)
-  if not steps:
-    raise FileNotFoundError(f"No completed checkpoint in {model_dir}/{subdir}.")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise FileNotFoundError(f"No checkpoint for step {step} in "
-                            f"{model_dir}/{subdir}; have {steps}.")
-  path = pathlib.Path(model_dir).absolute() / subdir / str(step) / "state"
-  tree = ocp.StandardCheckpointer().restore(path)
-  flat = param_tree.flatten_params(tree.get("trainable", {}))
-  return {k: np.asarray(v) for k, v in flat.items()}, step
-
-
 def export_prompt(model_dir: PathLike, step: Optional[int] = None,
                   name: Optional[str] = None,
-                  subdir: str = "checkpoints") -> tuple[np.ndarray, str, int]:
+                  subdir: str = run_checkpoints.CHECKPOINTS
+                  ) -> tuple[np.ndarray, str, int]:
   """Reads a prompt from a training run's checkpoint.
 
   Args:
@@ -93,8 +52,12 @@ def export_prompt(model_dir: PathLike, step: Optional[int] = None,
 
   Returns:
     (float32 array, its parameter name, the step).
+
+  Raises:
+    FileNotFoundError: when the run has no (such) finished checkpoint.
+    KeyError: when the checkpoint holds no such parameter.
   """
-  flat, step = read_trainable(model_dir, step, subdir)
+  flat, step = run_checkpoints.read_trainable(model_dir, step, subdir)
   names = [name] if name else list(DEFAULT_NAMES)
   for candidate in names:
     if candidate in flat:

@@ -1,6 +1,8 @@
-"""Loads a Hugging Face T5 checkpoint directory without PyTorch.
+"""Hugging Face T5 checkpoint directories: config, names, files (no PyTorch).
 
-A directory as `save_pretrained(..., safe_serialization=True)` writes it:
+What `sharded.open_checkpoint` needs to read one: the config mapping, the
+tensor-name mapping and the safetensors files. A directory as
+`save_pretrained(..., safe_serialization=True)` writes it:
 `config.json` plus either `model.safetensors` or a sharded
 `model.safetensors.index.json` with the shards it names. T5 1.0, T5 1.1,
 the LM-adapted T5 1.1 and Flan-T5 all use the same tensor names:
@@ -34,10 +36,7 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Iterator, Mapping
-
-import numpy as np
-import safetensors
+from typing import Any, Mapping
 
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import validation
@@ -200,7 +199,8 @@ def hf_config_to_t5_config(hf_config: Mapping[str, Any]) -> config_lib.T5Config:
 def hf_name_to_param_name(name: str) -> tuple[str, bool] | None:
   """Maps one Hugging Face block/norm tensor name to ours.
 
-  Embedding and LM head names are handled by `hf_state_dict_to_params`.
+  Embedding and LM head names are handled by the reader
+  (`sharded._hf_sources`).
 
   Args:
     name: e.g. 'encoder.block.0.layer.0.SelfAttention.q.weight'.
@@ -251,7 +251,7 @@ def param_name_to_hf_name(name: str) -> str | None:
     return "shared.weight"
   if name == "decoder/logits_dense/kernel":
     return LM_HEAD
-  parts = name.split("/")
+  parts = name.split(param_tree.SEPARATOR)
   stack = parts[0]
   if stack not in _STACK_NORMS:
     return None
@@ -322,36 +322,6 @@ def safetensors_files(model_dir: pathlib.Path) -> dict[str, list[str] | None]:
          if others else "") + ".")
 
 
-def iter_safetensors(model_dir: str | os.PathLike[str]
-                     ) -> Iterator[tuple[str, np.ndarray]]:
-  """Yields (name, array) for every tensor of a Hugging Face model directory.
-
-  Tensors are read one at a time (bfloat16 arrives as `ml_dtypes.bfloat16`).
-
-  Args:
-    model_dir: directory with `model.safetensors` or
-      `model.safetensors.index.json` and its shards.
-
-  Yields:
-    (tensor name, numpy array) in file order.
-
-  Raises:
-    FileNotFoundError: when there is no safetensors file, or a shard or
-      tensor named by the index is missing.
-  """
-  model_dir = pathlib.Path(model_dir)
-  for shard, names in safetensors_files(model_dir).items():
-    with safetensors.safe_open(model_dir / shard, framework="numpy") as f:
-      available = set(f.keys())
-      wanted = sorted(available) if names is None else names
-      for name in wanted:
-        if name not in available:
-          raise FileNotFoundError(
-              f"Tensor {name} is listed in {SAFETENSORS_INDEX_FILE} but "
-              f"missing from shard {model_dir / shard}.")
-        yield name, f.get_tensor(name)
-
-
 def embedding_copy_error(source: str, name: str) -> ValueError:
   """The error for an embedding copy `name` that differs from shared.weight."""
   return ValueError(
@@ -403,78 +373,6 @@ def check_against_own_config(params: Mapping[str, Any],
       name_hint=hf_name_hint)
 
 
-def _float32(array: np.ndarray, transpose: bool) -> np.ndarray:
-  array = np.asarray(array, dtype=np.float32)
-  return np.ascontiguousarray(array.T if transpose else array)
-
-
-def hf_state_dict_to_params(
-    tensors: Mapping[str, np.ndarray] | Iterator[tuple[str, np.ndarray]],
-    config: config_lib.T5Config,
-    *,
-    head_tied_to_embedding: bool = True,
-    source: str = "the Hugging Face checkpoint",
-) -> Params:
-  """Renames and transposes Hugging Face T5 tensors into our tree.
-
-  The result is not checked against `config`'s shapes; `load_hf_t5` does that.
-
-  Args:
-    tensors: {HF name: array}, or an iterator of (name, array) pairs.
-    config: the model config (only `logits_via_embedding` is used).
-    head_tied_to_embedding: when `config.logits_via_embedding` is False and
-      the tensors have no `lm_head.weight`, use `shared.weight` for
-      `decoder/logits_dense/kernel` (transformers 5 drops an lm_head equal to
-      the embedding) instead of leaving it missing.
-    source: named in errors.
-
-  Returns:
-    Nested dict of float32 arrays named as in `param_tree`. Tensor names we
-    do not know are kept under their Hugging Face name so that the shape
-    check reports them as unexpected.
-
-  Raises:
-    ValueError: when copies of the embedding differ, or the logits are scaled
-      (tied) yet a different `lm_head.weight` is present.
-  """
-  items = tensors.items() if isinstance(tensors, Mapping) else tensors
-  flat: dict[str, np.ndarray] = {}
-  embeddings: dict[str, np.ndarray] = {}
-  lm_head = None
-  for name, array in items:
-    if name in EMBEDDING_NAMES:
-      embeddings[name] = np.asarray(array, dtype=np.float32)
-    elif name == LM_HEAD:
-      lm_head = np.asarray(array, dtype=np.float32)
-    elif name in IGNORED:
-      continue
-    elif (mapped := hf_name_to_param_name(name)) is not None:
-      flat[mapped[0]] = _float32(array, mapped[1])
-    else:
-      flat[name] = np.asarray(array)
-
-  embedding = None
-  for name in EMBEDDING_NAMES:
-    if name not in embeddings:
-      continue
-    if embedding is None:
-      embedding = embeddings[name]
-    elif not np.array_equal(embedding, embeddings[name]):
-      raise embedding_copy_error(source, name)
-  if embedding is not None:
-    flat["token_embedder/embedding"] = embedding
-
-  if config.logits_via_embedding:
-    if (lm_head is not None and embedding is not None and
-        not np.array_equal(lm_head, embedding)):
-      raise scaled_untied_head_error(source)
-  elif lm_head is not None:
-    flat["decoder/logits_dense/kernel"] = _float32(lm_head, True)
-  elif head_tied_to_embedding and embedding is not None:
-    flat["decoder/logits_dense/kernel"] = _float32(embedding, True)
-  return param_tree.unflatten_params(flat)
-
-
 def read_hf_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
   """Returns the parsed `config.json` of a Hugging Face model directory."""
   path = pathlib.Path(model_dir) / CONFIG_FILE
@@ -482,44 +380,3 @@ def read_hf_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     raise FileNotFoundError(f"No {CONFIG_FILE} in {model_dir}.")
   with path.open() as f:
     return json.load(f)
-
-
-def load_hf_t5(
-    path: str | os.PathLike[str],
-    expected_shapes: Mapping[str, Any] | None = None,
-) -> tuple[config_lib.T5Config, Params]:
-  """Loads a Hugging Face T5 checkpoint directory into our parameter tree.
-
-  Args:
-    path: directory with config.json and model.safetensors (or a sharded
-      model.safetensors.index.json with its shards).
-    expected_shapes: the model's parameter shapes (e.g. `jax.eval_shape` of
-      its init); when given the parameters must also match these.
-
-  Returns:
-    (the checkpoint's T5Config, nested dict of float32 numpy arrays shaped as
-    `param_tree.t5_param_shapes(config)`).
-
-  Raises:
-    FileNotFoundError: for a missing directory, config or weights file.
-    ValueError: for an unsupported config.
-    validation.ParamMismatchError: when the tensors do not match the config
-      (or `expected_shapes`), listing every offending parameter.
-  """
-  model_dir = pathlib.Path(path)
-  if not model_dir.is_dir():
-    raise FileNotFoundError(
-        f"Hugging Face checkpoint directory {model_dir} does not exist.")
-  hf_config = read_hf_config(model_dir)
-  config = hf_config_to_t5_config(hf_config)
-  tie = head_tied_to_embedding(hf_config)
-  source = checkpoint_source(model_dir)
-  params = hf_state_dict_to_params(
-      iter_safetensors(model_dir), config, head_tied_to_embedding=tie,
-      source=source)
-  params = check_against_own_config(params, config, model_dir)
-  if expected_shapes is not None:
-    params = validation.check_params(
-        expected_shapes, params, source=f"{source} ({config})",
-        name_hint=hf_name_hint)
-  return config, params

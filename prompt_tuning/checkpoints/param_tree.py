@@ -25,11 +25,14 @@ name them, so a T5X checkpoint's `target` tree is already in our layout:
       (absent when config.logits_via_embedding)
 """
 
+import functools
 from typing import Any, Callable, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from prompt_tuning.models import t5
 from prompt_tuning.models.config import T5Config
 
 # A nested dict of arrays (or of shapes), keyed by module and parameter name.
@@ -38,14 +41,19 @@ Params = dict[str, Any]
 SEPARATOR = "/"
 
 
-def flatten_params(tree: Mapping[str, Any]) -> dict[str, Any]:
+def flatten_params(tree: Mapping[str, Any],
+                   is_leaf: Callable[[Any], bool] | None = None
+                   ) -> dict[str, Any]:
   """Flattens a nested mapping into {'a/b/c': leaf}.
 
   Only mappings are descended into; anything else (arrays, ShapeDtypeStructs,
-  shape tuples) is a leaf.
+  boxed `nn.LogicallyPartitioned` leaves, shape tuples) is a leaf. Empty
+  mappings leave no entry.
 
   Args:
     tree: nested mapping with string keys.
+    is_leaf: also treats the mappings it accepts as leaves (e.g. the
+      tensorstore spec dicts of a T5X msgpack tree).
 
   Returns:
     A flat dict from '/'-joined key paths to leaves, in traversal order.
@@ -55,7 +63,7 @@ def flatten_params(tree: Mapping[str, Any]) -> dict[str, Any]:
   def visit(node: Mapping[str, Any], prefix: str) -> None:
     for key, value in node.items():
       name = f"{prefix}{SEPARATOR}{key}" if prefix else str(key)
-      if isinstance(value, Mapping):
+      if isinstance(value, Mapping) and not (is_leaf and is_leaf(value)):
         visit(value, name)
       else:
         flat[name] = value
@@ -85,63 +93,38 @@ def unflatten_params(flat: Mapping[str, Any],
   return tree
 
 
-def mlp_input_names(config: T5Config) -> tuple[str, ...]:
-  """Names of the MLP input projections: ('wi',) or ('wi_0', 'wi_1', ...)."""
-  if len(config.mlp_activations) == 1:
-    return ("wi",)
-  return tuple(f"wi_{i}" for i in range(len(config.mlp_activations)))
+def name_of_path(path: tuple[Any, ...]) -> str:
+  """The '/'-joined name of a pytree key path, from its dict keys only.
+
+  E.g. the path of an optimizer-state leaf `(GetAttrKey('v'),
+  DictKey('encoder'), DictKey('layers_0'), ...)` names the parameter it
+  tracks, 'encoder/layers_0/...'.
+  """
+  return SEPARATOR.join(str(k.key) for k in path
+                        if isinstance(k, jax.tree_util.DictKey))
+
+
+@functools.lru_cache(maxsize=16)
+def _t5_param_shapes(config: T5Config) -> Params:
+  module = t5.Transformer(config)
+  tokens = jnp.ones((1, 1), jnp.int32)
+  init = functools.partial(module.init, enable_dropout=False)
+  boxed = jax.eval_shape(init, jax.random.PRNGKey(0), tokens, tokens, tokens)
+  return nn.unbox(boxed)["params"]
 
 
 def t5_param_shapes(config: T5Config) -> Params:
-  """Returns the parameter tree a T5 model of `config` must have.
+  """Returns the parameter tree a plain T5 model of `config` has.
 
-  This is the contract between the checkpoint loaders and the Flax model:
-  `jax.eval_shape(model.init, ...)['params']` must equal it.
+  Derived from the model itself (`jax.eval_shape` of `t5.Transformer`'s
+  init: no array is allocated), so the checkpoint readers check against
+  exactly what the Flax model creates.
 
   Args:
-    config: model hyper-parameters.
+    config: model hyper-parameters (hashable; results are cached).
 
   Returns:
     Nested dict of float32 `jax.ShapeDtypeStruct`s (see the module docstring
-    for names and shapes).
+    for names and shapes); a fresh copy each call.
   """
-  embed, inner = config.emb_dim, config.num_heads * config.head_dim
-  flat: dict[str, tuple[int, ...]] = {
-      "token_embedder/embedding": (config.vocab_size, embed),
-  }
-
-  def attention(prefix: str) -> None:
-    for name in ("query", "key", "value"):
-      flat[f"{prefix}/{name}/kernel"] = (embed, inner)
-    flat[f"{prefix}/out/kernel"] = (inner, embed)
-
-  def mlp(prefix: str) -> None:
-    for name in mlp_input_names(config):
-      flat[f"{prefix}/{name}/kernel"] = (embed, config.mlp_dim)
-    flat[f"{prefix}/wo/kernel"] = (config.mlp_dim, embed)
-
-  relpos = (config.num_heads, config.relative_attention_num_buckets)
-  flat["encoder/relpos_bias/rel_embedding"] = relpos
-  for i in range(config.num_encoder_layers):
-    layer = f"encoder/layers_{i}"
-    flat[f"{layer}/pre_attention_layer_norm/scale"] = (embed,)
-    attention(f"{layer}/attention")
-    flat[f"{layer}/pre_mlp_layer_norm/scale"] = (embed,)
-    mlp(f"{layer}/mlp")
-  flat["encoder/encoder_norm/scale"] = (embed,)
-
-  flat["decoder/relpos_bias/rel_embedding"] = relpos
-  for i in range(config.num_decoder_layers):
-    layer = f"decoder/layers_{i}"
-    flat[f"{layer}/pre_self_attention_layer_norm/scale"] = (embed,)
-    attention(f"{layer}/self_attention")
-    flat[f"{layer}/pre_cross_attention_layer_norm/scale"] = (embed,)
-    attention(f"{layer}/encoder_decoder_attention")
-    flat[f"{layer}/pre_mlp_layer_norm/scale"] = (embed,)
-    mlp(f"{layer}/mlp")
-  flat["decoder/decoder_norm/scale"] = (embed,)
-  if not config.logits_via_embedding:
-    flat["decoder/logits_dense/kernel"] = (embed, config.vocab_size)
-
-  return unflatten_params(
-      flat, lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32))
+  return unflatten_params(flatten_params(_t5_param_shapes(config)))

@@ -1,15 +1,11 @@
-"""Loads pre-trained T5 weights from whichever format a path holds."""
+"""Which pre-trained checkpoint format a path holds (read by `sharded`)."""
 
 import enum
 import os
 import pathlib
-from typing import Any, Mapping
 
 from prompt_tuning.checkpoints import hf
-from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import t5x
-
-Params = param_tree.Params
 
 
 class CheckpointFormat(enum.Enum):
@@ -54,36 +50,3 @@ def detect_checkpoint_format(path: str | os.PathLike[str]) -> CheckpointFormat:
       f"{hf.SAFETENSORS_FILE} or {hf.SAFETENSORS_INDEX_FILE}), a T5X "
       f"checkpoint directory (msgpack '{t5x.CHECKPOINT_FILE}' file) or a T5X "
       "model directory (checkpoint_<step> subdirectories).")
-
-
-def load_pretrained_params(
-    path: str | os.PathLike[str],
-    expected_shapes: Mapping[str, Any] | None = None,
-) -> Params:
-  """Loads T5 weights from a Hugging Face or T5X checkpoint.
-
-  Optimizer state is not read; use `t5x.load_t5x_checkpoint` to resume.
-
-  Args:
-    path: see `detect_checkpoint_format`.
-    expected_shapes: the model's parameter shapes (e.g. `jax.eval_shape` of
-      its init, or `param_tree.t5_param_shapes(config)`); when given the
-      loaded parameters must match them by name and shape.
-
-  Returns:
-    Nested dict of float32 numpy arrays, ready for
-    `module.apply({'params': params}, ...)`.
-
-  Raises:
-    FileNotFoundError: for a missing path or weights file.
-    ValueError: for an unknown layout or unsupported config.
-    validation.ParamMismatchError: listing every missing, unexpected or
-      mis-shaped parameter.
-  """
-  fmt = detect_checkpoint_format(path)
-  if fmt == CheckpointFormat.HUGGING_FACE:
-    _, params = hf.load_hf_t5(path, expected_shapes)
-    return params
-  checkpoint = t5x.load_t5x_checkpoint(
-      path, expected_shapes=expected_shapes, restore_optimizer_state=False)
-  return checkpoint.params

@@ -1,9 +1,18 @@
-"""Opens a pre-trained checkpoint once; reads each parameter into its sharding.
+"""The one reader of pre-trained checkpoints (T5X and Hugging Face).
+
+A checkpoint is opened once and read parameter by parameter, either straight
+into shardings or whole into host memory:
 
   record = sharded.open_checkpoint(path)   # headers only, no array data
   record.check(jax.eval_shape(...))        # names and shapes, strictly
   params = record.read_all(shardings)      # {name: jax.Array}, sharded
+  params = record.read_all()               # {name: np.ndarray}, on the host
   step = record.step                       # from the same msgpack read
+
+  params = sharded.read_params(path, shapes)  # open, check, read to host
+
+The host mode (no sharding) serves whoever wants the whole tree in host
+memory: prediction, analyses, scripts, tests.
 
 `open_checkpoint` reads a T5X checkpoint's msgpack file once (step, version,
 inline arrays, tensorstore specs; the zarr stores are opened lazily, on the
@@ -30,8 +39,7 @@ for the comparisons of embedding copies that `open_checkpoint` makes.
 
 Hugging Face embedding copies. `shared.weight`, `encoder.embed_tokens.weight`
 and `decoder.embed_tokens.weight` must be equal (and, when the config scales
-tied logits, `lm_head.weight` must equal the embedding), as in
-`hf.hf_state_dict_to_params`. Files written by transformers hold only
+tied logits, `lm_head.weight` must equal the embedding). Files written by transformers hold only
 `shared.weight` (safetensors cannot alias tensors, so transformers drops the
 tied copies); when a file does hold separate copies, `open_checkpoint`
 compares them in row blocks of at most 64 MiB (`check_copies=False` skips
@@ -212,12 +220,15 @@ class CheckpointRecord:
     return param_tree.unflatten_params(self.flat_shapes)
 
   def check(self, expected_shapes: Mapping[str, Any], *,
-            expected_source: str = "the model") -> None:
+            expected_source: str = "the model") -> Params:
     """Checks names and shapes against `expected_shapes`; reads no data.
 
     Args:
       expected_shapes: see `validation.check_params`.
       expected_source: what `expected_shapes` describes, for the error.
+
+    Returns:
+      The checkpoint's `shapes`, in the order of `expected_shapes`.
 
     Raises:
       validation.ParamMismatchError: listing every missing, unexpected or
@@ -226,9 +237,10 @@ class CheckpointRecord:
     hint = (hf.hf_name_hint
             if self.format == pretrained.CheckpointFormat.HUGGING_FACE
             else None)
-    validation.check_params(expected_shapes, self.shapes,
-                            source=self.description,
-                            expected_source=expected_source, name_hint=hint)
+    return validation.check_params(expected_shapes, self.shapes,
+                                   source=self.description,
+                                   expected_source=expected_source,
+                                   name_hint=hint)
 
   def _source(self, name: str) -> ArraySource:
     if name not in self.sources:
@@ -274,26 +286,31 @@ class CheckpointRecord:
         return False
     return True
 
-  def read(self, name: str, sharding: jax.sharding.Sharding,
-           dtype: Any = np.float32) -> jax.Array:
-    """Reads one parameter straight into `sharding`.
+  def read(self, name: str, sharding: jax.sharding.Sharding | None = None,
+           dtype: Any = np.float32) -> jax.Array | np.ndarray:
+    """Reads one parameter straight into `sharding`, or whole to the host.
 
-    Only this process's addressable shards are read: each distinct slice
-    once, however many devices hold it.
+    With a sharding, only this process's addressable shards are read: each
+    distinct slice once, however many devices hold it.
 
     Args:
       name: our parameter name, e.g. 'encoder/layers_0/attention/query/kernel'.
-      sharding: where the [*shape] global array goes, e.g. a `NamedSharding`.
+      sharding: where the [*shape] global array goes, e.g. a `NamedSharding`;
+        None reads the whole parameter (one read) into host memory.
       dtype: the result's dtype; None keeps the stored one.
 
     Returns:
-      A global `jax.Array` of the parameter's shape with `sharding`.
+      A global `jax.Array` of the parameter's shape with `sharding`, or
+      (no sharding) a contiguous `np.ndarray` [*shape] in our orientation.
 
     Raises:
       KeyError: for a name the checkpoint does not have.
     """
     source = self._source(name)
     dtype = source.dtype if dtype is None else np.dtype(dtype)
+    if sharding is None:
+      whole = tuple(slice(0, d) for d in source.shape)
+      return np.ascontiguousarray(self._read(source, whole), dtype=dtype)
     indices = sharding.addressable_devices_indices_map(source.shape)
     devices_of: dict[tuple[tuple[int, int], ...], list[Any]] = {}
     for device, index in indices.items():
@@ -312,24 +329,27 @@ class CheckpointRecord:
     # Transfers finish before the next parameter's slices are read.
     return array.block_until_ready()
 
-  def read_all(self, shardings: Any, dtype: Any = np.float32) -> Params:
-    """Reads several parameters, each into its sharding.
+  def read_all(self, shardings: Any = None, dtype: Any = np.float32
+               ) -> Params:
+    """Reads several parameters, each into its sharding (or to the host).
 
     Args:
-      shardings: one `Sharding` for every parameter, or {name: Sharding} as
-        a flat dict of '/'-joined names or a nested tree (e.g.
+      shardings: None (every parameter, to the host), one `Sharding` for
+        every parameter, or {name: Sharding or None (host)} as a flat dict
+        of '/'-joined names or a nested tree (e.g.
         `partitioning.param_shardings(...)`); only the parameters named are
         read, in its order.
       dtype: see `read`.
 
     Returns:
-      Nested dict of `jax.Array`s named as in `param_tree`.
+      Nested dict named as in `param_tree`: `jax.Array`s where a sharding
+      was given, `np.ndarray`s where not.
 
     Raises:
       KeyError: naming every parameter of `shardings` the checkpoint lacks
         (before anything is read).
     """
-    if isinstance(shardings, jax.sharding.Sharding):
+    if shardings is None or isinstance(shardings, jax.sharding.Sharding):
       flat = {name: shardings for name in self.sources}
     else:
       flat = param_tree.flatten_params(shardings)
@@ -359,6 +379,38 @@ class CheckpointRecord:
             f"step={self.step}, {len(self.sources)} parameters)")
 
 
+def read_params(path: str | os.PathLike[str],
+                expected_shapes: Mapping[str, Any] | None = None, *,
+                dtype: Any = np.float32, check_copies: bool = True) -> Params:
+  """Reads a whole pre-trained checkpoint into host memory.
+
+  `open_checkpoint`, `CheckpointRecord.check` and a host `read_all` in one
+  call, for callers that want every parameter on the host (prediction,
+  analyses, scripts, tests); the training state reads into shardings.
+
+  Args:
+    path: see `open_checkpoint`.
+    expected_shapes: the model's parameter shapes (e.g.
+      `EncoderDecoderModel.param_shapes()` or `param_tree.t5_param_shapes`);
+      when given, names and shapes must match before anything is read.
+    dtype: the arrays' dtype; None keeps the stored one.
+    check_copies: see `open_checkpoint`.
+
+  Returns:
+    Nested dict of `np.ndarray`s named as in `param_tree`, in the order of
+    `expected_shapes` when given, else the checkpoint's.
+
+  Raises:
+    As `open_checkpoint`, and `validation.ParamMismatchError` listing every
+    missing, unexpected or mis-shaped parameter.
+  """
+  with open_checkpoint(path, check_copies=check_copies) as record:
+    if expected_shapes is None:
+      return record.read_all(None, dtype)
+    names = param_tree.flatten_params(record.check(expected_shapes))
+    return record.read_all(dict.fromkeys(names), dtype)
+
+
 def open_checkpoint(path: str | os.PathLike[str], *,
                     check_copies: bool = True) -> CheckpointRecord:
   """Opens a T5X or Hugging Face checkpoint without reading array data.
@@ -373,7 +425,7 @@ def open_checkpoint(path: str | os.PathLike[str], *,
 
   Returns:
     The record. Hugging Face parameters are already checked against the
-    checkpoint's own config.json, as `hf.load_hf_t5` does.
+    checkpoint's own config.json.
 
   Raises:
     FileNotFoundError: for a missing path, weights file, shard or array
@@ -480,8 +532,8 @@ def _renamed(tensor: ArraySource, name: str, transpose: bool) -> ArraySource:
 def _hf_sources(tensors: Mapping[str, ArraySource],
                 config: config_lib.T5Config,
                 head_tied_to_embedding: bool) -> dict[str, ArraySource]:
-  """Our parameters from Hugging Face tensors, by `hf_state_dict_to_params`'
-  rules: unknown names are kept (so the shape check reports them)."""
+  """Our parameters from Hugging Face tensors (see `hf`'s module docstring):
+  unknown names are kept, so that the shape check reports them."""
   sources = {}
   for name, tensor in tensors.items():
     if name in hf.EMBEDDING_NAMES or name == hf.LM_HEAD or name in hf.IGNORED:
@@ -506,7 +558,7 @@ def _hf_sources(tensors: Mapping[str, ArraySource],
 def _check_hf_copies(record: CheckpointRecord,
                      tensors: Mapping[str, ArraySource],
                      config: config_lib.T5Config) -> None:
-  """Raises as `hf_state_dict_to_params` does for differing copies."""
+  """Raises for embedding copies (or a scaled tied head) that differ."""
   # pylint: disable=protected-access
   source = record.description
   embeddings = [n for n in hf.EMBEDDING_NAMES if n in tensors]

@@ -1,4 +1,4 @@
-"""Reads and writes T5X native (msgpack + tensorstore) checkpoints.
+"""T5X native (msgpack + tensorstore) checkpoints: the layout, and writing.
 
 A T5X checkpoint is a directory `checkpoint_<step>/` holding a msgpack file
 named `checkpoint` with the tree
@@ -19,13 +19,16 @@ hold a placeholder of shape [1].
 
 The model directory T5X trains into holds one `checkpoint_<step>/` per save.
 
+Reading is `sharded.open_checkpoint`'s (with the helpers here: resolving the
+directory, the msgpack tree, the array folders); only `optimizer/target` is
+read, never the Adafactor slots.
+
 `save_t5x_checkpoint` writes the same layout (format version 3, relative
 array paths, zarr v2 with gzip) for the parameters and the step, without
 optimizer slots: what a full-model run (runs/pretrain.gin) leaves for the
 next run's INITIAL_CHECKPOINT_PATH.
 """
 
-import dataclasses
 import math
 import os
 import pathlib
@@ -38,7 +41,6 @@ import numpy as np
 import tensorstore as ts
 
 from prompt_tuning.checkpoints import param_tree
-from prompt_tuning.checkpoints import validation
 
 Params = param_tree.Params
 
@@ -51,28 +53,6 @@ FORMAT_VERSION = 3
 # Arrays of rank < 2 (layer-norm scales) are written inline, as T5X does;
 # others as zarr folders in chunks of at most this many bytes.
 _MAX_CHUNK_BYTES = 64 << 20
-
-
-@dataclasses.dataclass(frozen=True)
-class T5XCheckpoint:
-  """The contents of one T5X checkpoint.
-
-  Attributes:
-    params: nested dict of float32 numpy arrays (our tree; identical to the
-      checkpoint's `optimizer/target`).
-    step: training step the checkpoint was saved at; None if not recorded.
-    param_states: the optimizer's per-parameter state, the same tree as
-      `params` with a dict of numpy arrays at each leaf ({m, v, v_row, v_col}
-      for Adafactor); None if not restored or not recorded.
-    path: the `checkpoint_<step>` directory that was read.
-    version: T5X checkpoint format version; None if not recorded.
-  """
-
-  params: Params
-  step: int | None
-  param_states: Params | None
-  path: pathlib.Path
-  version: int | None
 
 
 def checkpoint_name(step: int) -> str:
@@ -190,18 +170,12 @@ def split_tree(tree: Mapping[str, Any]
   """
   flat: dict[str, Any] = {}
   specs: dict[str, Mapping[str, Any]] = {}
-
-  def visit(node: Mapping[str, Any], prefix: str) -> None:
-    for key, value in node.items():
-      name = f"{prefix}/{key}" if prefix else str(key)
-      if _is_tensorstore_spec(value):
-        specs[name] = value
-      elif isinstance(value, Mapping):
-        visit(value, name)
-      else:
-        flat[name] = value
-
-  visit(tree, "")
+  for name, leaf in param_tree.flatten_params(
+      tree, is_leaf=_is_tensorstore_spec).items():
+    if _is_tensorstore_spec(leaf):
+      specs[name] = leaf
+    else:
+      flat[name] = leaf
   return flat, specs
 
 
@@ -221,22 +195,6 @@ def check_array_shape(name: str, shape: Any, spec: Mapping[str, Any],
     raise ValueError(
         f"Array {name} in {ckpt_dir} has shape {list(shape)} but the "
         f"checkpoint records {list(recorded)}.")
-
-
-def _read_tensorstore_arrays(tree: Mapping[str, Any],
-                             ckpt_dir: pathlib.Path) -> Params:
-  """Returns `tree` with every tensorstore spec replaced by its array."""
-  flat, specs = split_tree(tree)
-  # Open and read all arrays concurrently, then wait.
-  opened = {name: ts.open(local_tensorstore_spec(spec, ckpt_dir, name),
-                          open=True, read=True)
-            for name, spec in specs.items()}
-  reads = {name: future.result().read() for name, future in opened.items()}
-  for name, future in reads.items():
-    array = np.asarray(future.result())
-    check_array_shape(name, array.shape, specs[name], ckpt_dir)
-    flat[name] = array
-  return param_tree.unflatten_params(flat)
 
 
 def read_checkpoint_tree(ckpt_dir: pathlib.Path) -> Mapping[str, Any]:
@@ -269,63 +227,6 @@ def tree_step(tree: Mapping[str, Any]) -> int | None:
   state = tree["optimizer"].get("state")
   state = state if isinstance(state, Mapping) else {}
   return int(np.asarray(state["step"])) if "step" in state else None
-
-
-def load_t5x_checkpoint(
-    path: str | os.PathLike[str],
-    *,
-    expected_shapes: Mapping[str, Any] | None = None,
-    restore_optimizer_state: bool = True,
-) -> T5XCheckpoint:
-  """Reads a T5X checkpoint.
-
-  Args:
-    path: a `checkpoint_<step>` directory, its `checkpoint` file, or a model
-      directory (the latest `checkpoint_<step>` is read).
-    expected_shapes: the model's parameter shapes (e.g.
-      `param_tree.t5_param_shapes(config)` or `jax.eval_shape` of the init);
-      when given, parameters must match them by name and shape.
-    restore_optimizer_state: read `param_states` too (skip it to save memory
-      when only the weights are needed, e.g. to fine-tune).
-
-  Returns:
-    The checkpoint's parameters (float32), step, optimizer state and path.
-
-  Raises:
-    FileNotFoundError: when there is no checkpoint at `path` or an array
-      folder is missing.
-    ValueError: when the msgpack tree is not a T5X checkpoint.
-    validation.ParamMismatchError: when `expected_shapes` is given and the
-      parameters do not match it.
-  """
-  ckpt_dir = find_checkpoint_dir(path)
-  tree = read_checkpoint_tree(ckpt_dir)
-  optimizer = tree["optimizer"]
-
-  source = f"the T5X checkpoint {ckpt_dir}"
-  params = _read_tensorstore_arrays(optimizer["target"], ckpt_dir)
-  if expected_shapes is not None:
-    params = validation.check_params(expected_shapes, params, source=source)
-  else:
-    params = param_tree.unflatten_params(
-        param_tree.flatten_params(params),
-        lambda x: np.asarray(x, dtype=np.float32))
-
-  state = optimizer.get("state")
-  state = state if isinstance(state, Mapping) else {}
-  step = tree_step(tree)
-  param_states = None
-  if restore_optimizer_state and isinstance(state.get("param_states"),
-                                            Mapping):
-    param_states = _read_tensorstore_arrays(state["param_states"], ckpt_dir)
-  version = tree.get("version")
-  return T5XCheckpoint(
-      params=params,
-      step=step,
-      param_states=param_states,
-      path=ckpt_dir,
-      version=None if version is None else int(version),
-  )
 
 
 def _write_zarr(folder: pathlib.Path, array: np.ndarray,
@@ -367,7 +268,8 @@ def save_t5x_checkpoint(
   {step}}}` (no Adafactor slots), float32, matrices as zarr folders named by
   the flattened path (`target.encoder.layers_0.mlp.wo.kernel`). It is
   written to a temporary folder and renamed when complete, replacing an
-  older one of the same step; `load_t5x_checkpoint` reads it back exactly.
+  older one of the same step; `sharded.open_checkpoint` reads it back
+  exactly.
 
   Args:
     model_dir: where `checkpoint_<step>` goes (created if absent).

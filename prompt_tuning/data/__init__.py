@@ -4,8 +4,9 @@ TensorFlow is only the input pipeline here, so this package hides every GPU
 from it before any TF op runs; JAX keeps the accelerators to itself.
 
 Where the data comes from is decided when data is read, not at import, by the
-settings in `prompt_tuning.data.locations` (gin binding first, then an
-environment variable, then the default):
+settings in `prompt_tuning.data.locations` (a binding first, see
+`prompt_tuning.gin_configurables`, then an environment variable, then the
+default):
 
 * SuperGLUE: TFDS `super_glue/<config>:1.0.2` by default; a directory in the
   official release layout (`BoolQ/train.jsonl`, `BoolQ/val.jsonl`, ...,
@@ -26,13 +27,14 @@ environment variable, then the default):
   comma-separated file specs (`a.txt,b.jsonl:key,c.tsv:column`, see
   `prompt_tuning.data.text_files`), the `text_span_corruption` and
   `text_prefix_lm` tasks of `prompt_tuning.tasks.pretraining`.
-* `PROMPT_TUNING_OFFLINE=1`: the pre-flight checks in
-  `prompt_tuning.data.checks` make no network probe and fail at once where
-  data (an unprepared TFDS dataset) or the vocabulary would need the network.
+* `PROMPT_TUNING_OFFLINE=1` (`network.OFFLINE_ENV`): the pre-flight checks
+  make no network probe and fail at once where data (an unprepared TFDS
+  dataset) or the vocabulary would need the network.
 
-Before loading a model, `prompt_tuning.data.checks` checks within seconds
-that the splits and the vocabulary can be read, and reports label lengths and
-how many examples the feature lengths truncate.
+Before loading a model, the pre-flight checks make sure within seconds that
+the splits (`availability`) and the vocabulary (`vocab.check_vocabulary`)
+can be read, and report the longest label (`labels`) and how many examples
+the feature lengths truncate (`truncation`).
 """
 
 import os

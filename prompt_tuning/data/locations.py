@@ -1,14 +1,16 @@
 """Where the data lives: settings resolved at read time, never at import.
 
-Each setting is a gin-configurable function. Its value is, in order: the gin
-binding (or an explicit argument), then an environment variable, then the
+Each setting is a plain function. Its value is, in order: an explicit
+argument, then the value a configuration layer binds for it
+(`prompt_tuning.bindings`; gin files bind
+`prompt_tuning.data.locations.super_glue_dir.path`, see
+`prompt_tuning.gin_configurables`), then an environment variable, then the
 default. Tasks are registered at import time but only call these functions
 when they read data, so setting the variable or the binding after
 `import prompt_tuning.tasks` still takes effect.
 
 Gin example:
 
-    import prompt_tuning.tasks
     prompt_tuning.data.locations.super_glue_dir.path = "/data/super_glue"
 
 Shell example:
@@ -21,7 +23,7 @@ import os
 import pathlib
 from typing import Callable, Mapping, Optional, Union
 
-import gin
+from prompt_tuning import bindings
 
 SUPER_GLUE_DIR_ENV = "PROMPT_TUNING_SUPER_GLUE_DIR"
 GLUE_DIR_ENV = "PROMPT_TUNING_GLUE_DIR"
@@ -83,7 +85,8 @@ class Setting:
 
 
 def _binding(function_name: str) -> str:
-  return f"prompt_tuning.data.locations.{function_name}.path"
+  """The gin binding of a location function's `path` (see `bindings`)."""
+  return f"{__name__}.{function_name}.path"
 
 
 # The setting behind each location function, by the function's name.
@@ -102,14 +105,16 @@ def setting_of(location: Union[str, Callable[..., Optional[str]]]
   return SETTINGS.get(name)
 
 
-def _setting(explicit: Optional[str], env_var: str) -> Optional[str]:
-  """Returns the explicit value, else the non-empty env var, else None."""
-  if explicit:
-    return os.fspath(explicit)
+def _setting(location: Callable[..., Optional[str]],
+             explicit: Optional[str], env_var: str) -> Optional[str]:
+  """The explicit value, else the bound `path` of `location`, else the
+  non-empty env var, else None."""
+  value = explicit or bindings.bound(location).get("path")
+  if value:
+    return os.fspath(value)
   return os.environ.get(env_var) or None
 
 
-@gin.configurable
 def super_glue_dir(path: Optional[str] = None) -> Optional[str]:
   """Local SuperGLUE directory in the official release layout, or None.
 
@@ -119,16 +124,15 @@ def super_glue_dir(path: Optional[str] = None) -> Optional[str]:
   `AX-g/AX-g.jsonl`. None means: read TFDS `super_glue`.
 
   Args:
-    path: the directory; bind it with gin, or leave it None to fall back to
-      the `PROMPT_TUNING_SUPER_GLUE_DIR` environment variable.
+    path: the directory; None: the bound one, else the
+      `PROMPT_TUNING_SUPER_GLUE_DIR` environment variable.
 
   Returns:
     The directory, or None to use TFDS.
   """
-  return _setting(path, SUPER_GLUE_DIR_ENV)
+  return _setting(super_glue_dir, path, SUPER_GLUE_DIR_ENV)
 
 
-@gin.configurable
 def glue_dir(path: Optional[str] = None) -> Optional[str]:
   """Local GLUE directory in GLUE's own layout, or None.
 
@@ -142,24 +146,23 @@ def glue_dir(path: Optional[str] = None) -> Optional[str]:
   `glue/<config>:2.0.0`.
 
   Args:
-    path: the directory; bind it with gin, or leave it None to fall back to
-      the `PROMPT_TUNING_GLUE_DIR` environment variable.
+    path: the directory; None: the bound one, else the
+      `PROMPT_TUNING_GLUE_DIR` environment variable.
 
   Returns:
     The directory, or None to use TFDS.
   """
-  return _setting(path, GLUE_DIR_ENV)
+  return _setting(glue_dir, path, GLUE_DIR_ENV)
 
 
-@gin.configurable
 def tfds_data_dir(path: Optional[str] = None) -> Optional[str]:
   """TFDS data directory, or None for TFDS's default (`TFDS_DATA_DIR`, ...).
 
   Args:
-    path: the directory; bind it with gin, or leave it None to fall back to
-      the `PROMPT_TUNING_TFDS_DATA_DIR` environment variable.
+    path: the directory; None: the bound one, else the
+      `PROMPT_TUNING_TFDS_DATA_DIR` environment variable.
 
   Returns:
     The directory, or None.
   """
-  return _setting(path, TFDS_DATA_DIR_ENV)
+  return _setting(tfds_data_dir, path, TFDS_DATA_DIR_ENV)

@@ -15,11 +15,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from prompt_tuning.data import super_glue_schema
 from prompt_tuning.data.postprocessors import INVALID
 
 # The eight tasks averaged into the SuperGLUE score (AX-b/AX-g are not).
-SUPER_GLUE_SCORED = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic",
-                     "wsc")
+SUPER_GLUE_SCORED = super_glue_schema.SCORED
 
 
 def _as_arrays(targets, predictions) -> tuple[np.ndarray, np.ndarray]:

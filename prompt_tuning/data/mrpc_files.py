@@ -24,6 +24,8 @@ import os
 
 import tensorflow as tf
 
+from prompt_tuning.data import locations
+
 TRAIN_FILE = "msr_paraphrase_train.txt"
 TEST_FILE = "msr_paraphrase_test.txt"
 DEV_IDS_FILE = "dev_ids.tsv"
@@ -68,8 +70,8 @@ _LAYOUT = (f"Expected GLUE's layout: {FOLDER}/{TRAIN_FILE}, "
 def _require(path: str, what: str) -> str:
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
-        f"MRPC {what} {path} is missing (selected by PROMPT_TUNING_GLUE_DIR "
-        "or the gin binding prompt_tuning.data.locations.glue_dir.path). "
+        f"MRPC {what} {path} is missing (selected by "
+        f"{locations.setting_of(locations.glue_dir).hint()}). "
         f"{_LAYOUT} Unset both to read TFDS glue/mrpc instead.")
   return path
 

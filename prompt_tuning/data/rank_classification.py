@@ -56,7 +56,7 @@ CHOICE_FEATURE = "rank_choice"
 EXAMPLE_FEATURE = "rank_example"
 
 # Label strings of every registered variant, in class-id order (consulted by
-# `prompt_tuning.data.checks.label_strings` like the tasks' own tables).
+# `prompt_tuning.data.labels.label_strings` like the tasks' own tables).
 LABELS: dict[str, tuple[str, ...]] = {}
 
 

@@ -65,6 +65,14 @@ def add_task(
   return task
 
 
+def leaf_tasks(mixture_or_task_name: str) -> list[seqio.Task]:
+  """The tasks of a registered mixture, or the registered task itself."""
+  provider = seqio.get_mixture_or_task(mixture_or_task_name)
+  if isinstance(provider, seqio.Mixture):
+    return list(provider.tasks)
+  return [provider]
+
+
 def add_mixture(name: str,
                 tasks: Sequence[tuple[str, Any]]) -> seqio.Mixture:
   """Registers (or replaces) a mixture of `(task name, rate)` pairs."""

@@ -44,43 +44,46 @@ from prompt_tuning.data import super_glue_schema as schema
 
 UNLABELLED_TARGET = "<unk>"
 
+# WSC is registered in T5's simple form, as a training and an evaluation
+# task; the other benchmarks (`schema.BENCHMARKS`) as themselves.
+WSC_VARIANTS = ("wsc_simple_train", "wsc_simple_eval")
 # Benchmarks with a regular train/validation/test task.
-STANDARD_BENCHMARKS = ("boolq", "cb", "copa", "multirc", "record", "rte",
-                       "wic")
-DIAGNOSTIC_BENCHMARKS = ("axb", "axg")
+STANDARD_BENCHMARKS: tuple[str, ...] = tuple(
+    b for b in schema.SCORED if b != "wsc")
+DIAGNOSTIC_BENCHMARKS: tuple[str, ...] = schema.DIAGNOSTICS
 # Standard benchmarks with a closed label set and an int `label` (a
 # classification head can be trained on them; ReCoRD answers free text).
-CLASSIFICATION_BENCHMARKS = ("boolq", "cb", "copa", "multirc", "rte", "wic")
-WSC_VARIANTS = ("wsc_simple_train", "wsc_simple_eval")
+CLASSIFICATION_BENCHMARKS: tuple[str, ...] = tuple(
+    b for b in STANDARD_BENCHMARKS if schema.TFDS_CONFIGS[b]
+    in schema.CLASS_NAMES)
 
-# The leading task name T5 uses for each benchmark.
+# The leading task name T5 uses for each benchmark: its own name, except
+# these.
+_T5_PREFIX_EXCEPTIONS = {"wsc": "wsc:", "axb": "rte", "axg": "rte"}
 T5_PREFIXES: Mapping[str, str] = {
-    "boolq": "boolq",
-    "cb": "cb",
-    "copa": "copa",
-    "multirc": "multirc",
-    "record": "record",
-    "rte": "rte",
-    "wic": "wic",
-    "wsc": "wsc:",
-    "axb": "rte",
-    "axg": "rte",
-}
+    b: _T5_PREFIX_EXCEPTIONS.get(b, b) for b in schema.BENCHMARKS}
 
-# Text fields in input order, and how the fields are named in the input.
-_INPUT_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "boolq": ("passage", "question"),
-    "cb": ("hypothesis", "premise"),
-    "copa": ("choice1", "choice2", "premise", "question"),
-    "multirc": ("question", "answer", "paragraph"),
-    "rte": ("hypothesis", "premise"),
-    "wic": ("sentence1", "sentence2", "word"),
-    "axb": ("hypothesis", "premise"),
-    "axg": ("hypothesis", "premise"),
-}
+# How the inputs name a benchmark's fields where they differ from TFDS's
+# (AX-b's sentence1/sentence2 are read as premise/hypothesis, like RTE's).
 _RENAMED_FIELDS: Mapping[str, Mapping[str, str]] = {
     "axb": {"premise": "sentence1", "hypothesis": "sentence2"},
 }
+# T5 writes the fields in alphabetical order (its preprocessor sorts the
+# feature keys), except MultiRC's.
+_FIELD_ORDER_EXCEPTIONS: Mapping[str, tuple[str, ...]] = {
+    "multirc": ("question", "answer", "paragraph"),
+}
+
+
+def _input_fields(benchmark: str) -> tuple[str, ...]:
+  """A classification benchmark's text fields as the inputs name and order
+  them."""
+  if benchmark in _FIELD_ORDER_EXCEPTIONS:
+    return _FIELD_ORDER_EXCEPTIONS[benchmark]
+  named = {tfds: name for name, tfds in _RENAMED_FIELDS.get(benchmark,
+                                                            {}).items()}
+  return tuple(sorted(named.get(f, f)
+                      for f in schema.TEXT_FIELDS[tfds_config(benchmark)]))
 
 
 def task_name(benchmark: str, taskless: bool = True) -> str:
@@ -185,7 +188,7 @@ def _classification(benchmark: str, prefix: Optional[str]) -> Callable:
   @seqio.map_over_dataset
   def fn(x):
     fields = {name: x[renamed.get(name, name)]
-              for name in _INPUT_FIELDS[benchmark]}
+              for name in _input_fields(benchmark)}
     if benchmark == "multirc":
       fields["paragraph"] = _remove_multirc_markup(fields["paragraph"])
     return {
@@ -365,6 +368,6 @@ def text_preprocessor(benchmark: str, taskless: bool = True) -> Callable:
     return _record(prefix)
   if benchmark in WSC_VARIANTS:
     return _wsc_simple(prefix, positives_only=benchmark == "wsc_simple_train")
-  if benchmark in _INPUT_FIELDS:
+  if benchmark in CLASSIFICATION_BENCHMARKS + DIAGNOSTIC_BENCHMARKS:
     return _classification(benchmark, prefix)
   raise ValueError(f"Unknown SuperGLUE benchmark {benchmark!r}.")

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import tensorflow as tf
 
+from prompt_tuning.data import locations
 from prompt_tuning.data import super_glue_schema as schema
 
 SPLIT_FILES = {
@@ -24,15 +25,20 @@ SPLIT_FILES = {
     "test": "test.jsonl",
 }
 
-_SELECTED_BY = ("PROMPT_TUNING_SUPER_GLUE_DIR or the gin binding "
-                "prompt_tuning.data.locations.super_glue_dir.path")
+_SETTING = locations.setting_of(locations.super_glue_dir)
+_SELECTED_BY = f"{_SETTING.env_var} or the gin binding {_SETTING.gin_binding}"
+_STANDARD_FOLDERS = [folder for config, folder in schema.RELEASE_FOLDERS.items()
+                     if config not in schema.DIAGNOSTIC_CONFIGS]
+_DIAGNOSTIC_FILES = [f"{schema.RELEASE_FOLDERS[c]}/{schema.RELEASE_FOLDERS[c]}"
+                     ".jsonl" for c in schema.DIAGNOSTIC_CONFIGS]
 _LAYOUT = ("Expected the official release layout: <Task>/train.jsonl, "
-           "<Task>/val.jsonl, <Task>/test.jsonl for BoolQ, CB, COPA, MultiRC, "
-           "ReCoRD, RTE, WiC, WSC, plus AX-b/AX-b.jsonl and AX-g/AX-g.jsonl.")
+           "<Task>/val.jsonl, <Task>/test.jsonl for "
+           f"{', '.join(_STANDARD_FOLDERS)}, plus "
+           f"{' and '.join(_DIAGNOSTIC_FILES)}.")
 _HOW_TO_GET = ("Add the file from the official SuperGLUE release "
                "(https://super.gluebenchmark.com/tasks), point "
                f"{_SELECTED_BY} at a directory that has it, or read TFDS "
-               "super_glue instead by unsetting PROMPT_TUNING_SUPER_GLUE_DIR "
+               f"super_glue instead by unsetting {_SETTING.env_var} "
                "(and the gin binding).")
 
 

@@ -11,65 +11,50 @@ import tensorflow as tf
 
 TFDS_VERSION = "1.0.2"
 
-# TFDS config name for each benchmark. WSC is read from TFDS's `wsc.fixed`,
+# The SuperGLUE benchmarks, in the leaderboard's order: the one list of them,
+# every other table is derived from it. Per benchmark: its TFDS config, its
+# folder in the official release, its text fields (TFDS `tfds.features.Text`)
+# and the names of its integer `label` classes in TFDS's order (ReCoRD has
+# none: its answers are entity strings). WSC is read from TFDS's `wsc.fixed`,
 # whose span texts were repaired to be substrings of the sentence.
-TFDS_CONFIGS: Mapping[str, str] = {
-    "boolq": "boolq",
-    "cb": "cb",
-    "copa": "copa",
-    "multirc": "multirc",
-    "record": "record",
-    "rte": "rte",
-    "wic": "wic",
-    "wsc": "wsc.fixed",
-    "axb": "axb",
-    "axg": "axg",
-}
+_TABLE: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("boolq", "boolq", "BoolQ", ("question", "passage"), ("False", "True")),
+    ("cb", "cb", "CB", ("premise", "hypothesis"),
+     ("entailment", "contradiction", "neutral")),
+    ("copa", "copa", "COPA", ("premise", "choice1", "choice2", "question"),
+     ("choice1", "choice2")),
+    ("multirc", "multirc", "MultiRC", ("paragraph", "question", "answer"),
+     ("False", "True")),
+    ("record", "record", "ReCoRD", ("passage", "query"), ()),
+    ("rte", "rte", "RTE", ("premise", "hypothesis"),
+     ("entailment", "not_entailment")),
+    ("wic", "wic", "WiC", ("word", "sentence1", "sentence2"),
+     ("False", "True")),
+    ("wsc", "wsc.fixed", "WSC", ("text", "span1_text", "span2_text"),
+     ("False", "True")),
+    ("axb", "axb", "AX-b", ("sentence1", "sentence2"),
+     ("entailment", "not_entailment")),
+    ("axg", "axg", "AX-g", ("premise", "hypothesis"),
+     ("entailment", "not_entailment")),
+)
 
+BENCHMARKS: tuple[str, ...] = tuple(row[0] for row in _TABLE)
+# The diagnostics: test-only, shipped as one file (`AX-b/AX-b.jsonl`), and
+# not part of the SuperGLUE score.
+DIAGNOSTICS = ("axb", "axg")
+# The benchmarks averaged into the SuperGLUE score.
+SCORED: tuple[str, ...] = tuple(b for b in BENCHMARKS if b not in DIAGNOSTICS)
+
+# TFDS config name of each benchmark.
+TFDS_CONFIGS: Mapping[str, str] = {row[0]: row[1] for row in _TABLE}
+DIAGNOSTIC_CONFIGS = tuple(TFDS_CONFIGS[b] for b in DIAGNOSTICS)
 # Folder of each TFDS config in the official release.
-RELEASE_FOLDERS: Mapping[str, str] = {
-    "boolq": "BoolQ",
-    "cb": "CB",
-    "copa": "COPA",
-    "multirc": "MultiRC",
-    "record": "ReCoRD",
-    "rte": "RTE",
-    "wic": "WiC",
-    "wsc.fixed": "WSC",
-    "axb": "AX-b",
-    "axg": "AX-g",
-}
-
-# The diagnostics ship as one file, `AX-b/AX-b.jsonl`, and are test-only.
-DIAGNOSTIC_CONFIGS = ("axb", "axg")
-
-# Names of the integer `label` classes, in TFDS's order. ReCoRD has none:
-# its answers are entity strings.
+RELEASE_FOLDERS: Mapping[str, str] = {row[1]: row[2] for row in _TABLE}
+# Text fields of each config.
+TEXT_FIELDS: Mapping[str, tuple[str, ...]] = {row[1]: row[3] for row in _TABLE}
+# Names of the integer `label` classes of each config that has them.
 CLASS_NAMES: Mapping[str, tuple[str, ...]] = {
-    "boolq": ("False", "True"),
-    "cb": ("entailment", "contradiction", "neutral"),
-    "copa": ("choice1", "choice2"),
-    "multirc": ("False", "True"),
-    "rte": ("entailment", "not_entailment"),
-    "wic": ("False", "True"),
-    "wsc.fixed": ("False", "True"),
-    "axb": ("entailment", "not_entailment"),
-    "axg": ("entailment", "not_entailment"),
-}
-
-# Text fields of each config (TFDS `tfds.features.Text`).
-TEXT_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "boolq": ("question", "passage"),
-    "cb": ("premise", "hypothesis"),
-    "copa": ("premise", "choice1", "choice2", "question"),
-    "multirc": ("paragraph", "question", "answer"),
-    "record": ("passage", "query"),
-    "rte": ("premise", "hypothesis"),
-    "wic": ("word", "sentence1", "sentence2"),
-    "wsc.fixed": ("text", "span1_text", "span2_text"),
-    "axb": ("sentence1", "sentence2"),
-    "axg": ("premise", "hypothesis"),
-}
+    row[1]: row[4] for row in _TABLE if row[4]}
 
 # Integer (int32) fields besides `idx`.
 _INT_FIELDS: Mapping[str, tuple[str, ...]] = {

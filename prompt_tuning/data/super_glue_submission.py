@@ -10,20 +10,17 @@ each benchmark's file (`RTE.jsonl`, `BoolQ.jsonl`, `AX-b.jsonl`, ...).
 import collections
 from typing import Any, Mapping, Sequence
 
-# Leaderboard file name and label rendering per SuperGLUE benchmark.
-SUBMISSION_FILES = {
-    "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "multirc": "MultiRC",
-    "record": "ReCoRD", "rte": "RTE", "wic": "WiC",
-    "wsc": "WSC", "axb": "AX-b", "axg": "AX-g",
-}
-_CLASS_LABELS = {
-    "boolq": ("false", "true"), "wic": ("false", "true"),
-    "wsc": ("false", "true"),
-    "cb": ("entailment", "contradiction", "neutral"),
-    "rte": ("entailment", "not_entailment"),
-    "axb": ("entailment", "not_entailment"),
-    "axg": ("entailment", "not_entailment"),
-}
+from prompt_tuning.data import super_glue_schema as schema
+
+# Leaderboard file name (the release's folder name) per SuperGLUE benchmark.
+SUBMISSION_FILES: Mapping[str, str] = {
+    b: schema.RELEASE_FOLDERS[schema.TFDS_CONFIGS[b]]
+    for b in schema.BENCHMARKS}
+# The leaderboard's label text per class id: the class names in lower case.
+_CLASS_LABELS: Mapping[str, tuple[str, ...]] = {
+    b: tuple(name.lower() for name in schema.CLASS_NAMES[config])
+    for b, config in schema.TFDS_CONFIGS.items()
+    if config in schema.CLASS_NAMES}
 
 
 def submission_lines(benchmark: str,

@@ -27,7 +27,7 @@ Errors come in two stages, both before any training step:
   column its header lacks (the header's columns listed), a jsonl key absent
   from the file's first line;
 * `TextFilesSource.check(split)` (run by the pre-flight checks in
-  `prompt_tuning.data.checks` and by `num_input_examples`): a full pass over
+  `prompt_tuning.data.availability` and by `num_input_examples`): a full pass over
   the files, naming the file and line of any JSON line that lacks the key,
   is not valid JSON, or holds something other than text there, and of any
   tsv row with too few fields.
@@ -45,6 +45,9 @@ import tensorflow as tf
 
 from prompt_tuning import errors
 
+# Comma-separated file specs of the pretraining text-file tasks
+# (`prompt_tuning.tasks.pretraining`).
+TEXT_FILES_ENV = "PROMPT_TUNING_TEXT_FILES"
 TEXT = "text"
 TXT, JSONL, TSV = ".txt", ".jsonl", ".tsv"
 EXTENSIONS = (TXT, JSONL, TSV)

@@ -1,22 +1,28 @@
-"""The T5 SentencePiece vocabulary, located lazily and configurable by gin.
+"""The T5 SentencePiece vocabulary, located lazily, and whether it is there.
 
 T5 uses a 32,000-piece SentencePiece model plus 100 sentinel ids
 (`<extra_id_0>` ... `<extra_id_99>`). Tasks are registered at import time but
 the model file is only looked up when text is first encoded or decoded, so a
-gin binding or `PROMPT_TUNING_VOCAB` set after import still applies:
+binding (`prompt_tuning.bindings`; in gin files, see
+`prompt_tuning.gin_configurables`) or `PROMPT_TUNING_VOCAB` set after import
+still applies:
 
     prompt_tuning.data.vocab.vocabulary_path.path = "/ckpts/t5_base"
 
 The path may name the `.model` file itself or a model directory that holds
-`spiece.model` (as the public T5 checkpoints do).
+`spiece.model` (as the public T5 checkpoints do). `check_vocabulary` checks,
+within seconds and without a download, that the configured one can be read.
 """
 
 import os
 from typing import Optional
 
-import gin
 import seqio
+import sentencepiece as spm
 import tensorflow as tf
+
+from prompt_tuning import bindings
+from prompt_tuning.data import network
 
 DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 VOCAB_ENV = "PROMPT_TUNING_VOCAB"
@@ -24,17 +30,21 @@ EXTRA_IDS = 100
 _MODEL_FILE_IN_DIR = "spiece.model"
 
 
-@gin.configurable
 def vocabulary_path(path: Optional[str] = None) -> str:
   """Returns the configured SentencePiece location (file or directory).
 
   Args:
-    path: explicit or gin-bound location; when None, `PROMPT_TUNING_VOCAB`
-      and then `DEFAULT_VOCAB_PATH` are used.
+    path: the location; when None, the bound one (`bindings`), else
+      `PROMPT_TUNING_VOCAB`, else `DEFAULT_VOCAB_PATH`.
   """
+  path = path or bindings.bound(vocabulary_path).get("path")
   if path:
     return os.fspath(path)
   return os.environ.get(VOCAB_ENV) or DEFAULT_VOCAB_PATH
+
+
+# The gin binding of `vocabulary_path`'s `path`, named in error messages.
+VOCAB_GIN_BINDING = f"{__name__}.{vocabulary_path.__name__}.path"
 
 
 def resolve_model_file(path: str) -> str:
@@ -117,3 +127,49 @@ def output_features(
       "inputs": seqio.Feature(vocabulary, add_eos=True, required=False),
       "targets": seqio.Feature(vocabulary, add_eos=True),
   }
+
+
+def _vocabulary_fix() -> str:
+  return (f"Set {VOCAB_ENV} (or the gin binding {VOCAB_GIN_BINDING}) to a "
+          f"local SentencePiece model file, or to a model directory holding "
+          f"{_MODEL_FILE_IN_DIR}.")
+
+
+def check_vocabulary(path: Optional[str] = None) -> str:
+  """Checks, within seconds, that the SentencePiece vocabulary is reachable.
+
+  Args:
+    path: the vocabulary to check; None checks the configured one
+      (`vocabulary_path()`: the binding, else `PROMPT_TUNING_VOCAB`, else
+      T5's public model on GCS).
+
+  Returns:
+    The resolved model file (a directory is mapped to its `spiece.model`).
+
+  Raises:
+    network.DataUnavailableError: a local file is missing or is not a
+      SentencePiece model, or a remote one's host does not answer a short
+      probe (or the network is off, `network.offline()`); names
+      `PROMPT_TUNING_VOCAB` and the gin binding.
+  """
+  setting = os.fspath(path) if path else vocabulary_path()
+  host = network.remote_host(setting)
+  if host:
+    network.require_network([host], f"The vocabulary {setting} is remote",
+                            _vocabulary_fix())
+    if setting.endswith(".model"):
+      return setting
+    return resolve_model_file(setting)
+  model_file = resolve_model_file(setting)
+  if not tf.io.gfile.exists(model_file):
+    raise network.DataUnavailableError(
+        f"The vocabulary file {model_file} does not exist. "
+        f"{_vocabulary_fix()}")
+  try:
+    with tf.io.gfile.GFile(model_file, "rb") as f:
+      spm.SentencePieceProcessor(model_proto=f.read())
+  except Exception as e:  # pylint: disable=broad-except
+    raise network.DataUnavailableError(
+        f"The vocabulary file {model_file} is not a SentencePiece model "
+        f"({type(e).__name__}: {e}). {_vocabulary_fix()}") from e
+  return model_file

@@ -5,7 +5,6 @@ from prompt_tuning.partitioning.mesh import (batch_sharding,
                                              fit_spec, mesh_specs,
                                              logical_specs, mesh_context,
                                              opt_state_spec,
-                                             param_name_of_path,
                                              param_shardings,
                                              replicated)
 from prompt_tuning.partitioning.rules import LOGICAL_AXIS_RULES, MESH_AXES

@@ -28,9 +28,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
-from flax import traverse_util
 from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec
 
+from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.partitioning import mesh as mesh_lib
 from prompt_tuning.partitioning.mesh import fit_spec
 from prompt_tuning.partitioning.rules import (DATA_AXIS, LOGICAL_AXIS_RULES,
@@ -118,8 +118,7 @@ def param_leaf_plans(boxed_params: Any, mesh_shape: Mapping[str, int],
     replicated, as `mesh.fit_spec` does for real meshes.
   """
   mesh = abstract_mesh(mesh_shape)
-  flat = traverse_util.flatten_dict(boxed_params, sep="/", is_leaf=
-                                    lambda _, x: _is_box(x))
+  flat = param_tree.flatten_params(boxed_params)
   plans = {}
   for name, leaf in flat.items():
     if _is_box(leaf):
@@ -143,9 +142,8 @@ def is_trainable(name: str, patterns: Sequence[str]) -> bool:
 
 
 def _unflatten_shapes(plans: Mapping[str, LeafPlan]) -> dict[str, Any]:
-  return traverse_util.unflatten_dict(
-      {tuple(k.split("/")): jax.ShapeDtypeStruct(p.shape, p.dtype)
-       for k, p in plans.items()})
+  return param_tree.unflatten_params(
+      plans, lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype))
 
 
 def optimizer_leaf_plans(tx: optax.GradientTransformation,
@@ -160,7 +158,7 @@ def optimizer_leaf_plans(tx: optax.GradientTransformation,
   def visit(path, leaf):
     if not hasattr(leaf, "shape"):
       return
-    param = trainable.get(mesh_lib.param_name_of_path(path))
+    param = trainable.get(param_tree.name_of_path(path))
     spec = (PartitionSpec() if param is None else
             mesh_lib.opt_state_spec(leaf.shape, param.shape, param.spec))
     out.append(_leaf(leaf.shape, leaf.dtype, spec, mesh))

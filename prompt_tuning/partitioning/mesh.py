@@ -15,9 +15,9 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
-from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.partitioning.rules import (KNOWN_LOGICAL_AXES,
                                               LOGICAL_AXIS_RULES, MESH_AXES)
 
@@ -56,9 +56,7 @@ def check_logical_axes(boxed_params: Any) -> None:
     ValueError naming each parameter that is unannotated, has the wrong
     number of names, or uses a name missing from the rule table.
   """
-  flat = traverse_util.flatten_dict(
-      boxed_params, sep="/",
-      is_leaf=lambda _, x: isinstance(x, nn.LogicallyPartitioned))
+  flat = param_tree.flatten_params(boxed_params)
   problems = []
   for name, leaf in flat.items():
     if not isinstance(leaf, nn.LogicallyPartitioned):
@@ -131,13 +129,6 @@ def mesh_context(mesh: Mesh, rules: Rules = LOGICAL_AXIS_RULES):
   (`nn.with_logical_constraint`) become real sharding constraints."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     yield
-
-
-def param_name_of_path(path) -> str:
-  """The '/'-joined parameter name of a pytree path (its dict keys), e.g.
-  of an optimizer-state leaf."""
-  return "/".join(str(k.key) for k in path
-                  if isinstance(k, jax.tree_util.DictKey))
 
 
 def opt_state_spec(leaf_shape: Sequence[int], param_shape: Sequence[int],

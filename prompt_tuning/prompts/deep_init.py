@@ -23,13 +23,13 @@ reading only file headers and checkpoint metadata; the errors
 
 import dataclasses
 import os
-import pathlib
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from prompt_tuning import errors
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import run_checkpoints
 from prompt_tuning.prompts import initializers
 
 PREFIX = "deep_prompt"
@@ -177,40 +177,22 @@ def _check_shape(path: str, actual: tuple[int, ...],
         "of the same size and PREFIX_LENGTH.")
 
 
-def _state_dir(source: DeepPromptSource) -> pathlib.Path:
-  root = pathlib.Path(os.fspath(source.model_dir)) / "checkpoints"
-  steps = (sorted(int(p.name) for p in root.iterdir()
-                  if p.name.isdigit() and (p / "state").is_dir())
-           if root.is_dir() else [])
-  if not steps:
-    raise errors.ConfigError(
-        f"DEEP_PROMPT_RUN {source.model_dir} holds no completed training "
-        "checkpoint (checkpoints/<step>/state); give the MODEL_DIR of a "
-        "finished prompt_tuning.train run.")
-  step = steps[-1] if source.step is None else source.step
-  if step not in steps:
-    raise errors.ConfigError(
-        f"DEEP_PROMPT_RUN {source.model_dir} has no checkpoint for step "
-        f"{step}; it has {steps}.")
-  return root.absolute() / str(step) / "state"
-
-
 def _run_shapes(source: DeepPromptSource) -> dict[str, tuple[int, ...]]:
   """The run checkpoint's `deep_prompt/` shapes, from its metadata only."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tree = ocp.StandardCheckpointer().metadata(
-      _state_dir(source)).item_metadata.tree
-  flat = param_tree.flatten_params(tree.get("trainable", {}))
-  return {k: tuple(v.shape) for k, v in flat.items()
-          if k.startswith(PREFIX + "/")}
+  try:
+    return run_checkpoints.trainable_shapes(source.model_dir, source.step,
+                                            prefix=PREFIX)[0]
+  except run_checkpoints.RunCheckpointNotFoundError as e:
+    raise errors.ConfigError(f"DEEP_PROMPT_RUN {source.model_dir}: {e}") from e
 
 
 def _read_run(source: DeepPromptSource) -> dict[str, np.ndarray]:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tree = ocp.StandardCheckpointer().restore(_state_dir(source))
-  flat = param_tree.flatten_params(tree.get("trainable", {}))
-  return {k: np.asarray(v) for k, v in flat.items()
-          if k.startswith(PREFIX + "/")}
+  """The run checkpoint's `deep_prompt/` parameters, on the host."""
+  try:
+    return run_checkpoints.read_trainable(source.model_dir, source.step,
+                                          prefix=PREFIX)[0]
+  except run_checkpoints.RunCheckpointNotFoundError as e:
+    raise errors.ConfigError(f"DEEP_PROMPT_RUN {source.model_dir}: {e}") from e
 
 
 def _mlp_output_shape(run: Shapes, stack: str) -> Optional[tuple[int, ...]]:

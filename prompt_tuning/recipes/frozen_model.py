@@ -60,6 +60,7 @@ from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.training import data as train_data
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import run_dir
+from prompt_tuning.training import run_settings
 from prompt_tuning.training import state
 from prompt_tuning.training import trainer
 
@@ -318,21 +319,25 @@ def build(cache_dir: str, config: config_lib.T5Config, *, shared_dir: str,
       _log.info("Recipe stage %s: %d steps of %s.", stage.name,
                 stage.train_steps, stage.task)
       start = time.time()
+      eval_cfg = None if stage.eval_task is None else run_settings.EvalConfig(
+          run_settings.DatasetConfig(
+              stage.eval_task,
+              stage.eval_feature_lengths or stage.feature_lengths,
+              "validation", stage.batch_size))
       result = trainer.train(
-          model=model, mixture_or_task_name=stage.task,
-          task_feature_lengths=stage.feature_lengths,
-          train_steps=stage.train_steps, batch_size=stage.batch_size,
+          model=model,
+          train_dataset_cfg=run_settings.DatasetConfig(
+              stage.task, stage.feature_lengths, "train", stage.batch_size),
+          train_steps=stage.train_steps,
           model_dir=os.path.join(cache_dir, stage.name),
-          initial_checkpoint_path=previous, trainable_patterns=(".*",),
-          allow_all_trainable=True, export_t5x=True,
+          initial_checkpoint_path=previous, eval_cfg=eval_cfg,
+          checkpoint_cfg=run_settings.CheckpointConfig(
+              period=stage.train_steps, keep=1, export_t5x=True),
+          trainable_patterns=(".*",), allow_all_trainable=True,
           optimizer=optimizers.pretraining_adafactor(BASE_LEARNING_RATE,
                                                      WARMUP_STEPS),
           optimizer_step=state.OPTIMIZER_STEP_RESTORED, seed=seed,
-          log_period=50, checkpoint_period=stage.train_steps,
-          keep_checkpoints=1, eval_period=0,
-          eval_mixture_or_task_name=stage.eval_task,
-          eval_feature_lengths=stage.eval_feature_lengths,
-          progress=progress)
+          log_period=50, progress=progress)
       exported = _export(cache_dir, stage)
       evals = {task: metrics for by_step in result.eval_results.values()
                for task, metrics in by_step.items()}

@@ -42,6 +42,7 @@ from prompt_tuning.recipes import frozen_model
 from prompt_tuning.training import data
 from prompt_tuning.training import evaluation
 from prompt_tuning.training import run_dir
+from prompt_tuning.training import run_settings
 from prompt_tuning.training import state
 from prompt_tuning.training import trainer
 
@@ -253,13 +254,17 @@ def run(cache_dir: str, shared_dir: str, config: config_lib.T5Config, *,
             encode=vocab.get_vocabulary())))
     start = time.time()
     trainer.train(  # Resumes a run an interruption left.
-        model=prompted, mixture_or_task_name=TASKLESS,
-        task_feature_lengths=TRAIN_LENGTHS, train_steps=prompt_steps,
-        batch_size=PROMPT_BATCH_SIZE, model_dir=prompt_dir,
-        initial_checkpoint_path=frozen.path, seed=seed,
-        checkpoint_period=prompt_steps, eval_mixture_or_task_name=TASKLESS,
-        eval_feature_lengths=EVAL_LENGTHS, eval_batch_size=EVAL_BATCH_SIZE,
-        eval_num_examples=num_examples, progress=progress)
+        model=prompted,
+        train_dataset_cfg=run_settings.DatasetConfig(
+            TASKLESS, TRAIN_LENGTHS, "train", PROMPT_BATCH_SIZE),
+        train_steps=prompt_steps, model_dir=prompt_dir,
+        initial_checkpoint_path=frozen.path,
+        eval_cfg=run_settings.EvalConfig(
+            run_settings.DatasetConfig(TASKLESS, EVAL_LENGTHS, "validation",
+                                       EVAL_BATCH_SIZE),
+            num_examples=num_examples),
+        checkpoint_cfg=run_settings.CheckpointConfig(period=prompt_steps),
+        seed=seed, progress=progress)
     accuracy = _prompt_accuracy(prompt_dir, prompt_steps)
     _say(f"Prompt tuning: {prompt_steps} steps in {time.time() - start:.0f} s "
          f"({prompt_length} prompt positions, {prompt_length * config.emb_dim}"

@@ -1,6 +1,7 @@
 """Training checkpoints with orbax: prompt-only by default, atomic, keep N.
 
-A checkpoint `MODEL_DIR/checkpoints/<step>/` holds
+A checkpoint `MODEL_DIR/checkpoints/<step>/` holds (the layout and its names
+are `checkpoints.run_checkpoints`', which also reads them back to the host)
 
   state/   `{step, trainable, opt_state}` (and `frozen` if asked for);
   meta/    JSON: the data-iterator position, the trainable patterns and a
@@ -26,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import run_checkpoints as layout
 from prompt_tuning.training.train_state import TrainState
 
 
@@ -59,16 +61,9 @@ def check_frozen_base(recorded: Mapping[str, Any],
         "run that wrote it, or a new MODEL_DIR.")
 
 
-def has_checkpoint(model_dir: str, subdir: str = "checkpoints") -> bool:
-  """Whether `model_dir/subdir` holds a complete checkpoint; reads only.
-
-  Orbax writes a step to a temporary folder and renames it to `<step>` when
-  complete, so a folder named by a number is a finished checkpoint.
-  """
-  directory = os.path.join(model_dir, subdir)
-  return os.path.isdir(directory) and any(
-      name.isdigit() and os.path.isdir(os.path.join(directory, name))
-      for name in os.listdir(directory))
+def has_checkpoint(model_dir: str, subdir: str = layout.CHECKPOINTS) -> bool:
+  """Whether `model_dir/subdir` holds a complete checkpoint; reads only."""
+  return layout.has_checkpoint(model_dir, subdir)
 
 
 @dataclasses.dataclass
@@ -88,9 +83,9 @@ class TrainCheckpointer:
   """
 
   def __init__(self, model_dir: str, *, keep: int = 3,
-               save_frozen: bool = False, subdir: str = "checkpoints",
+               save_frozen: bool = False, subdir: str = layout.CHECKPOINTS,
                best_metric: Optional[str] = None, best_mode: str = "max"):
-    self.directory = os.path.join(os.path.abspath(model_dir), subdir)
+    self.directory = layout.checkpoints_dir(model_dir, subdir)
     self.save_frozen = save_frozen
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True,
@@ -100,13 +95,14 @@ class TrainCheckpointer:
         best_mode=best_mode,
         keep_checkpoints_without_metrics=best_metric is None)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "meta"))
+        self.directory, options=options,
+        item_names=(layout.STATE, layout.META))
 
   def _saved_tree(self, state: TrainState) -> dict[str, Any]:
-    tree = {"step": state.step, "trainable": state.trainable,
-            "opt_state": state.opt_state}
+    tree = {layout.STEP: state.step, layout.TRAINABLE: state.trainable,
+            layout.OPT_STATE: state.opt_state}
     if self.save_frozen:
-      tree["frozen"] = state.frozen
+      tree[layout.FROZEN] = state.frozen
     return tree
 
   def latest_step(self) -> Optional[int]:
@@ -128,9 +124,9 @@ class TrainCheckpointer:
                        {k: float(v) for k, v in metrics.items()}}
     self._manager.save(
         step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(self._saved_tree(state)),
-            meta=ocp.args.JsonSave(meta)),
+        args=ocp.args.Composite(**{
+            layout.STATE: ocp.args.StandardSave(self._saved_tree(state)),
+            layout.META: ocp.args.JsonSave(meta)}),
         metrics=None if metrics is None else dict(meta["metrics"]),
         force=True)
     self._manager.wait_until_finished()
@@ -153,23 +149,24 @@ class TrainCheckpointer:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                        sharding=getattr(x, "sharding", None)),
         self._saved_tree(template))
-    meta = dict(self._manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+    meta = dict(self._manager.restore(step, args=ocp.args.Composite(
+        **{layout.META: ocp.args.JsonRestore()}))[layout.META])
     if frozen_record is not None:
       check_frozen_base(meta["frozen_base"], frozen_record)
     try:
-      tree = self._manager.restore(
-          step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract, strict=True)))["state"]
+      tree = self._manager.restore(step, args=ocp.args.Composite(**{
+          layout.STATE: ocp.args.StandardRestore(abstract, strict=True)
+      }))[layout.STATE]
     except ValueError as e:
       raise ValueError(
           f"Checkpoint {self.directory}/{step} does not match this model's "
           f"trainable parameters or optimizer ({e}). Was PROMPT_LENGTH, the "
           "prompt type or the optimizer changed? Use the run's own gin "
           "config (MODEL_DIR/config.gin) or a new MODEL_DIR.") from e
-    state = template.replace(step=tree["step"], trainable=tree["trainable"],
-                             opt_state=tree["opt_state"],
-                             frozen=tree.get("frozen", template.frozen))
+    state = template.replace(step=tree[layout.STEP],
+                             trainable=tree[layout.TRAINABLE],
+                             opt_state=tree[layout.OPT_STATE],
+                             frozen=tree.get(layout.FROZEN, template.frozen))
     return Restored(state=state, data_position=int(meta["data_position"]),
                     meta=meta)
 

@@ -23,7 +23,7 @@ import seqio
 from jax.sharding import Mesh
 
 from prompt_tuning import errors
-from prompt_tuning.data import checks as data_checks
+from prompt_tuning.data import labels as data_labels
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.training import distributed
 from prompt_tuning.training import partitioned
@@ -33,7 +33,7 @@ PredictFn = Callable[[Any, Mapping[str, np.ndarray]], tuple[np.ndarray, None]]
 
 def class_names(task: seqio.Task) -> tuple[str, ...]:
   """The task's label strings in class-id order; raises if it has none."""
-  labels = (data_checks.label_strings(task.name) or {}).get(task.name)
+  labels = (data_labels.label_strings(task.name) or {}).get(task.name)
   if not labels:
     raise errors.ConfigError(
         f"{task.name} has no closed label set, so a classification head "

@@ -32,7 +32,7 @@ def optimizer_state_shardings(opt_state_shapes: Any, param_shapes: Any,
   specs = param_tree.flatten_params(param_specs)
 
   def sharding(path, leaf):
-    name = partitioning.param_name_of_path(path)
+    name = param_tree.name_of_path(path)
     spec = specs.get(name)
     if spec is None or not hasattr(leaf, "shape"):
       return NamedSharding(mesh, PartitionSpec())

@@ -1,10 +1,11 @@
 """Checks a training run before anything is loaded or written.
 
-`check_train_run(...)` takes the arguments of `trainer.train` and, in a few
-seconds and without reading weights or writing a file, checks
+`check_train_run(...)` takes the arguments of `trainer.train` (its
+`run_settings` objects among them) and, in a few seconds and without reading
+weights or writing a file, checks
 
   * the type and range of every run setting (steps, batch size, feature
-    lengths, periods, the divergence guard, ...);
+    lengths, length buckets, periods, the divergence guard, ...);
   * the task or mixture names, and that their sources can serve the train
     and evaluation splits (local files present, or TFDS data prepared or
     downloadable) and that the vocabulary is reachable; that the evaluation
@@ -40,8 +41,10 @@ from prompt_tuning import errors
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import pretrained
-from prompt_tuning.data import checks as data_checks
+from prompt_tuning.data import availability
+from prompt_tuning.data import labels as data_labels
 from prompt_tuning.data import rank_classification
+from prompt_tuning.data import truncation
 from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models import model as model_lib
 from prompt_tuning.models.model import EncoderDecoderModel
@@ -50,7 +53,9 @@ from prompt_tuning.training import checkpointer as train_ckpt
 from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
 from prompt_tuning.training import distributed
+from prompt_tuning.training import length_buckets as buckets_lib
 from prompt_tuning.training import run_dir
+from prompt_tuning.training import run_settings
 from prompt_tuning.training.state import (OPTIMIZER_STEP_RESTORED,
                                           OPTIMIZER_STEP_ZERO)
 
@@ -95,13 +100,13 @@ def check_int(name: str, value: Any, minimum: int = 1,
 
 
 def check_optional_number(name: str, value: Any) -> None:
-  """None, or a positive real number."""
+  """None, or a positive real number; `name` is its gin binding."""
   if value is None:
     return
   if (isinstance(value, bool) or not isinstance(value, numbers.Real) or
       not value > 0):
     _fail(f"{name} must be a positive number or None (off), got {value!r}; "
-          f"e.g. --gin.trainer.train.{name}=None.")
+          f"e.g. --gin.{name}=None.")
 
 
 def check_feature_lengths(lengths: Any, what: str = "TASK_FEATURE_LENGTHS"
@@ -138,7 +143,7 @@ def _check_task_data(name: str, split: str, what: str) -> list[seqio.Task]:
     _fail(f"{name} has no {split!r} split (its splits: "
           f"{sorted({s for t in tasks for s in t.splits})}); choose another "
           "split or task.")
-  data_checks.check_split_available(name, split)
+  availability.check_split_available(name, split)
   return with_split
 
 
@@ -149,7 +154,7 @@ def _uses_configured_vocabulary(tasks: Sequence[seqio.Task]) -> bool:
 
 def _check_target_length(name: str, targets: int) -> Optional[str]:
   """Raises if `targets` cannot hold the longest label; returns a note."""
-  longest = data_checks.longest_target(name)
+  longest = data_labels.longest_target(name)
   if longest is None:
     return None
   task, label, needed = longest
@@ -251,10 +256,10 @@ def _check_model(model: Any, lengths: Mapping[str, int],
 
 
 def _check_mesh(batch_size: int, eval_batch_size: Optional[int],
-                num_partitions: int, mesh_shape: Optional[tuple[int, int]],
-                num_microbatches: int) -> jax.sharding.Mesh:
+                cfg: run_settings.PartitioningConfig) -> jax.sharding.Mesh:
+  num_partitions, num_microbatches = cfg.num_partitions, cfg.num_microbatches
   try:
-    mesh = partitioning.create_mesh(num_partitions, mesh_shape)
+    mesh = partitioning.create_mesh(num_partitions, cfg.mesh_shape)
   except ValueError as e:
     raise errors.ConfigError(f"{e} (NUM_PARTITIONS)") from e
   data_ways = mesh.shape[partitioning.MESH_AXES[0]]
@@ -273,7 +278,8 @@ def _check_mesh(batch_size: int, eval_batch_size: Optional[int],
         distributed.batch_feed(partitioning.batch_sharding(mesh), size)
       except ValueError as e:
         _fail(f"{e} (mesh {dict(mesh.shape)} over {jax.process_count()} "
-              "processes; change mesh_shape or NUM_PARTITIONS)")
+              "processes; change PartitioningConfig.mesh_shape or "
+              "NUM_PARTITIONS)")
   return mesh
 
 
@@ -284,8 +290,8 @@ def _check_has_metrics(name: str, tasks: Sequence[seqio.Task]) -> None:
     _fail(f"The evaluation task {name} has no metrics (its tasks "
           f"{sorted(t.name for t in tasks)} are trained on, not evaluated, "
           "e.g. pretraining objectives); set --gin.EVAL_MIXTURE_OR_TASK_NAME="
-          "None (or --gin.trainer.train.eval_mixture_or_task_name=None), or "
-          "name a task with metrics.")
+          "None (or --gin.trainer.train.eval_cfg=None), or name a task with "
+          "metrics.")
 
 
 def _check_has_label(task: seqio.Task) -> None:
@@ -299,54 +305,130 @@ def _check_has_label(task: seqio.Task) -> None:
           "objective.")
 
 
-def check_train_run(*, model: Any, mixture_or_task_name: str,
-                    task_feature_lengths: Any, train_steps: Any,
-                    batch_size: Any, model_dir: Any,
-                    initial_checkpoint_path: Optional[str],
+def _gin_name(scope: str, cls: type, field: str) -> str:
+  """The gin binding of a config object's field, e.g.
+  'eval/DatasetConfig.batch_size' (gin matches the class by its name)."""
+  return f"{scope + '/' if scope else ''}{cls.__name__}.{field}"
+
+
+def _check_instance(value: Any, cls: type, argument: str,
+                    binding: Optional[str] = None) -> None:
+  """`value` is a `cls`; the error shows the gin binding that makes one."""
+  if not isinstance(value, cls):
+    binding = binding or (f"trainer.train.{argument} = "
+                          f"@run_settings.{cls.__name__}()")
+    _fail(f"{argument} must be a run_settings.{cls.__name__}, got "
+          f"{value!r}; in gin: {binding}.")
+
+
+def _check_dataset(cfg: run_settings.DatasetConfig, scope: str,
+                   macros: Mapping[str, str]) -> dict[str, int]:
+  """Checks a DatasetConfig's fields; errors name the gin macro the user
+  sets (`macros`, by field), else the binding. Returns the lengths."""
+  name = lambda field: macros.get(field) or _gin_name(  # pylint: disable=g-long-lambda
+      scope, run_settings.DatasetConfig, field)
+  check_int("batch_size", cfg.batch_size, 1, name("batch_size"))
+  lengths = check_feature_lengths(cfg.task_feature_lengths,
+                                  name("task_feature_lengths"))
+  if not isinstance(cfg.split, str) or not cfg.split:
+    _fail(f"{name('split')} must be a split name, got {cfg.split!r}.")
+  buckets_lib.check_spec(cfg.length_buckets, lengths)
+  if cfg.group_by_length and cfg.length_buckets is None:
+    _fail("GROUP_BY_LENGTH groups examples by the inputs length buckets, but "
+          "LENGTH_BUCKETS is None; set e.g. --gin.LENGTH_BUCKETS=64 too.")
+  return lengths
+
+
+_TRAIN_MACROS = {"mixture_or_task_name": "MIXTURE_OR_TASK_NAME",
+                 "task_feature_lengths": "TASK_FEATURE_LENGTHS",
+                 "batch_size": "BATCH_SIZE"}
+_EVAL_MACROS = {"mixture_or_task_name": "EVAL_MIXTURE_OR_TASK_NAME",
+                "task_feature_lengths": "EVAL_TASK_FEATURE_LENGTHS"}
+
+
+def _check_settings(*, train_dataset_cfg: Any, eval_cfg: Any,
+                    checkpoint_cfg: Any, guard_cfg: Any,
+                    partitioning_cfg: Any, model_dir: Any, train_steps: Any,
+                    seed: Any, log_period: Any) -> dict[str, int]:
+  """Type and range of every run setting; returns the training lengths."""
+  rs = run_settings
+  _check_instance(train_dataset_cfg, rs.DatasetConfig, "train_dataset_cfg",
+                  "trainer.train.train_dataset_cfg = "
+                  "@train/run_settings.DatasetConfig()")
+  _check_instance(checkpoint_cfg, rs.CheckpointConfig, "checkpoint_cfg")
+  _check_instance(guard_cfg, rs.DivergenceGuardConfig, "guard_cfg")
+  _check_instance(partitioning_cfg, rs.PartitioningConfig,
+                  "partitioning_cfg")
+  if not isinstance(model_dir, (str, os.PathLike)) or not str(model_dir):
+    _fail(f"MODEL_DIR must be a directory path, got {model_dir!r}; e.g. "
+          "--gin.MODEL_DIR=\"'/tmp/run'\".")
+  check_int("train_steps", train_steps, 1, "TRAIN_STEPS")
+  lengths = _check_dataset(train_dataset_cfg, "train", _TRAIN_MACROS)
+  check_int("num_partitions", partitioning_cfg.num_partitions, 1,
+            "NUM_PARTITIONS")
+  check_int("num_microbatches", partitioning_cfg.num_microbatches, 1,
+            "NUM_MICROBATCHES")
+  check_int("seed", seed, 0, "SEED")
+  check_int("log_period", log_period, 1, "trainer.train.log_period")
+  check_int("checkpoint period", checkpoint_cfg.period, 1,
+            "CHECKPOINT_PERIOD")
+  check_int("checkpoints kept", checkpoint_cfg.keep, 1,
+            _gin_name("", rs.CheckpointConfig, "keep"))
+  for field in ("max_update_ratio", "max_norm_growth"):
+    check_optional_number(_gin_name("", rs.DivergenceGuardConfig, field),
+                          getattr(guard_cfg, field))
+  if eval_cfg is not None:
+    _check_instance(eval_cfg, rs.EvalConfig, "eval_cfg")
+    _check_instance(eval_cfg.dataset, rs.DatasetConfig, "eval_cfg.dataset",
+                    "run_settings.EvalConfig.dataset = "
+                    "@eval/run_settings.DatasetConfig()")
+    check_int("eval period", eval_cfg.period, 0, "EVAL_PERIOD")
+    if eval_cfg.num_examples is not None:
+      check_int("evaluated examples", eval_cfg.num_examples, 1,
+                _gin_name("", rs.EvalConfig, "num_examples"))
+    if eval_cfg.active:
+      _check_dataset(eval_cfg.dataset, "eval", _EVAL_MACROS)
+      if eval_cfg.dataset.group_by_length:
+        _fail("Evaluation batches by length whenever LENGTH_BUCKETS is set; "
+              "eval/DatasetConfig.group_by_length is for training batches "
+              "only: leave it False.")
+  return lengths
+
+
+def check_train_run(*, model: Any,
+                    train_dataset_cfg: run_settings.DatasetConfig,
+                    eval_cfg: Optional[run_settings.EvalConfig],
+                    checkpoint_cfg: run_settings.CheckpointConfig,
+                    guard_cfg: run_settings.DivergenceGuardConfig,
+                    partitioning_cfg: run_settings.PartitioningConfig,
+                    model_dir: Any, initial_checkpoint_path: Optional[str],
                     trainable_patterns: Optional[Sequence[str]],
                     allow_all_trainable: bool, optimizer_step: str,
-                    num_partitions: Any, mesh_shape: Optional[tuple[int, int]],
-                    num_microbatches: Any, seed: Any, log_period: Any,
-                    checkpoint_period: Any, keep_checkpoints: Any,
-                    eval_period: Any, eval_mixture_or_task_name: Optional[str],
-                    eval_split: str, eval_batch_size: Any,
-                    eval_num_examples: Any, best_metric: Optional[str],
-                    max_update_ratio: Any, max_norm_growth: Any,
+                    train_steps: Any, seed: Any, log_period: Any,
                     run_config: Optional[str]) -> Preflight:
-  """Checks everything `trainer.train` will need; see the module doc.
+  """Checks everything `trainer.train` will need (its arguments, which
+  name the settings); see the module doc.
 
   Raises:
     errors.ConfigError (or a subclass): naming the setting and the fix.
     FileNotFoundError: for missing data files, naming the file.
   """
-  if not isinstance(model_dir, (str, os.PathLike)) or not str(model_dir):
-    _fail(f"MODEL_DIR must be a directory path, got {model_dir!r}; e.g. "
-          "--gin.MODEL_DIR=\"'/tmp/run'\".")
-  check_int("train_steps", train_steps, 1, "TRAIN_STEPS")
-  check_int("batch_size", batch_size, 1, "BATCH_SIZE")
-  lengths = check_feature_lengths(task_feature_lengths)
-  check_int("num_partitions", num_partitions, 1, "NUM_PARTITIONS")
-  check_int("num_microbatches", num_microbatches, 1, "NUM_MICROBATCHES")
-  check_int("seed", seed, 0, "SEED")
-  check_int("log_period", log_period, 1)
-  check_int("checkpoint_period", checkpoint_period, 1, "CHECKPOINT_PERIOD")
-  check_int("keep_checkpoints", keep_checkpoints, 1)
-  check_int("eval_period", eval_period, 0, "EVAL_PERIOD")
-  if eval_batch_size is not None:
-    check_int("eval_batch_size", eval_batch_size, 1)
-  if eval_num_examples is not None:
-    check_int("eval_num_examples", eval_num_examples, 1)
-  check_optional_number("max_update_ratio", max_update_ratio)
-  check_optional_number("max_norm_growth", max_norm_growth)
-
-  tasks = _check_task_data(mixture_or_task_name, "train",
+  lengths = _check_settings(
+      train_dataset_cfg=train_dataset_cfg, eval_cfg=eval_cfg,
+      checkpoint_cfg=checkpoint_cfg, guard_cfg=guard_cfg,
+      partitioning_cfg=partitioning_cfg, model_dir=model_dir,
+      train_steps=train_steps, seed=seed, log_period=log_period)
+  train_name = train_dataset_cfg.mixture_or_task_name
+  tasks = _check_task_data(train_name, train_dataset_cfg.split,
                            "MIXTURE_OR_TASK_NAME")
   rank_classification.check_not_training(tasks)
-  eval_tasks = []
-  if eval_mixture_or_task_name:
-    eval_tasks = _check_task_data(eval_mixture_or_task_name, eval_split,
-                                  "the evaluation task")
-    _check_has_metrics(eval_mixture_or_task_name, eval_tasks)
+  eval_tasks, eval_name = [], None
+  if eval_cfg is not None and eval_cfg.active:
+    eval_name = eval_cfg.dataset.mixture_or_task_name
+    eval_tasks = _check_task_data(eval_name, eval_cfg.dataset.split,
+                                  "EVAL_MIXTURE_OR_TASK_NAME")
+    _check_has_metrics(eval_name, eval_tasks)
+  best_metric = None if eval_cfg is None else eval_cfg.best_metric
   if best_metric is not None:
     task_part = str(best_metric).split("/")[0]
     names = sorted(t.name for t in eval_tasks)
@@ -355,11 +437,10 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
             f"tasks {names}, got {best_metric!r}; e.g. "
             f"'{(names or ['TASK'])[0]}/accuracy'.")
   if _uses_configured_vocabulary(tasks + eval_tasks):
-    data_checks.check_vocabulary()
-  notes = [_check_target_length(mixture_or_task_name, lengths["targets"])]
-  if eval_mixture_or_task_name:
-    notes.append(_check_target_length(eval_mixture_or_task_name,
-                                      lengths["targets"]))
+    vocab_lib.check_vocabulary()
+  notes = [_check_target_length(train_name, lengths["targets"])]
+  if eval_name:
+    notes.append(_check_target_length(eval_name, lengths["targets"]))
 
   notes.append(_check_checkpoint_path(initial_checkpoint_path,
                                       optimizer_step))
@@ -370,8 +451,9 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
                                                       tasks + eval_tasks)
     for task in tasks:
       _check_has_label(task)
-  mesh = _check_mesh(batch_size, eval_batch_size, num_partitions, mesh_shape,
-                     num_microbatches)
+  mesh = _check_mesh(train_dataset_cfg.batch_size,
+                     eval_cfg.dataset.batch_size if eval_name else None,
+                     partitioning_cfg)
 
   model_dir = os.fspath(model_dir)
   has_checkpoint = train_ckpt.has_checkpoint(model_dir)
@@ -379,8 +461,8 @@ def check_train_run(*, model: Any, mixture_or_task_name: str,
     run_dir.check_unlocked(model_dir)
   run_dir.check_run_config(model_dir, run_config, has_checkpoint)
 
-  warnings = [report.message() for report in data_checks.truncation_report(
-      mixture_or_task_name, "train", lengths) if report.num_truncated]
+  warnings = [report.message() for report in truncation.truncation_report(
+      train_name, train_dataset_cfg.split, lengths) if report.num_truncated]
   return Preflight(notes=list(dict.fromkeys(n for n in notes if n)),
                    warnings=warnings, boxed_params=boxed, split=split,
                    mesh=mesh,
@@ -404,7 +486,7 @@ def check_eval_run(*, model: Any, mixture_or_task_name: str,
   tasks = _check_task_data(mixture_or_task_name, split,
                            "MIXTURE_OR_TASK_NAME")
   if _uses_configured_vocabulary(tasks):
-    data_checks.check_vocabulary()
+    vocab_lib.check_vocabulary()
   _check_target_length(mixture_or_task_name, lengths["targets"])
   _check_checkpoint_path(initial_checkpoint_path, OPTIMIZER_STEP_ZERO)
   _, param_split = _check_model(model, lengths, trainable_patterns,

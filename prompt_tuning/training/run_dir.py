@@ -39,11 +39,12 @@ EVAL_RECORD_FILE = "eval_metrics.jsonl"
 
 # Bindings a resumed run may change: they say how long to train, how often
 # to evaluate or checkpoint, and where the run lives, not what is trained.
+# A macro, a parameter name, or `Class.field` of `training.run_settings`.
 RESUMABLE = frozenset({
     "MODEL_DIR", "model_dir",
     "TRAIN_STEPS", "EVAL_PERIOD", "CHECKPOINT_PERIOD", "train_steps",
-    "eval_period", "checkpoint_period", "log_period", "progress",
-    "keep_checkpoints",
+    "log_period", "progress", "EvalConfig.period", "CheckpointConfig.period",
+    "CheckpointConfig.keep",
 })
 
 
@@ -229,7 +230,9 @@ def config_differences(recorded: str, current: str) -> list[str]:
   old, new = parse_bindings(recorded), parse_bindings(current)
   out = []
   for key in sorted(set(old) | set(new)):
-    if key.rsplit(".", 1)[-1] in RESUMABLE or old.get(key) == new.get(key):
+    name = key.rsplit("/", 1)[-1].split(".")
+    if (name[-1] in RESUMABLE or ".".join(name[-2:]) in RESUMABLE or
+        old.get(key) == new.get(key)):
       continue
     out.append(f"{key}: {old.get(key, '(unset)')} in config.gin, "
                f"{new.get(key, '(unset)')} now")

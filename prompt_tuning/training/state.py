@@ -38,6 +38,7 @@ import optax
 
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import run_checkpoints
 from prompt_tuning.checkpoints import sharded
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import deep_init
@@ -249,10 +250,11 @@ def load_trained_params(model: EncoderDecoderModel,
                             boxed_params=boxed)
   state, restored_step = built.state, 0
   if model_dir is not None:
-    if not os.path.isdir(os.path.join(model_dir, "checkpoints")):
+    if not os.path.isdir(run_checkpoints.checkpoints_dir(model_dir)):
       raise FileNotFoundError(
-          f"No training checkpoints under {model_dir}/checkpoints; set "
-          "MODEL_DIR to the directory a prompt_tuning.train run wrote.")
+          "No training checkpoints under "
+          f"{run_checkpoints.checkpoints_dir(model_dir)}; set MODEL_DIR to "
+          "the directory a prompt_tuning.train run wrote.")
     checkpointer = train_ckpt.TrainCheckpointer(model_dir)
     try:
       restored = checkpointer.restore(state, step,

@@ -1,0 +1,135 @@
+"""A training run's settings: one small frozen object per concern.
+
+`trainer.train` takes these objects (T5X's `DatasetConfig` /
+`CheckpointConfig` style); `preflight.check_train_run` checks their fields
+before anything is loaded; gin files build them by dynamic registration,
+e.g. (configs/runs/prompt_finetune.gin)
+
+    trainer.train.train_dataset_cfg = @train/run_settings.DatasetConfig()
+    train/run_settings.DatasetConfig.batch_size = %BATCH_SIZE
+
+Each setting is declared here once, with its default and meaning; the
+macros a user sets (`BATCH_SIZE`, `EVAL_PERIOD`, ...) are named beside it.
+This module does not import gin.
+"""
+
+import dataclasses
+from typing import Mapping, Optional
+
+from prompt_tuning.training import length_buckets as buckets_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+  """What to read and how to batch it (training, or evaluation).
+
+  Attributes:
+    mixture_or_task_name: SeqIO task or mixture (MIXTURE_OR_TASK_NAME; for
+      evaluation EVAL_MIXTURE_OR_TASK_NAME, where None turns evaluation off).
+    task_feature_lengths: `{'inputs': int, 'targets': int}`
+      (TASK_FEATURE_LENGTHS; for evaluation EVAL_TASK_FEATURE_LENGTHS, e.g.
+      train on short inputs, evaluate on the full sentences).
+    split: the dataset split, e.g. 'train' or 'validation'.
+    batch_size: global batch size, over all devices and processes
+      (BATCH_SIZE).
+    length_buckets: None (T5X's fixed shapes), an int N (each batch cut to
+      the next multiple of N that holds its longest example, at most the
+      feature length) or a dict of lengths per feature
+      (`training.length_buckets`; LENGTH_BUCKETS). Batches keep their order;
+      one compilation per bucket. Evaluation batches its examples by input
+      length when set.
+    group_by_length: training only: batch together examples of similar
+      input length (by the inputs buckets of `length_buckets`, which it
+      needs), so that the cut batches hold little padding; changes which
+      examples share a batch (`training.data.train_batches`;
+      GROUP_BY_LENGTH).
+  """
+  mixture_or_task_name: Optional[str]
+  task_feature_lengths: Mapping[str, int]
+  split: str
+  batch_size: int
+  length_buckets: buckets_lib.Spec = None
+  group_by_length: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Evaluation during training (SeqIO metrics of the model's predictions).
+
+  Attributes:
+    dataset: what to evaluate; `dataset.mixture_or_task_name` None means no
+      evaluation (`active`).
+    period: steps between evaluations (EVAL_PERIOD); 0 evaluates only at
+      the end. A resumed run first runs the evaluations due at or before its
+      step that have no recorded result (e.g. one killed mid-way).
+    num_examples: evaluate on the first N examples only; None: all.
+    best_metric: `task/metric` to keep the best checkpoint by, under
+      `model_dir/best` (BEST_METRIC), e.g.
+      'taskless_super_glue_rte_v102/accuracy'; None keeps none.
+  """
+  dataset: DatasetConfig
+  period: int = 0
+  num_examples: Optional[int] = None
+  best_metric: Optional[str] = None
+
+  @property
+  def active(self) -> bool:
+    """Whether there is a task to evaluate."""
+    return bool(self.dataset.mixture_or_task_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """Training checkpoints under `model_dir/checkpoints` (`checkpointer.py`).
+
+  Attributes:
+    period: steps between checkpoints (CHECKPOINT_PERIOD); the last step is
+      always saved.
+    keep: the newest checkpoints kept (and T5X exports, with `export_t5x`).
+    save_frozen: also checkpoint the frozen parameters (full fine-tuning,
+      runs/model_finetune.gin).
+    export_t5x: also write every checkpoint as the T5X checkpoint
+      `model_dir/checkpoint_<N>` of all parameters, N being Adafactor's step
+      counter (this run's steps plus a restored checkpoint's step);
+      `initial_checkpoint_path` reads it (runs/pretrain.gin,
+      runs/lm_adapt.gin).
+  """
+  period: int = 1000
+  keep: int = 3
+  save_frozen: bool = False
+  export_t5x: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DivergenceGuardConfig:
+  """When to stop a run whose training left the usual range.
+
+  Checked on every logged window (`trainer.train`'s `log_period`) and before
+  every checkpoint, so that no checkpoint is written past it; a NaN/Inf
+  loss or parameter always stops the run (`monitoring.DivergenceGuard`).
+
+  Attributes:
+    max_update_ratio: stop when one step's update is more than this many
+      times the norm of the trainable parameters; None: off.
+    max_norm_growth: stop when the trainable parameters' norm exceeds this
+      many times its value at the start; None: off.
+  """
+  max_update_ratio: Optional[float] = 100.0
+  max_norm_growth: Optional[float] = 1e4
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitioningConfig:
+  """How each batch is spread over the devices and over microbatches.
+
+  Attributes:
+    num_partitions: size of the mesh's `model` axis (NUM_PARTITIONS); data
+      parallelism takes the other devices.
+    mesh_shape: explicit `(data, model)` mesh shape; None: from
+      `num_partitions` and the devices.
+    num_microbatches: gradient accumulation steps per batch
+      (NUM_MICROBATCHES).
+  """
+  num_partitions: int = 1
+  mesh_shape: Optional[tuple[int, int]] = None
+  num_microbatches: int = 1
