@@ -40,6 +40,7 @@ from typing import Callable, Iterator, NoReturn, Optional, Sequence
 from absl import flags
 
 from prompt_tuning import errors
+from prompt_tuning import paper_defaults
 
 VERBOSE_ENV = "PROMPT_TUNING_VERBOSE"
 
@@ -78,11 +79,14 @@ def define_decoding_flags(flag_values: flags.FlagValues) -> None:
   flags.mark_flag_as_required("checkpoint", flag_values=flag_values)
   flags.DEFINE_string("split", "validation", "Split to decode.",
                       flag_values=flag_values)
-  flags.DEFINE_integer("batch_size", 32, "Examples per batch.", lower_bound=1,
+  flags.DEFINE_integer("batch_size", paper_defaults.BATCH_SIZE,
+                       "Examples per batch.", lower_bound=1,
                        flag_values=flag_values)
-  flags.DEFINE_integer("inputs_length", 512, "Encoder tokens, without the "
-                       "prompt.", lower_bound=1, flag_values=flag_values)
-  flags.DEFINE_integer("targets_length", 8, "Decoder tokens.", lower_bound=1,
+  flags.DEFINE_integer("inputs_length", paper_defaults.INPUTS_LENGTH,
+                       "Encoder tokens, without the prompt.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("targets_length", paper_defaults.TARGETS_LENGTH,
+                       "Decoder tokens.", lower_bound=1,
                        flag_values=flag_values)
   flags.DEFINE_integer("num_examples", None, "Decode the first N examples "
                        "only (default all).", lower_bound=1,

@@ -22,6 +22,7 @@ from absl import flags
 
 from prompt_tuning import cli
 from prompt_tuning import gin_utils
+from prompt_tuning import paper_defaults
 
 cli.quiet_startup(cli.is_verbose())
 # pylint: disable=g-import-not-at-top,wrong-import-position  (quiet first)
@@ -45,16 +46,16 @@ def _flags() -> flags.FlagValues:
                     "Prompt lengths.", **define)
   flags.DEFINE_list("initializers", list(ablation.INITIALIZERS),
                     "Prompt initialisers.", **define)
-  flags.DEFINE_integer("train_steps", 30000, "Steps per run.", lower_bound=1,
-                       **define)
-  flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1,
-                       **define)
-  flags.DEFINE_integer("inputs_length", 512, "Encoder tokens.", lower_bound=1,
-                       **define)
-  flags.DEFINE_integer("targets_length", 8, "Decoder tokens.", lower_bound=1,
-                       **define)
-  flags.DEFINE_float("learning_rate", 0.3, "Adafactor's learning rate.",
-                     **define)
+  flags.DEFINE_integer("train_steps", paper_defaults.TRAIN_STEPS,
+                       "Steps per run.", lower_bound=1, **define)
+  flags.DEFINE_integer("batch_size", paper_defaults.BATCH_SIZE, "Batch size.",
+                       lower_bound=1, **define)
+  flags.DEFINE_integer("inputs_length", paper_defaults.INPUTS_LENGTH,
+                       "Encoder tokens.", lower_bound=1, **define)
+  flags.DEFINE_integer("targets_length", paper_defaults.TARGETS_LENGTH,
+                       "Decoder tokens.", lower_bound=1, **define)
+  flags.DEFINE_float("learning_rate", paper_defaults.LEARNING_RATE,
+                     "Adafactor's learning rate.", **define)
   flags.DEFINE_integer("eval_num_examples", None, "Evaluate on the first N "
                        "examples only.", lower_bound=1, **define)
   flags.DEFINE_integer("seed", 0, "Seed of every run.", **define)

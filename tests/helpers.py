@@ -41,6 +41,12 @@ T5_VOCAB_SIZE = T5Config.vocab_size
 # checkpoint of `models/t5_1_1_tiny.gin` under `shared_dir()`.
 RTE = "taskless_super_glue_rte_v102"
 T5X_TINY = ("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
+# Its model: T5 1.1 (gated GELU, separate logits) at the sizes
+# `models/t5_1_1_tiny.gin` binds, with the public vocabulary's rows.
+T5X_TINY_CONFIG = T5Config(emb_dim=4, num_heads=2, head_dim=2, mlp_dim=8,
+                           num_encoder_layers=2, num_decoder_layers=2,
+                           relative_attention_num_buckets=4,
+                           relative_attention_max_distance=8)
 
 
 def shared_dir() -> pathlib.Path:

@@ -17,7 +17,7 @@ import json
 import pathlib
 import shutil
 
-from helpers import TESTDATA, shared_path
+from helpers import T5X_TINY_CONFIG, TESTDATA, shared_path
 from flax import serialization
 import jax
 import jax.numpy as jnp
@@ -33,13 +33,9 @@ from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import sharded
 from prompt_tuning.checkpoints import validation
-from prompt_tuning.models.config import GATED_GELU, T5Config
+from prompt_tuning.models.config import T5Config
 
-T5X_CONFIG = T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2,
-                      mlp_dim=8, num_encoder_layers=2, num_decoder_layers=2,
-                      mlp_activations=GATED_GELU, logits_via_embedding=False,
-                      relative_attention_num_buckets=4,
-                      relative_attention_max_distance=8)
+T5X_CONFIG = T5X_TINY_CONFIG
 T5_1_0 = TESTDATA / "hf_t5_1_0_tiny"
 T5_1_1 = TESTDATA / "hf_t5_1_1_tiny"
 EMBEDDING = "token_embedder/embedding"

@@ -8,7 +8,7 @@ step 3 with Adafactor (whose slots the reader leaves unread).
 
 import dataclasses
 
-from helpers import shared_path
+from helpers import T5X_TINY_CONFIG, shared_path
 from flax import serialization
 import numpy as np
 import pytest
@@ -16,13 +16,9 @@ import pytest
 from prompt_tuning import checkpoints
 from prompt_tuning.checkpoints import sharded
 from prompt_tuning.checkpoints import t5x
-from prompt_tuning.models.config import GATED_GELU, RELU, T5Config
+from prompt_tuning.models.config import RELU
 
-CONFIG = T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2,
-                  mlp_dim=8, num_encoder_layers=2, num_decoder_layers=2,
-                  mlp_activations=GATED_GELU, logits_via_embedding=False,
-                  relative_attention_num_buckets=4,
-                  relative_attention_max_distance=8)
+CONFIG = T5X_TINY_CONFIG
 
 
 def _model_dir():

@@ -14,7 +14,6 @@ import re
 import shlex
 
 import gin
-import pytest
 
 from helpers import REPO_ROOT, T5X_TINY, shared_path
 from prompt_tuning import cli

@@ -18,12 +18,11 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import REPO_ROOT, RTE, T5X_TINY, T5_VOCAB_SIZE
+from helpers import REPO_ROOT, RTE, T5X_TINY, T5X_TINY_CONFIG, T5_VOCAB_SIZE
 from helpers import prompt_run_flags, rte_train_cfg, shared_path, tiny_model
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import sharded
-from prompt_tuning.models import T5Config
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts.models import PromptTransformer
 from prompt_tuning import evaluate as evaluate_lib
@@ -55,10 +54,7 @@ def random_prompt_model(prompt_length=4, dropout_rate=0.0):
 
 def tiny_fixture_model(prompt_length=3):
   """The shape of the T5X-written checkpoint, with a prompt."""
-  config = T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2,
-                    mlp_dim=8, num_encoder_layers=2, num_decoder_layers=2,
-                    relative_attention_num_buckets=4,
-                    relative_attention_max_distance=8)
+  config = T5X_TINY_CONFIG
   return EncoderDecoderModel(PromptTransformer(config,
                                                prompt_length=prompt_length))
 

@@ -15,9 +15,10 @@ import jax.numpy as jnp
 import optax
 
 from prompt_tuning import errors
+from prompt_tuning import paper_defaults
 
 
-def adafactor(learning_rate: float = 0.3,
+def adafactor(learning_rate: float = paper_defaults.LEARNING_RATE,
               decay_rate: float = 0.8,
               weight_decay_rate: Optional[float] = 1e-5,
               clipping_threshold: Optional[float] = 1.0,
