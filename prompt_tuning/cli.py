@@ -71,6 +71,20 @@ def define_gin_flags(flag_values: flags.FlagValues) -> None:
       f"(also: {VERBOSE_ENV}=1).", flag_values=flag_values)
 
 
+def define_batch_flags(flag_values: flags.FlagValues) -> None:
+  """Defines --batch_size, --inputs_length and --targets_length, the paper's
+  values by default."""
+  flags.DEFINE_integer("batch_size", paper_defaults.BATCH_SIZE,
+                       "Global batch (split over the data axis).",
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("inputs_length", paper_defaults.INPUTS_LENGTH,
+                       "Encoder tokens, without the prompt.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("targets_length", paper_defaults.TARGETS_LENGTH,
+                       "Decoder tokens.", lower_bound=1,
+                       flag_values=flag_values)
+
+
 def define_decoding_flags(flag_values: flags.FlagValues) -> None:
   """Defines the flags of the tools that decode a task split with a frozen
   model (scripts/ensemble_prompts.py, serve_mixture.py)."""
@@ -79,15 +93,7 @@ def define_decoding_flags(flag_values: flags.FlagValues) -> None:
   flags.mark_flag_as_required("checkpoint", flag_values=flag_values)
   flags.DEFINE_string("split", "validation", "Split to decode.",
                       flag_values=flag_values)
-  flags.DEFINE_integer("batch_size", paper_defaults.BATCH_SIZE,
-                       "Examples per batch.", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("inputs_length", paper_defaults.INPUTS_LENGTH,
-                       "Encoder tokens, without the prompt.", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("targets_length", paper_defaults.TARGETS_LENGTH,
-                       "Decoder tokens.", lower_bound=1,
-                       flag_values=flag_values)
+  define_batch_flags(flag_values)
   flags.DEFINE_integer("num_examples", None, "Decode the first N examples "
                        "only (default all).", lower_bound=1,
                        flag_values=flag_values)

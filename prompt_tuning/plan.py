@@ -32,7 +32,6 @@ from typing import Any, Optional, Sequence
 from absl import flags
 
 from prompt_tuning import cli
-from prompt_tuning import paper_defaults
 
 _READ_DIRECTLY = ("MODEL", "TRAINABLE_PATTERNS")
 _OPTIMIZERS = ("adafactor", "adam", "none")
@@ -42,15 +41,7 @@ def _flags() -> flags.FlagValues:
   flag_values = cli.new_flags()
   flags.DEFINE_string("mesh", "1x1", "DATAxMODEL mesh, e.g. 4x8.",
                       flag_values=flag_values)
-  flags.DEFINE_integer("batch_size", paper_defaults.BATCH_SIZE,
-                       "Global batch (split over data).", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("inputs_length", paper_defaults.INPUTS_LENGTH,
-                       "Encoder tokens, without the prompt.", lower_bound=1,
-                       flag_values=flag_values)
-  flags.DEFINE_integer("targets_length", paper_defaults.TARGETS_LENGTH,
-                       "Decoder tokens.", lower_bound=1,
-                       flag_values=flag_values)
+  cli.define_batch_flags(flag_values)
   flags.DEFINE_string("device_memory", None, "Memory of one device, e.g. "
                       "16GiB or 80GB: say whether the plan fits.",
                       flag_values=flag_values)

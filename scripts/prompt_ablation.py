@@ -48,12 +48,7 @@ def _flags() -> flags.FlagValues:
                     "Prompt initialisers.", **define)
   flags.DEFINE_integer("train_steps", paper_defaults.TRAIN_STEPS,
                        "Steps per run.", lower_bound=1, **define)
-  flags.DEFINE_integer("batch_size", paper_defaults.BATCH_SIZE, "Batch size.",
-                       lower_bound=1, **define)
-  flags.DEFINE_integer("inputs_length", paper_defaults.INPUTS_LENGTH,
-                       "Encoder tokens.", lower_bound=1, **define)
-  flags.DEFINE_integer("targets_length", paper_defaults.TARGETS_LENGTH,
-                       "Decoder tokens.", lower_bound=1, **define)
+  cli.define_batch_flags(flag_values)
   flags.DEFINE_float("learning_rate", paper_defaults.LEARNING_RATE,
                      "Adafactor's learning rate.", **define)
   flags.DEFINE_integer("eval_num_examples", None, "Evaluate on the first N "

@@ -93,6 +93,7 @@ def test_one_bank_pass_equals_each_prompt_alone():
   assert len({tokens[:, i].tobytes() for i in range(3)}) > 1
 
 
+@pytest.mark.slow
 def test_evaluate_ensemble_on_rte_and_table3(monkeypatch):
   monkeypatch.setenv("PROMPT_TUNING_SUPER_GLUE_DIR",
                      str(shared_path("data", "super_glue")))

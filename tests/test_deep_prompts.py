@@ -154,6 +154,7 @@ def test_forward_backward_and_prompt_gradients(reparameterize,
           jax.tree_util.tree_structure(base))
 
 
+@pytest.mark.slow
 def test_zero_length_prefix_is_the_base_model_exactly():
   base = EncoderDecoderModel(Transformer(CONFIG))
   base_params = nn.unbox(base.init(jax.random.PRNGKey(0), 10, 6))["params"]

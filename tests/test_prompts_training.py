@@ -101,6 +101,7 @@ def test_one_step_trains_only_the_prompt(num_prompts):
     assert np.all(np.abs(np.asarray(grads["prompt"]["prompt"])) > 0)
 
 
+@pytest.mark.slow
 def test_gradients_exist_only_for_trainable_leaves():
   model, params, batch = _setup()
   tx = optax.sgd(0.1)

@@ -14,6 +14,7 @@ import re
 import shlex
 
 import gin
+import pytest
 
 from helpers import REPO_ROOT, T5X_TINY, shared_path
 from prompt_tuning import cli
@@ -83,6 +84,7 @@ def _run(entry: str, *extra: str, model_dir) -> int:
     gin.clear_config()
 
 
+@pytest.mark.slow
 def test_rte_train_evaluate_infer_run_as_written(tmp_path, local_super_glue):
   """Train validates as written, then trains 2 small steps (the README's
   flags plus overrides); evaluate and infer validate against that run."""
