@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "sentencepiece==0.2.3",
     "tensorstore==0.1.86",
     "safetensors==0.8.0",
+    "h5py==3.14.0",  # Hugging Face tf_model.h5 (tensorflow needs it too).
     "msgpack==1.2.4",
     "numpy==2.4.6",
     "tqdm==4.70.1",

@@ -6,7 +6,12 @@ r"""Checks a prompt file against a model and writes a run-ready float32 copy.
     --output=/tmp/prompts/rte.npy
 
 `--prompt` is a `.npy` file (any float dtype, e.g. the paper authors'
-prompts) or a training run's MODEL_DIR. The embedding width must equal the
+prompts), a training run's MODEL_DIR, or a T5X prompt run: the original
+prompt-tuning code's (a T5X `checkpoint_<step>` folder or model directory
+holding `encoder/prompt/prompt/prompt`, or its `numpy_checkpoints/` folder or
+files) or our T5X export's (`prompt/prompt`), or a PEFT prompt-tuning
+adapter directory (`adapter_config.json`, e.g. one `prompt_tuning.export
+--to=peft` wrote); `--prompt_name` picks another parameter. The embedding width must equal the
 model's (`--embed_dim`, or the width of the gin-configured model); a
 mismatch is an error. Prints the gin flags for prompts/from_file.gin.
 """
@@ -22,8 +27,14 @@ from prompt_tuning.analysis import prompt_io
 
 def _flags() -> flags.FlagValues:
   flag_values = cli.new_flags()
-  flags.DEFINE_string("prompt", None, "A .npy prompt file or a training "
-                      "run's MODEL_DIR.", flag_values=flag_values)
+  flags.DEFINE_string("prompt", None, "A .npy prompt file, a training "
+                      "run's MODEL_DIR, a T5X prompt run (checkpoint or "
+                      "model directory, numpy_checkpoints/) or a PEFT adapter directory.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("prompt_name", None, "The '/'-joined prompt parameter "
+                      "(default: prompt/prompt; in a T5X run "
+                      "encoder/prompt/prompt/prompt, else prompt/prompt).",
+                      flag_values=flag_values)
   flags.DEFINE_string("output", None, "The float32 .npy file to write.",
                       flag_values=flag_values)
   flags.DEFINE_integer("embed_dim", None, "The model's embedding width "
@@ -47,7 +58,7 @@ def main(argv: Sequence[str]) -> int:
                            "(--gin_file=models/t5_1_1_base.gin "
                            "--gin_file=prompts/prompt.gin).")
     embed_dim = gin_utils.configured_model().module.config.emb_dim
-  prompt = prompt_io.resolve_prompt(args.prompt, args.step)
+  prompt = prompt_io.resolve_prompt(args.prompt, args.step, args.prompt_name)
   prompt_io.check_portable(prompt, embed_dim, source=args.prompt)
   path = prompt_io.save_prompt(args.output, prompt)
   print(f"Wrote {list(prompt.shape)} float32 to {path}. Train or evaluate "

@@ -15,6 +15,7 @@ import numpy as np
 
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import prompt_names
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
 from prompt_tuning.prompts import initializers
@@ -24,7 +25,7 @@ from prompt_tuning.training import partitioned
 from prompt_tuning.training import state
 
 Params = Any
-PROMPT_NAME = "prompt/prompt"
+PROMPT_NAME = prompt_names.SOFT_PROMPT
 
 
 def stack_prompts(prompts: Sequence[np.ndarray]) -> np.ndarray:

@@ -12,7 +12,8 @@ initialiser (`configs/prompts/from_file.gin`, `PROMPT_FILE`). Prompts are
 portable between models with the same embedding width; `check_portable`
 turns a width mismatch into an explicit error. Files written by other code
 (e.g. the paper authors' float64 `[5, 256]` or float32 `[100, 768]` prompts)
-load the same way.
+load the same way, and so do T5X prompt runs, the original prompt-tuning
+code's included (`checkpoints.original_prompts`; `resolve_prompt`).
 """
 
 import os
@@ -21,12 +22,15 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from prompt_tuning.analysis import peft_prompt
+from prompt_tuning.checkpoints import original_prompts
+from prompt_tuning.checkpoints import prompt_names
 from prompt_tuning.checkpoints import run_checkpoints
 
 PathLike = Union[str, os.PathLike[str]]
 
-SOFT_PROMPT = "prompt/prompt"
-DEEP_PROMPT = "deep_prompt/encoder/prefix"
+SOFT_PROMPT = prompt_names.SOFT_PROMPT
+DEEP_PROMPT = prompt_names.DEEP_PROMPT
 # Searched in this order when no parameter name is given.
 DEFAULT_NAMES = (SOFT_PROMPT, DEEP_PROMPT)
 
@@ -80,22 +84,44 @@ def load_prompt(path: PathLike) -> np.ndarray:
 
   Accepts any float dtype (the authors' fixtures include float64).
   """
-  value = np.load(os.fspath(path))
+  return _checked(np.load(os.fspath(path)), os.fspath(path))
+
+
+def _checked(value: np.ndarray, source: str) -> np.ndarray:
+  """`value` as a float32 prompt; PromptShapeError naming `source` if not."""
   if value.ndim not in (2, 3):
     raise PromptShapeError(
-        f"{os.fspath(path)} holds an array of shape {list(value.shape)}; a "
+        f"{source} holds an array of shape {list(value.shape)}; a "
         "prompt is [length, embed] or a bank [num_prompts, length, embed].")
   if not np.issubdtype(value.dtype, np.floating):
-    raise PromptShapeError(f"{os.fspath(path)} holds {value.dtype} values; "
+    raise PromptShapeError(f"{source} holds {value.dtype} values; "
                            "a prompt is floating point.")
   return value.astype(np.float32)
 
 
-def resolve_prompt(source: PathLike, step: Optional[int] = None
-                   ) -> np.ndarray:
-  """A prompt from a `.npy` file or from a training run's MODEL_DIR."""
+def resolve_prompt(source: PathLike, step: Optional[int] = None,
+                   name: Optional[str] = None) -> np.ndarray:
+  """A prompt from a `.npy` file, a training run's MODEL_DIR, a T5X
+  prompt run (the original prompt-tuning code's or our T5X export: a T5X
+  checkpoint or model directory, or its `numpy_checkpoints/`), or a PEFT
+  prompt-tuning adapter directory (`adapter_config.json`).
+
+  Args:
+    source: the path.
+    step: the checkpoint step; default the latest.
+    name: the '/'-joined prompt parameter; default `SOFT_PROMPT` (a T5X
+      run: `original_prompts.read_prompt`'s choice).
+  """
+  if os.path.isdir(source) and run_checkpoints.has_checkpoint(source):
+    return export_prompt(source, step, name or SOFT_PROMPT)[0]
+  if (pathlib.Path(source) / peft_prompt.ADAPTER_CONFIG_FILE).is_file():
+    return _checked(peft_prompt.read_peft_prompt(source),
+                    f"the PEFT adapter {os.fspath(source)}")
+  if original_prompts.is_prompt_run(source):
+    value, found, _ = original_prompts.read_prompt(source, step, name)
+    return _checked(value, f"{found} of {os.fspath(source)}")
   if os.path.isdir(source):
-    return export_prompt(source, step, SOFT_PROMPT)[0]
+    return export_prompt(source, step, name or SOFT_PROMPT)[0]
   return load_prompt(source)
 
 

@@ -1,4 +1,5 @@
-"""Pre-trained T5 weights (Hugging Face safetensors, T5X native): one reader,
+"""Pre-trained T5 weights (Hugging Face: safetensors, PyTorch .bin without
+torch, Flax msgpack, TF h5 (`hf_formats`); T5X native): one reader,
 `sharded` (into shardings, or to the host); writing T5X checkpoints (`t5x`);
 the '/'-named parameter tree (`param_tree`); a training run's checkpoints on
 disk (`run_checkpoints`)."""

@@ -1,11 +1,12 @@
-"""Hugging Face T5 checkpoint directories: config, names, files (no PyTorch).
+"""Hugging Face T5 checkpoint directories: config and names (no PyTorch).
 
-What `sharded.open_checkpoint` needs to read one: the config mapping, the
-tensor-name mapping and the safetensors files. A directory as
-`save_pretrained(..., safe_serialization=True)` writes it:
-`config.json` plus either `model.safetensors` or a sharded
-`model.safetensors.index.json` with the shards it names. T5 1.0, T5 1.1,
-the LM-adapted T5 1.1 and Flan-T5 all use the same tensor names:
+What `sharded.open_checkpoint` needs to read one: the config mapping and
+the tensor-name mapping. A directory as `save_pretrained` writes it:
+`config.json` plus a weights file (`hf_formats`: `model.safetensors`,
+`pytorch_model.bin`, `flax_model.msgpack`, `tf_model.h5`, or a sharded
+`*.index.json` with the shards it names). T5 1.0, T5 1.1, the LM-adapted T5 1.1 and
+Flan-T5 all use the same tensor names (PyTorch's, which `hf_formats` gives
+every format):
 
   shared.weight                          [vocab, d_model] -> token_embedder
   {encoder,decoder}.embed_tokens.weight  copies of shared.weight
@@ -47,9 +48,6 @@ Params = param_tree.Params
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
-# Weight files we recognise but cannot read without their framework.
-_OTHER_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json",
-                       "tf_model.h5", "flax_model.msgpack")
 
 # transformers' T5Config defaults, used for keys a config.json leaves out
 # (older files omit e.g. relative_attention_max_distance).
@@ -247,9 +245,9 @@ def param_name_to_hf_name(name: str) -> str | None:
   Returns:
     The Hugging Face name, or None for a name T5 does not have.
   """
-  if name == "token_embedder/embedding":
+  if name == param_tree.EMBEDDING:
     return "shared.weight"
-  if name == "decoder/logits_dense/kernel":
+  if name == param_tree.LOGITS:
     return LM_HEAD
   parts = name.split(param_tree.SEPARATOR)
   stack = parts[0]
@@ -285,41 +283,6 @@ def hf_name_hint(name: str) -> str | None:
   """'HF <tensor name>' for one of our parameter names, for error messages."""
   hf_name = param_name_to_hf_name(name)
   return f"HF {hf_name}" if hf_name else None
-
-
-def safetensors_files(model_dir: pathlib.Path) -> dict[str, list[str] | None]:
-  """Returns {shard file: tensor names to read (None = all)}.
-
-  Raises:
-    FileNotFoundError: when there is no safetensors file (naming PyTorch /
-      TensorFlow weights it finds instead) or a shard of the index is
-      missing.
-    ValueError: when the index has no weight map.
-  """
-  index_path = model_dir / SAFETENSORS_INDEX_FILE
-  if index_path.is_file():
-    with index_path.open() as f:
-      weight_map = json.load(f).get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-      raise ValueError(f"{index_path} has no 'weight_map'.")
-    files: dict[str, list[str] | None] = {}
-    for name, shard in weight_map.items():
-      files.setdefault(shard, []).append(name)
-    for shard in files:
-      if not (model_dir / shard).is_file():
-        raise FileNotFoundError(
-            f"Shard {shard} named in {index_path} is missing from "
-            f"{model_dir}.")
-    return files
-  if (model_dir / SAFETENSORS_FILE).is_file():
-    return {SAFETENSORS_FILE: None}
-  others = [n for n in _OTHER_WEIGHT_FILES if (model_dir / n).exists()]
-  raise FileNotFoundError(
-      f"No {SAFETENSORS_FILE} or {SAFETENSORS_INDEX_FILE} in {model_dir}"
-      + (f" (found {', '.join(others)}; only safetensors can be read without "
-         "PyTorch: in an environment with transformers, load the model and "
-         "call save_pretrained(dir, safe_serialization=True))"
-         if others else "") + ".")
 
 
 def embedding_copy_error(source: str, name: str) -> ValueError:

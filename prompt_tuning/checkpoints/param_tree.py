@@ -39,6 +39,9 @@ from prompt_tuning.models.config import T5Config
 Params = dict[str, Any]
 
 SEPARATOR = "/"
+# T5's token embedding and (T5 1.1) separate output projection, by name.
+EMBEDDING = "token_embedder/embedding"
+LOGITS = "decoder/logits_dense/kernel"
 
 
 def flatten_params(tree: Mapping[str, Any],

@@ -17,8 +17,8 @@ def detect_checkpoint_format(path: str | os.PathLike[str]) -> CheckpointFormat:
   """Tells which checkpoint format `path` holds.
 
   Args:
-    path: a Hugging Face model directory (config.json with model.safetensors
-      or model.safetensors.index.json), or a T5X checkpoint directory (with a
+    path: a Hugging Face model directory (config.json with a weights file,
+      see `hf_formats`), or a T5X checkpoint directory (with a
       msgpack `checkpoint` file), that file, or a T5X model directory (with
       `checkpoint_<step>` subdirectories).
 
@@ -47,6 +47,7 @@ def detect_checkpoint_format(path: str | os.PathLike[str]) -> CheckpointFormat:
   raise ValueError(
       f"Unknown checkpoint layout in {path} (contains: {shown or 'nothing'}). "
       f"Expected a Hugging Face directory ({hf.CONFIG_FILE} + "
-      f"{hf.SAFETENSORS_FILE} or {hf.SAFETENSORS_INDEX_FILE}), a T5X "
-      f"checkpoint directory (msgpack '{t5x.CHECKPOINT_FILE}' file) or a T5X "
-      "model directory (checkpoint_<step> subdirectories).")
+      f"{hf.SAFETENSORS_FILE}, pytorch_model.bin, flax_model.msgpack or "
+      "tf_model.h5), a T5X checkpoint directory (msgpack "
+      f"'{t5x.CHECKPOINT_FILE}' file) or a T5X model directory "
+      "(checkpoint_<step> subdirectories).")

@@ -16,9 +16,9 @@ memory: prediction, analyses, scripts, tests.
 
 `open_checkpoint` reads a T5X checkpoint's msgpack file once (step, version,
 inline arrays, tensorstore specs; the zarr stores are opened lazily, on the
-first read of each), or a Hugging Face directory's config.json and
-safetensors headers (the files are memory-mapped, not read). Parameter names
-are ours (`param_tree`), whatever the checkpoint calls them.
+first read of each), or a Hugging Face directory's config.json and weights
+(`hf_formats`: safetensors, PyTorch .bin memory-mapped, TF h5 per slice,
+Flax msgpack whole; `record.weights` says which). Names are ours.
 
 `CheckpointRecord.read(name, sharding)` builds the global `jax.Array` from
 this process's addressable shards only: for each DISTINCT index of
@@ -39,9 +39,9 @@ for the comparisons of embedding copies that `open_checkpoint` makes.
 
 Hugging Face embedding copies. `shared.weight`, `encoder.embed_tokens.weight`
 and `decoder.embed_tokens.weight` must be equal (and, when the config scales
-tied logits, `lm_head.weight` must equal the embedding). Files written by transformers hold only
-`shared.weight` (safetensors cannot alias tensors, so transformers drops the
-tied copies); when a file does hold separate copies, `open_checkpoint`
+tied logits, `lm_head.weight` must equal the embedding). transformers'
+safetensors files hold only `shared.weight`; a PyTorch .bin holds the tied
+copies too (one shared storage); when a file holds copies, `open_checkpoint`
 compares them in row blocks of at most 64 MiB (`check_copies=False` skips
 it and trusts `shared.weight`).
 """
@@ -55,10 +55,10 @@ from typing import Any, Mapping
 import jax
 import ml_dtypes
 import numpy as np
-import safetensors
 import tensorstore as ts
 
 from prompt_tuning.checkpoints import hf
+from prompt_tuning.checkpoints import hf_formats
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.checkpoints import t5x
@@ -70,8 +70,8 @@ Params = param_tree.Params
 Index = tuple[slice, ...]
 
 _COMPARE_BLOCK_BYTES = 64 << 20
-_EMBEDDING = "token_embedder/embedding"
-_LOGITS = "decoder/logits_dense/kernel"
+_EMBEDDING = param_tree.EMBEDDING
+_LOGITS = param_tree.LOGITS
 _SAFETENSORS_DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32),
     "F16": np.dtype(np.float16), "BF16": np.dtype(ml_dtypes.bfloat16),
@@ -91,8 +91,9 @@ class ArraySource:
     name: our parameter name ('encoder/layers_0/mlp/wo/kernel'); for a
       Hugging Face tensor only compared, never returned, its own name.
     kind: 'inline' (a numpy array from the T5X msgpack file), 'tensorstore'
-      (a zarr folder of a T5X checkpoint) or 'safetensors' (a tensor of a
-      memory-mapped Hugging Face file).
+      (a zarr folder of a T5X checkpoint), or the `hf_formats` format of a
+      Hugging Face weights file holding it ('safetensors', 'pytorch',
+      'flax', 'tf').
     key: the checkpoint's own name for it: the T5X '/'-joined path, or the
       Hugging Face tensor name.
     shape: OUR shape (the stored one reversed when `transpose`).
@@ -104,7 +105,7 @@ class ArraySource:
       'tensorstore'.
     recorded: the msgpack's own spec (to check the store's shape), for
       'tensorstore'.
-    file: the safetensors file name, for 'safetensors'.
+    file: the Hugging Face weights file name (None for T5X).
   """
 
   name: str
@@ -124,8 +125,9 @@ def _read_slice(source: ArraySource, handle: Any, index: Index) -> np.ndarray:
 
   Args:
     source: the array.
-    handle: the open `ts.TensorStore` ('tensorstore'), the open
-      `safetensors.safe_open` file ('safetensors'), or None ('inline').
+    handle: the open `ts.TensorStore` ('tensorstore'), the open Hugging
+      Face weights file (`hf_formats.open_weight_file`), or None
+      ('inline').
     index: the slice in OUR orientation, one `slice(start, stop)` per
       dimension.
 
@@ -174,6 +176,8 @@ class CheckpointRecord:
     config: the Hugging Face checkpoint's own T5Config (from config.json);
       None for T5X.
     hf_config: the parsed config.json; None for T5X.
+    weights: the Hugging Face weights file(s) read (`hf_formats.WeightFiles`:
+      format, files, others present and not read); None for T5X.
     sources: {our parameter name: ArraySource}.
     read_counts: {ArraySource.name: calls of `_read_slice` for it}.
   """
@@ -183,7 +187,8 @@ class CheckpointRecord:
                version: int | None = None,
                config: config_lib.T5Config | None = None,
                hf_config: Mapping[str, Any] | None = None,
-               files: Mapping[str, Any] | None = None):
+               files: Mapping[str, Any] | None = None,
+               weights: hf_formats.WeightFiles | None = None):
     self.format = fmt
     self.path = path
     self.step = step
@@ -192,7 +197,8 @@ class CheckpointRecord:
     self.hf_config = hf_config
     self.sources = dict(sources)
     self.read_counts: collections.Counter[str] = collections.Counter()
-    self._files = dict(files or {})  # safetensors file name -> safe_open.
+    self.weights = weights
+    self._files = dict(files or {})  # weights file name -> open file.
     self._stores: dict[str, ts.TensorStore] = {}
 
   @property
@@ -250,7 +256,7 @@ class CheckpointRecord:
 
   def _handle(self, source: ArraySource) -> Any:
     """The open store or file of `source` (zarr stores open on first use)."""
-    if source.kind == "safetensors":
+    if source.file is not None:
       return self._files[source.file]
     if source.kind != "tensorstore":
       return None
@@ -362,7 +368,7 @@ class CheckpointRecord:
          for name, sharding in flat.items()})
 
   def close(self) -> None:
-    """Closes the safetensors files and zarr stores."""
+    """Closes the Hugging Face weights files and zarr stores."""
     for handle in self._files.values():
       handle.__exit__(None, None, None)
     self._files.clear()
@@ -479,21 +485,22 @@ def _zarr_dtype(dtype: Any) -> np.dtype:
 
 def _open_hf(model_dir: pathlib.Path, *,
              check_copies: bool) -> CheckpointRecord:
-  """Reads config.json and the safetensors headers; maps names to ours."""
+  """Reads config.json and the weights' headers; maps names to ours."""
   model_dir = model_dir.resolve()
   hf_config = hf.read_hf_config(model_dir)
   config = hf.hf_config_to_t5_config(hf_config)
   files = {}
   tensors: dict[str, ArraySource] = {}  # By Hugging Face name.
+  weights = hf_formats.find_weight_files(model_dir)
   try:
-    for shard, names in hf.safetensors_files(model_dir).items():
-      handle = safetensors.safe_open(model_dir / shard, framework="numpy")
+    for shard, names in weights.files.items():
+      handle = hf_formats.open_weight_file(model_dir / shard, weights.format)
       files[shard] = handle
       available = set(handle.keys())
       for name in sorted(available) if names is None else names:
         if name not in available:
           raise FileNotFoundError(
-              f"Tensor {name} is listed in {hf.SAFETENSORS_INDEX_FILE} but "
+              f"Tensor {name} is listed in {weights.index} but "
               f"missing from shard {model_dir / shard}.")
         tensor = handle.get_slice(name)
         kind = tensor.get_dtype()
@@ -501,13 +508,13 @@ def _open_hf(model_dir: pathlib.Path, *,
           raise ValueError(f"Tensor {name} in {model_dir / shard} has dtype "
                            f"{kind}, which we cannot read.")
         tensors[name] = ArraySource(
-            name, "safetensors", name, tuple(tensor.get_shape()),
+            name, weights.format, name, tuple(tensor.get_shape()),
             _SAFETENSORS_DTYPES[kind], file=shard)
     record = CheckpointRecord(
         fmt=pretrained.CheckpointFormat.HUGGING_FACE, path=model_dir,
         sources=_hf_sources(tensors, config,
                             hf.head_tied_to_embedding(hf_config)),
-        config=config, hf_config=hf_config, files=files)
+        config=config, hf_config=hf_config, files=files, weights=weights)
   except BaseException:
     for handle in files.values():
       handle.__exit__(None, None, None)

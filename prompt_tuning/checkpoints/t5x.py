@@ -24,9 +24,11 @@ directory, the msgpack tree, the array folders); only `optimizer/target` is
 read, never the Adafactor slots.
 
 `save_t5x_checkpoint` writes the same layout (format version 3, relative
-array paths, zarr v2 with gzip) for the parameters and the step, without
-optimizer slots: what a full-model run (runs/pretrain.gin) leaves for the
-next run's INITIAL_CHECKPOINT_PATH.
+array paths, zarr v2 with gzip): the parameters, the step (int32) and
+Adafactor's `param_states` in T5X's layout (`t5x_adafactor`), from the
+run's optimizer state or zeros, so that T5X's own restore accepts it; what a
+full-model run (runs/pretrain.gin) leaves for the next run's
+INITIAL_CHECKPOINT_PATH.
 """
 
 import math
@@ -41,6 +43,7 @@ import numpy as np
 import tensorstore as ts
 
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import t5x_adafactor
 
 Params = param_tree.Params
 
@@ -53,6 +56,12 @@ FORMAT_VERSION = 3
 # Arrays of rank < 2 (layer-norm scales) are written inline, as T5X does;
 # others as zarr folders in chunks of at most this many bytes.
 _MAX_CHUNK_BYTES = 64 << 20
+# T5X also writes the relative-position tables inline (the T5X-written
+# fixture holds `relpos_bias/rel_embedding` [heads, buckets] in the msgpack).
+_INLINE_SUFFIXES = ("relpos_bias/rel_embedding",)
+# Adafactor slots are inline, as T5X writes them, up to this size (a
+# first moment of a large matrix, with momentum, goes to a zarr folder).
+_MAX_INLINE_SLOT_BYTES = 16 << 20
 
 
 def checkpoint_name(step: int) -> str:
@@ -256,20 +265,29 @@ def _write_zarr(folder: pathlib.Path, array: np.ndarray,
           "metadata": metadata}
 
 
+def _zarr_folder(directory: pathlib.Path, prefix: str,
+                 name: str) -> pathlib.Path:
+  """The array folder of '/'-joined `name`: `prefix.` + its '.'-joined path."""
+  return directory / f"{prefix}.{name.replace(param_tree.SEPARATOR, '.')}"
+
+
 def save_t5x_checkpoint(
     model_dir: str | os.PathLike[str],
     params: Params | Iterable[tuple[str, np.ndarray]],
     step: int,
     chunks: Callable[[Sequence[int], int], list[int]] | None = None,
+    param_states: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pathlib.Path:
   """Writes `params` as the T5X checkpoint `model_dir/checkpoint_<step>/`.
 
   The checkpoint holds `{version: 3, optimizer: {target: params, state:
-  {step}}}` (no Adafactor slots), float32, matrices as zarr folders named by
-  the flattened path (`target.encoder.layers_0.mlp.wo.kernel`). It is
-  written to a temporary folder and renamed when complete, replacing an
-  older one of the same step; `sharded.open_checkpoint` reads it back
-  exactly.
+  {step, param_states}}}` as T5X writes it: float32 parameters, matrices as
+  zarr folders named by the flattened path
+  (`target.encoder.layers_0.mlp.wo.kernel`), vectors and relative-position
+  tables inline; an int32 step; Adafactor's slots {m, v, v_col, v_row} of
+  every parameter in T5X's layout (`t5x_adafactor`), inline. It is written
+  to a temporary folder and renamed when complete, replacing an older one of
+  the same step; `sharded.open_checkpoint` reads it back exactly.
 
   Args:
     model_dir: where `checkpoint_<step>` goes (created if absent).
@@ -279,6 +297,9 @@ def save_t5x_checkpoint(
     step: the training step to record, e.g. the optimizer's counter.
     chunks: `(shape, itemsize) -> zarr chunk shape`; default whole rows of
       at most 64 MiB.
+    param_states: {'/'-joined name: {v_row, v_col, v[, m]: host array}},
+      e.g. `optimizers.adafactor_slots(opt_state)`; parameters without an
+      entry (frozen ones, or all when None) get the zeros T5X starts with.
 
   Returns:
     The checkpoint directory.
@@ -289,23 +310,32 @@ def save_t5x_checkpoint(
   if temporary.exists():
     shutil.rmtree(temporary)
   temporary.mkdir(parents=True)
-  target = {}
+  target, states = {}, {}
   items = (param_tree.flatten_params(params).items()
            if isinstance(params, Mapping) else params)
   for name, value in items:
     array = np.asarray(value, dtype=np.float32)
-    if array.ndim < 2:
+    if array.ndim < 2 or name.endswith(_INLINE_SUFFIXES):
       target[name] = array
     else:
-      folder = temporary / ("target." + name.replace(param_tree.SEPARATOR,
-                                                     "."))
       target[name] = _write_zarr(
-          folder, array,
+          _zarr_folder(temporary, "target", name), array,
           None if chunks is None else chunks(array.shape, array.itemsize))
-    del array
+    slots = t5x_adafactor.param_state(
+        array.shape, None if param_states is None else param_states.get(name))
+    for slot, slot_value in slots.items():
+      slot_name = f"{name}{param_tree.SEPARATOR}{slot}"
+      states[slot_name] = (
+          slot_value if slot_value.nbytes <= _MAX_INLINE_SLOT_BYTES else
+          _write_zarr(_zarr_folder(temporary, "state.param_states",
+                                   slot_name), slot_value))
+    del array, slots
   tree = {"version": FORMAT_VERSION,
-          "optimizer": {"target": param_tree.unflatten_params(target),
-                        "state": {"step": np.asarray(int(step), np.int64)}}}
+          "optimizer": {
+              "target": param_tree.unflatten_params(target),
+              "state": {
+                  "param_states": param_tree.unflatten_params(states),
+                  "step": np.asarray(int(step), t5x_adafactor.STEP_DTYPE)}}}
   (temporary / CHECKPOINT_FILE).write_bytes(
       serialization.msgpack_serialize(tree))
   if final.exists():

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import prompt_names
 
 Params = param_tree.Params
 
@@ -65,6 +66,22 @@ def _hints(expected: Mapping[str, tuple[int, ...]],
            loaded: Mapping[str, tuple[int, ...]]) -> list[str]:
   """Guesses which config fields explain the differences."""
   hints = []
+  extra = [n for n in loaded if n not in expected]
+  lacking = [n for n in expected if n not in loaded]
+  extra_prompts = [f"{n}: {_format_shape(loaded[n])}"
+                   for n in extra if prompt_names.is_prompt(n)]
+  lacking_prompts = [f"{n}: {_format_shape(expected[n])}"
+                     for n in lacking if prompt_names.is_prompt(n)]
+  if extra_prompts:
+    hints.append(prompt_names.prompt_fix(extra_prompts))
+  if lacking_prompts:
+    hints.append(prompt_names.missing_prompt_fix(lacking_prompts))
+  only_prompts = (
+      (extra_prompts or lacking_prompts) and
+      len(extra_prompts) + len(lacking_prompts) == len(extra) + len(lacking)
+      and all(expected[n] == loaded[n] for n in expected if n in loaded))
+  if only_prompts:
+    return hints  # Only prompts differ: model size and version are right.
   want_mlp, have_mlp = _mlp_layout(list(expected)), _mlp_layout(list(loaded))
   if want_mlp and have_mlp and want_mlp != have_mlp:
     hints.append(
@@ -72,7 +89,7 @@ def _hints(expected: Mapping[str, tuple[int, ...]],
         f"expects {sorted(want_mlp)}. Set mlp_activations: ('relu',) for "
         "T5 1.0 (one `wi`), ('gelu', 'linear') for T5 1.1 / LM-adapted / "
         "Flan-T5 (`wi_0`, `wi_1`).")
-  logits = "decoder/logits_dense/kernel"
+  logits = param_tree.LOGITS
   if logits in expected and logits not in loaded:
     hints.append(
         "The checkpoint has no decoder/logits_dense: its output logits reuse "
@@ -88,7 +105,7 @@ def _hints(expected: Mapping[str, tuple[int, ...]],
     if want != have:
       hints.append(f"The checkpoint has {have} {stack} layers, the model "
                    f"expects {want}: set num_{stack}_layers.")
-  emb = "token_embedder/embedding"
+  emb = param_tree.EMBEDDING
   if emb in expected and emb in loaded and expected[emb] != loaded[emb]:
     hints.append(
         f"Token embedding is {_format_shape(loaded[emb])} in the checkpoint, "

@@ -29,11 +29,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import prompt_names
 
 Params = dict[str, Any]
 
 # The soft prompt of `PromptTransformer` (single prompt or bank).
-PROMPT_PATTERNS = (r"prompt/prompt",)
+PROMPT_PATTERNS = (re.escape(prompt_names.SOFT_PROMPT),)
 
 
 @dataclasses.dataclass(frozen=True)

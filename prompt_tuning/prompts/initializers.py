@@ -30,7 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_tuning import errors
+from prompt_tuning.checkpoints import original_prompts
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import prompt_names
 
 Array = jax.Array
 Shape = Sequence[int]
@@ -230,26 +232,60 @@ def from_file(path: Union[str, os.PathLike[str]]) -> PromptInitializer:
   def init(rng: Array, shape: Shape, embedding: Optional[Array] = None
            ) -> Array:
     del rng, embedding
-    shape = tuple(shape)
-    value = load_npy(os.fspath(path))
-    if value.shape == shape:
-      return jnp.asarray(value, jnp.float32)
-    if len(shape) == 3 and value.shape == shape[1:]:
-      return jnp.broadcast_to(jnp.asarray(value, jnp.float32), shape)
-    expected = " or ".join(str(list(s)) for s in
-                           ([shape] if len(shape) == 2 else [shape, shape[1:]]))
-    raise errors.ConfigError(
-        f"Prompt file {os.fspath(path)} holds an array of shape "
-                     f"{list(value.shape)}, expected {expected} "
-                     "([length, embed]).")
+    return _fitted(load_npy(os.fspath(path)), shape,
+                   f"Prompt file {os.fspath(path)}")
+  return init
+
+
+def _fitted(value: np.ndarray, shape: Shape, source: str) -> Array:
+  """`value` as the float32 prompt of `shape`; one `[length, embed]` prompt
+  fills every slot of a bank. ConfigError naming `source` otherwise."""
+  shape = tuple(shape)
+  if value.shape == shape:
+    return jnp.asarray(value, jnp.float32)
+  if len(shape) == 3 and value.shape == shape[1:]:
+    return jnp.broadcast_to(jnp.asarray(value, jnp.float32), shape)
+  expected = " or ".join(str(list(s)) for s in
+                         ([shape] if len(shape) == 2 else [shape, shape[1:]]))
+  raise errors.ConfigError(
+      f"{source} holds an array of shape {list(value.shape)}, expected "
+      f"{expected} ([length, embed]); set PROMPT_LENGTH to its length.")
+
+
+def from_t5x_run(path: Union[str, os.PathLike[str]],
+                 step: Optional[int] = None,
+                 name: Optional[str] = None) -> PromptInitializer:
+  """The prompt a T5X prompt run trained: the original prompt-tuning code's
+  (`encoder/prompt/prompt/prompt`, also its `numpy_checkpoints/`) or our
+  T5X export's (`prompt/prompt`); `checkpoints.original_prompts` reads it.
+
+  Args:
+    path: the run's model directory, a `checkpoint_<step>` folder, a
+      `numpy_checkpoints/` folder or one of its files.
+    step: the checkpoint step; default the latest.
+    name: the '/'-joined prompt parameter; default found (see
+      `original_prompts.read_prompt`).
+  """
+
+  def init(rng: Array, shape: Shape, embedding: Optional[Array] = None
+           ) -> Array:
+    del rng, embedding
+    try:
+      value, found, _ = original_prompts.read_prompt(path, step, name)
+    except (FileNotFoundError, original_prompts.PromptSourceError) as e:
+      raise errors.ConfigError(
+          f"PROMPT_CHECKPOINT: {e} It must be a T5X prompt run (model "
+          "directory, checkpoint_<step> folder) or its numpy_checkpoints/."
+      ) from e
+    return _fitted(value, shape, f"Prompt {found} of {os.fspath(path)}")
   return init
 
 
 def initialize_prompt(params: dict[str, Any],
                       init: PromptInitializer,
                       rng: Array,
-                      prompt_name: str = "prompt/prompt",
-                      embedding_name: str = "token_embedder/embedding"
+                      prompt_name: str = prompt_names.SOFT_PROMPT,
+                      embedding_name: str = param_tree.EMBEDDING
                       ) -> dict[str, Any]:
   """Redraws the prompt of a (pretrained) parameter tree; returns a new tree.
 

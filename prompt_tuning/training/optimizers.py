@@ -8,7 +8,7 @@ parameters' scale and follows `rsqrt_schedule`.
 """
 
 import numbers
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,8 @@ import optax
 
 from prompt_tuning import errors
 from prompt_tuning import paper_defaults
+from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.checkpoints import t5x_adafactor
 
 
 def adafactor(learning_rate: float = paper_defaults.LEARNING_RATE,
@@ -24,7 +26,8 @@ def adafactor(learning_rate: float = paper_defaults.LEARNING_RATE,
               clipping_threshold: Optional[float] = 1.0,
               multiply_by_parameter_scale: bool = False,
               momentum: Optional[float] = None,
-              min_dim_size_to_factor: int = 128) -> optax.GradientTransformation:
+              min_dim_size_to_factor: int = t5x_adafactor.MIN_DIM_SIZE_TO_FACTOR
+              ) -> optax.GradientTransformation:
   """Adafactor with the paper's defaults (see module docstring).
 
   The second-moment decay at step t is `1 - (t + 1) ** -decay_rate`, so the
@@ -122,3 +125,44 @@ def optimizer_step(opt_state: Any) -> Optional[int]:
       found.append(int(leaf))
   jax.tree_util.tree_map_with_path(visit, opt_state)
   return found[0] if found else None
+
+
+def _states_of(node: Any, kind: type) -> list[Any]:
+  """Every `kind` (an optax state NamedTuple) inside an optax state."""
+  if isinstance(node, kind):
+    return [node]
+  if isinstance(node, Mapping):
+    children = list(node.values())
+  elif isinstance(node, (tuple, list)):
+    children = list(node)
+  else:
+    return []
+  return [found for child in children for found in _states_of(child, kind)]
+
+
+def adafactor_slots(opt_state: Any) -> dict[str, dict[str, Any]]:
+  """Adafactor's per-parameter slots in an optax state, by parameter name.
+
+  Args:
+    opt_state: `optax.adafactor`'s state (possibly inside other optax
+      wrappers), of the trainable parameters.
+
+  Returns:
+    {'/'-joined parameter name: {v_row, v_col, v[, m]}} (arrays as they are
+    in the state; `m`, the momentum, only when Adafactor keeps one); empty
+    when the state holds no Adafactor. `t5x_adafactor` lays them out as
+    T5X's `param_states`.
+  """
+  factored = _states_of(opt_state, optax.FactoredState)
+  if not factored:
+    return {}
+  slots: dict[str, dict[str, Any]] = {}
+  for slot in ("v_row", "v_col", "v"):
+    for name, value in param_tree.flatten_params(
+        getattr(factored[0], slot)).items():
+      slots.setdefault(name, {})[slot] = value
+  for ema in _states_of(opt_state, optax.EmaState)[:1]:
+    for name, value in param_tree.flatten_params(ema.ema).items():
+      slots.setdefault(name, {})["m"] = value
+  return slots
+

@@ -39,6 +39,7 @@ import seqio
 
 from prompt_tuning import errors
 from prompt_tuning import partitioning
+from prompt_tuning.checkpoints import hf_formats
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.data import availability
@@ -172,7 +173,8 @@ def _check_target_length(name: str, targets: int) -> Optional[str]:
 
 def _check_checkpoint_path(path: Optional[str],
                            optimizer_step: str) -> Optional[str]:
-  """Checks INITIAL_CHECKPOINT_PATH; returns a note on Adafactor's step."""
+  """Checks INITIAL_CHECKPOINT_PATH; returns notes on the Hugging Face
+  weights file read and on Adafactor's step."""
   if optimizer_step not in (OPTIMIZER_STEP_ZERO, OPTIMIZER_STEP_RESTORED):
     _fail(f"OPTIMIZER_STEP must be {OPTIMIZER_STEP_ZERO!r} or "
           f"{OPTIMIZER_STEP_RESTORED!r}, got {optimizer_step!r}.")
@@ -182,6 +184,8 @@ def _check_checkpoint_path(path: Optional[str],
     _fail(f"INITIAL_CHECKPOINT_PATH must be a path string, got {path!r}.")
   try:
     fmt = pretrained.detect_checkpoint_format(path)
+    weights = (hf_formats.find_weight_files(path).note(path)
+               if fmt == pretrained.CheckpointFormat.HUGGING_FACE else None)
   except (FileNotFoundError, ValueError) as e:
     raise errors.ConfigError(
         f"INITIAL_CHECKPOINT_PATH: {e} Set --gin.INITIAL_CHECKPOINT_PATH="
@@ -189,10 +193,11 @@ def _check_checkpoint_path(path: Optional[str],
         "T5 directory.") from e
   if (optimizer_step == OPTIMIZER_STEP_RESTORED and
       fmt != pretrained.CheckpointFormat.T5X):
-    return (f"optimizer step: {path} is a {fmt.value} checkpoint, which "
-            "holds no step counter, so Adafactor's starts at 0 (a T5X "
-            "checkpoint's own step would be restored).")
-  return None
+    return " ".join(filter(None, [weights, (
+        f"optimizer step: {path} is a {fmt.value} checkpoint, which "
+        "holds no step counter, so Adafactor's starts at 0 (a T5X "
+        "checkpoint's own step would be restored).")]))
+  return weights
 
 
 def trainable_patterns_of(model: EncoderDecoderModel,

@@ -97,7 +97,9 @@ def export_t5x_checkpoint(model_dir: str, state: TrainState,
 
   N is Adafactor's step counter (the state's step if it has none), so a run
   continuing a restored counter numbers its checkpoints after the one it
-  started from. Only the first process writes; the `keep` newest exports
+  started from. The trainable parameters' Adafactor slots go into T5X's
+  `param_states` (the frozen ones' are zeros), so T5X's own restore takes
+  the export. Only the first process writes; the `keep` newest exports
   are kept.
 
   Returns:
@@ -105,13 +107,16 @@ def export_t5x_checkpoint(model_dir: str, state: TrainState,
   """
   step = optimizers.optimizer_step(state.opt_state)
   step = int(jax.device_get(state.step)) if step is None else step
+  slots = optimizers.adafactor_slots(state.opt_state)
   if jax.process_count() > 1:
-    params = multihost_utils.process_allgather(state.params, tiled=True)
+    params, slots = multihost_utils.process_allgather((state.params, slots),
+                                                      tiled=True)
   else:
-    params = jax.device_get(state.params)
+    params, slots = jax.device_get((state.params, slots))
   if jax.process_index() > 0:
     return None
-  path = t5x.save_t5x_checkpoint(model_dir, params, step)
+  path = t5x.save_t5x_checkpoint(model_dir, params, step,
+                                 param_states=slots)
   t5x.remove_old_checkpoints(model_dir, keep)
   return str(path)
 
