@@ -13,6 +13,9 @@ Every entry point (`python -m prompt_tuning.train`, `evaluate`, `infer`,
                              or written;
   --verbose                  keep TensorFlow's start-up logs and print the
                              traceback of every error;
+  --nocompilation_cache      compile from scratch: by default compiled
+                             programs are kept on disk between runs
+                             (`enable_compilation_cache`);
   --help                     this text.
 
 `python -m prompt_tuning.train` also takes the multi-process flags
@@ -43,6 +46,12 @@ from prompt_tuning import errors
 from prompt_tuning import paper_defaults
 
 VERBOSE_ENV = "PROMPT_TUNING_VERBOSE"
+# Where compiled programs are kept between runs, or `0` (`off`, `false`,
+# `no`) for nowhere; unset: JAX's own variable, else the default directory.
+COMPILATION_CACHE_ENV = "PROMPT_TUNING_COMPILATION_CACHE"
+JAX_COMPILATION_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+DEFAULT_COMPILATION_CACHE_DIR = "~/.cache/prompt_tuning/jax_cache"
+_OFF = ("0", "off", "false", "no")
 
 
 class UsageError(errors.ConfigError):
@@ -69,6 +78,58 @@ def define_gin_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_bool(
       "verbose", False, "Show TensorFlow's start-up logs and full tracebacks "
       f"(also: {VERBOSE_ENV}=1).", flag_values=flag_values)
+  define_compilation_cache_flag(flag_values)
+
+
+def define_compilation_cache_flag(flag_values: flags.FlagValues) -> None:
+  """Defines --[no]compilation_cache (`enable_compilation_cache`)."""
+  flags.DEFINE_bool(
+      "compilation_cache", True, "Keep compiled programs on disk between runs "
+      f"(in ${COMPILATION_CACHE_ENV}, else ${JAX_COMPILATION_CACHE_ENV}, else "
+      f"{DEFAULT_COMPILATION_CACHE_DIR}); --nocompilation_cache or "
+      f"{COMPILATION_CACHE_ENV}=0 turns it off.", flag_values=flag_values)
+
+
+def compilation_cache_dir(enabled: bool = True) -> Optional[str]:
+  """Where the entry points keep compiled programs; None when off.
+
+  `$PROMPT_TUNING_COMPILATION_CACHE` (`0`, `off`, `false`, `no`: off), else
+  JAX's own `$JAX_COMPILATION_CACHE_DIR`, else
+  `~/.cache/prompt_tuning/jax_cache`; None when `enabled` is False
+  (`--nocompilation_cache`). Reads no JAX.
+  """
+  setting = os.environ.get(COMPILATION_CACHE_ENV, "").strip()
+  if not enabled or setting.lower() in _OFF:
+    return None
+  path = (setting or os.environ.get(JAX_COMPILATION_CACHE_ENV) or
+          DEFAULT_COMPILATION_CACHE_DIR)
+  return os.path.abspath(os.path.expanduser(path))
+
+
+def enable_compilation_cache(enabled: bool = True) -> Optional[str]:
+  """Turns on JAX's persistent compilation cache in `compilation_cache_dir`.
+
+  Every compilation is kept, however quick or small (JAX's defaults keep
+  only those over a second), so a repeated command loads its programs
+  instead of compiling them. When off, JAX's settings are left as they are
+  (its own `JAX_*` variables still apply). Call it before the first
+  compilation: JAX opens its cache once per process.
+
+  Args:
+    enabled: False for `--nocompilation_cache`.
+
+  Returns:
+    The cache directory, or None when off.
+  """
+  path = compilation_cache_dir(enabled)
+  if path is None:
+    return None
+  # pylint: disable-next=g-import-not-at-top  (JAX after the flags are read)
+  import jax
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  return path
 
 
 def define_batch_flags(flag_values: flags.FlagValues) -> None:
@@ -160,6 +221,9 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues,
   """Parses `argv` (without the program name) into `flag_values`.
 
   `--help` (or `-h`, `--helpfull`) prints `doc` and the flags, then exits 0.
+  Where the flags have `--compilation_cache`, JAX's persistent compilation
+  cache is then turned on (`enable_compilation_cache`), unless
+  `--nocompilation_cache` or `--validate_only` is given.
 
   Raises:
     UsageError: for an unknown flag, a bad value or positional arguments.
@@ -176,6 +240,11 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues,
                      "--gin_file=FILE or --gin.NAME=VALUE. See --help.")
   if "verbose" in flag_values and flag_values["verbose"].value:
     os.environ[VERBOSE_ENV] = "1"
+  if "compilation_cache" in flag_values:
+    validating = ("validate_only" in flag_values and
+                  flag_values["validate_only"].value)
+    enable_compilation_cache(flag_values["compilation_cache"].value and
+                             not validating)
   return flag_values
 
 

@@ -76,16 +76,18 @@ def predict(model: EncoderDecoderModel, params: Any, vocab: Any,
     row = row[:row.index(vocab.eos_id)] if vocab.eos_id in row else row
     results.append({"input": text, "prediction": vocab.decode(row)})
   if choices:
-    targets = _encode(vocab, choices, None, "target")
+    targets = _encode(vocab, choices, None, "target")  # [c, t]
     n, c = len(inputs), len(choices)
+    # Each input is encoded once and every choice scored against it.
+    decoder_targets = np.broadcast_to(targets, (n,) + targets.shape)
     batch = {
-        "encoder_input_tokens": np.repeat(encoder_tokens, c, axis=0),
-        "decoder_target_tokens": np.tile(targets, (n, 1)),
+        "encoder_input_tokens": encoder_tokens,
+        "decoder_input_tokens": np.concatenate(
+            [np.zeros((n, c, 1), np.int32), decoder_targets[..., :-1]],
+            axis=-1),
+        "decoder_target_tokens": decoder_targets,
     }
-    batch["decoder_input_tokens"] = np.concatenate(
-        [np.zeros((n * c, 1), np.int32), batch["decoder_target_tokens"][:, :-1]],
-        axis=1)
-    scores = np.asarray(jax.jit(model.score_batch)(params, batch)).reshape(n, c)
+    scores = np.asarray(jax.jit(model.score_choices)(params, batch))  # [n, c]
     for result, row in zip(results, scores):
       result["scores"] = {ch: float(s) for ch, s in zip(choices, row)}
       result["choice"] = choices[int(rank_classification.choose(row))]

@@ -11,6 +11,13 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # Tests are CPU-only.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from prompt_tuning import cli  # pylint: disable=g-import-not-at-top,wrong-import-position  (imports no JAX)
+
+# The entry points' persistent compilation cache stays off: tests that run
+# them write nothing into the home directory. Tests of the cache, and
+# subprocesses given JAX's own JAX_* cache variables, choose a directory.
+os.environ[cli.COMPILATION_CACHE_ENV] = "0"
+
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from helpers import shared_dir, shared_path  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -20,7 +20,8 @@ def test_help_lists_the_t5x_flags():
     result = run(f"prompt_tuning.{module}", "--help")
     assert result.returncode == 0, result.stderr
     for flag in ("--gin_file", "--gin_bindings", "--gin_search_paths",
-                 "--[no]validate_only", "--[no]verbose"):
+                 "--[no]validate_only", "--[no]verbose",
+                 "--[no]compilation_cache"):
       assert flag in result.stdout, (module, flag)
 
 

@@ -12,9 +12,11 @@ reads the same data, builds the same inputs and reports the same metrics:
   (`rank_gold_targets`), the row's label index (`rank_choice`) and the
   example's position in the split (`rank_example`).
 * SeqIO's evaluator scores each row once through the evaluation `score_fn`
-  (`EncoderDecoderModel.score_batch`, the summed log-likelihood of the
-  row's target tokens, EOS included), batched like any other rows; nothing
-  is decoded.
+  (the summed log-likelihood of the row's target tokens, EOS included);
+  nothing is decoded. `prompt_tuning.training.choice_scoring` scores an
+  example's rows together, its inputs encoded once
+  (`EncoderDecoderModel.score_choices`), with the scores of one full pass
+  per row (`EncoderDecoderModel.score_batch`) to float rounding.
 * `RankPostprocessor` turns each row into what the base task's own
   postprocessor makes of the gold target, and of the row's label string as
   if the model had emitted it.

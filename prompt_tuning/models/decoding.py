@@ -6,8 +6,11 @@ Both searches are model-agnostic: they drive a `tokens_to_logits` callable
 
 where `cache` is any pytree whose non-scalar leaves have the flattened batch
 `n` as leading axis (the `cache` collection of `MultiHeadDotProductAttention`
-in decode mode). Both run inside `lax.while_loop` and stop early once every
-sequence has finished, so they jit once per shape.
+in decode mode). Both run inside `lax.while_loop`, so they jit once per
+shape, and stop as soon as every sequence has finished: greedy once every
+row has produced EOS, beam search once no live beam of any example can
+still beat that example's k finished ones. `stop_early=False` runs all
+`max_decode_length` steps instead, with the same outputs.
 
 Sequences returned exclude the decoder start token, include the EOS token
 where one was produced, and are padded with 0 afterwards.
@@ -31,7 +34,8 @@ def greedy_search(tokens_to_logits: TokensToLogits,
                   batch_size: int,
                   max_decode_length: int,
                   eos_id: int = 1,
-                  decoder_start_id: int = 0) -> tuple[Array, Array]:
+                  decoder_start_id: int = 0,
+                  stop_early: bool = True) -> tuple[Array, Array]:
   """Greedy (argmax) decoding.
 
   Args:
@@ -41,6 +45,7 @@ def greedy_search(tokens_to_logits: TokensToLogits,
     max_decode_length: L, steps to run at most.
     eos_id: end-of-sequence id; a row stops after producing it.
     decoder_start_id: first decoder input (0 for T5).
+    stop_early: stop once every row has produced EOS (False: run L steps).
 
   Returns:
     sequences `[b, L]` int32 and their log-probabilities `[b]` (sum over the
@@ -49,6 +54,8 @@ def greedy_search(tokens_to_logits: TokensToLogits,
 
   def cond(state):
     step, _, _, finished, _, _ = state
+    if not stop_early:
+      return step < max_decode_length
     return (step < max_decode_length) & ~jnp.all(finished)
 
   def body(state):
@@ -87,7 +94,8 @@ def beam_search(tokens_to_logits: TokensToLogits,
                 max_decode_length: int,
                 alpha: float = 0.6,
                 eos_id: int = 1,
-                decoder_start_id: int = 0) -> tuple[Array, Array]:
+                decoder_start_id: int = 0,
+                stop_early: bool = True) -> tuple[Array, Array]:
   """Beam search with GNMT brevity penalty.
 
   Args:
@@ -100,6 +108,8 @@ def beam_search(tokens_to_logits: TokensToLogits,
     alpha: brevity-penalty exponent; 0 ranks by raw log-probability.
     eos_id: end-of-sequence id.
     decoder_start_id: first decoder input.
+    stop_early: stop once no live beam can improve any example's finished
+      ones (False: run L steps).
 
   Returns:
     sequences `[b, k, L]`, best first, and their scores `[b, k]`
@@ -124,9 +134,15 @@ def beam_search(tokens_to_logits: TokensToLogits,
 
   def cond(state):
     step, _, alive_log_probs, _, finished_scores, finished_flags, _ = state
-    # The best an alive beam can still reach: its score now with the largest
-    # brevity penalty (alpha >= 0 favours longer outputs).
-    best_alive = alive_log_probs[:, 0] / brevity_penalty(alpha, length)
+    if not stop_early:
+      return step < length
+    # The best an alive beam can still reach: its log-probability now (it
+    # only falls) over the largest brevity penalty of a length it can still
+    # end at (the longest for alpha >= 0, the next one for alpha < 0).
+    largest_penalty = jnp.maximum(
+        brevity_penalty(alpha, length),
+        brevity_penalty(alpha, (step + 1).astype(jnp.float32)))
+    best_alive = alive_log_probs[:, 0] / largest_penalty
     worst_finished = jnp.min(
         jnp.where(finished_flags, finished_scores, NEG_INF), axis=1)
     all_done = jnp.all(finished_flags, axis=1) & (worst_finished > best_alive)

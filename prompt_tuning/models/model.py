@@ -183,6 +183,39 @@ class EncoderDecoderModel:
     return losses.sequence_log_likelihood(
         self.logits(params, batch), batch["decoder_target_tokens"])
 
+  def score_choices(self, params: Params, batch: Batch) -> Array:
+    """Log-likelihood of each example's candidate targets, `[b, c]`, with
+    one encoder pass per example (rank classification).
+
+    The same scores as `score_batch` on the `b * c` rows that repeat each
+    example's inputs once per candidate, up to float rounding: the encoder
+    output `[b, l', e]` (prompt included) and each decoder layer's
+    cross-attention keys and values `[b, h, l', d]` are computed once per
+    example and shared by its `c` decoder rows.
+
+    Args:
+      params: model parameters.
+      batch: `encoder_input_tokens` `[b, l]`; `decoder_input_tokens` and
+        `decoder_target_tokens` `[b, c, t]` (candidate j of example i at
+        `[i, j]`; an all-zero candidate scores 0); optional `prompt_index`
+        `[b]`.
+    """
+    targets = batch["decoder_target_tokens"]
+    b, c, t = targets.shape
+    encoded, encoder_mask = self.module.apply(
+        {"params": params}, batch["encoder_input_tokens"],
+        prompt_index=batch.get("prompt_index"), method="encode")
+    cross = t5.cross_attention_key_values(self.module.config, params,
+                                          encoded)
+    rows = targets.reshape(b * c, t)
+    # The decoder reads `encoded` only through `cross` (each example's keys
+    # and values shared by its c consecutive rows); the mask is per row.
+    logits = self.module.apply(
+        {"params": params}, encoded, jnp.repeat(encoder_mask, c, axis=0),
+        batch["decoder_input_tokens"].reshape(b * c, t), rows,
+        cross_key_values=cross, method="decode")
+    return losses.sequence_log_likelihood(logits, rows).reshape(b, c)
+
   def predict_batch(self,
                     params: Params,
                     batch: Batch,

@@ -4,7 +4,9 @@ rank-classification metrics, results as JSON and TensorBoard.
 `Evaluation(...)(params, step)` runs every task of a task or mixture on one
 split and returns `{task_name: {metric: value}}`; SeqIO's loggers write
 `<log_dir>/<task>-metrics.jsonl`, the decoded inferences, and TensorBoard
-events.
+events. A rank-classification variant's rows are scored one example at a
+time: its inputs encoded once, every label decoded against them
+(`choice_scoring`).
 
 In a multi-process run every process reads the whole split and feeds its
 devices' rows; all compute the metrics, process 0 writes the logs.
@@ -18,13 +20,14 @@ import logging
 import os
 from typing import Any, Mapping, Optional
 
-import jax
 import numpy as np
 import seqio
 from jax.sharding import Mesh
 
 from prompt_tuning import partitioning
+from prompt_tuning.data import rank_classification
 from prompt_tuning.models.model import EncoderDecoderModel
+from prompt_tuning.training import choice_scoring
 from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
 from prompt_tuning.training import distributed
@@ -72,10 +75,13 @@ class Evaluation:
                feature_lengths: Optional[Mapping[str, int]] = None,
                split: str = "validation", log_dir: Optional[str] = None,
                num_examples: Optional[int] = None,
-               length_buckets: buckets_lib.Spec = None):
+               length_buckets: buckets_lib.Spec = None,
+               encode_once: bool = True):
     """See the class doc; `length_buckets` (`training.length_buckets`) cuts
     each batch's encoder features (and, for scoring, decoder features) to a
-    bucket length; None keeps the fixed shapes."""
+    bucket length; None keeps the fixed shapes. `encode_once` scores a rank
+    variant's rows with one encoder pass per example (`choice_scoring`);
+    False scores every row with its own (`score_batch`, the reference)."""
     data.get_task(task_name)  # Clear error for unknown names.
     _quiet_seqio_length_note()
     loggers = ()
@@ -104,6 +110,12 @@ class Evaluation:
                                                  param_shardings)
     self._score = partitioned.compile_model_fn(model.score_batch, mesh,
                                                param_shardings)
+    self.encode_once = encode_once
+    self._score_choices = partitioned.compile_model_fn(
+        model.score_choices, mesh, param_shardings)
+    self._batch_sharding = partitioning.batch_sharding(mesh)
+    self._data_shards = int(mesh.shape[partitioning.MESH_AXES[0]])
+    self._choice_feeds = {}  # Examples per batch -> its BatchFeed.
     self._class_predict = {}  # Task name -> label predict fn (classifier).
     if model.is_classifier:
       classify = class_predictions.compile_classify(model, mesh,
@@ -119,6 +131,28 @@ class Evaluation:
     cached = self.evaluator.cached_model_datasets
     name = next(n for n, d in cached.items() if d is ds)
     return self._run(self._class_predict[name], params, ds, self._decode_cut)
+
+  def score(self, params: Any, ds: Any) -> list[tuple[int, float]]:
+    """SeqIO's `score_fn`: `[(row index, log-likelihood)]` in index order.
+
+    A rank variant's rows (`data.rank_classification`) are scored with one
+    encoder pass per example (`choice_scoring`, at most `batch_size` rows a
+    batch) unless `encode_once` is off; other tasks' row by row.
+    """
+    cached = self.evaluator.cached_model_datasets
+    name = next((n for n, d in cached.items() if d is ds), None)
+    labels = rank_classification.LABELS.get(name) if self.encode_once else None
+    if not labels:
+      return self._run(self._score, params, ds, self._score_cut)
+    examples = choice_scoring.examples_per_batch(
+        self.batch_size, len(labels), self._data_shards)
+    if examples not in self._choice_feeds:
+      self._choice_feeds[examples] = distributed.batch_feed(
+          self._batch_sharding, examples)
+    return choice_scoring.score_rows(
+        self._score_choices, params, ds, num_choices=len(labels),
+        examples=examples, feed=self._choice_feeds[examples].from_full,
+        bucketer=self._score_cut)
 
   def _run(self, fn, params, ds, bucketer):
     """`[(example index, output)]` in index order; with length buckets the
@@ -140,8 +174,7 @@ class Evaluation:
     metrics, _ = self.evaluator.evaluate(
         compute_metrics=True, step=step,
         predict_fn=lambda ds: self._predict_fn(params, ds),
-        score_fn=lambda ds: self._run(self._score, params, ds,
-                                      self._score_cut))
+        score_fn=lambda ds: self.score(params, ds))
     for what, bucketer in (("Decoded batches", self._decode_cut),
                            ("Scored batches", self._score_cut)):
       if bucketer.log.batches:
