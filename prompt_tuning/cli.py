@@ -75,10 +75,15 @@ def define_gin_flags(flag_values: flags.FlagValues) -> None:
       "validate_only", False, "Check the configuration, data, vocabulary and "
       "checkpoint paths, print the checks and stop without loading weights "
       "or writing anything.", flag_values=flag_values)
+  define_verbose_flag(flag_values)
+  define_compilation_cache_flag(flag_values)
+
+
+def define_verbose_flag(flag_values: flags.FlagValues) -> None:
+  """Defines --verbose (`is_verbose`), which every command has."""
   flags.DEFINE_bool(
       "verbose", False, "Show TensorFlow's start-up logs and full tracebacks "
       f"(also: {VERBOSE_ENV}=1).", flag_values=flag_values)
-  define_compilation_cache_flag(flag_values)
 
 
 def define_compilation_cache_flag(flag_values: flags.FlagValues) -> None:

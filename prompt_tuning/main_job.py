@@ -55,7 +55,7 @@ def _flags() -> flags.FlagValues:
                     "if shared/ ships the current recipe's.", **define)
   flags.DEFINE_bool("build_only", False, "Find or build the frozen model, "
                     "then stop.", **define)
-  flags.DEFINE_bool("verbose", False, "Full tracebacks.", **define)
+  cli.define_verbose_flag(flag_values)
   cli.define_compilation_cache_flag(flag_values)
   return flag_values
 

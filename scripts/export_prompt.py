@@ -32,8 +32,7 @@ def _flags() -> flags.FlagValues:
   flags.DEFINE_string("param", None, "The parameter to export, e.g. "
                       "deep_prompt/encoder/prefix (default the soft prompt).",
                       flag_values=flag_values)
-  flags.DEFINE_bool("verbose", False, "Full tracebacks.",
-                    flag_values=flag_values)
+  cli.define_verbose_flag(flag_values)
   for name in ("model_dir", "output"):
     flags.mark_flag_as_required(name, flag_values=flag_values)
   return flag_values

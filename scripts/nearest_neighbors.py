@@ -60,7 +60,7 @@ def _flags() -> flags.FlagValues:
   flags.DEFINE_string("markdown", None, "Write the table here too.", **define)
   flags.DEFINE_string("json", None, "Write the report as JSON here.",
                       **define)
-  flags.DEFINE_bool("verbose", False, "Full tracebacks.", **define)
+  cli.define_verbose_flag(flag_values)
   return flag_values
 
 
