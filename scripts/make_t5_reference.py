@@ -25,6 +25,13 @@ that example (`examples[i]`). Notes per task:
 * `super_glue_record_v102`: t5's rows, one per gold answer (its train form);
   an evaluation sees the first row of each (passage, query) (t5's metric
   deduplicates by that key), so metric cases have one text per query.
+  `all_rows`: [passage idx, query idx, target] of every row of the file, in
+  t5's order (TFDS makes each query's answers distinct and sorted; the file
+  has queries whose answers are neither, e.g. 8657/13387's).
+* `super_glue_multirc_v102`: also `markup_rows`, a real row (its first
+  question) with `<b>`, `</b>`, `<br>` (and `<br/>`, `<B>`) written into
+  paragraph, question and answers, as `_with_markup` does, and
+  `markup_examples`, t5's examples of it (the shared files have no markup).
 * `super_glue_axb_v102`, `super_glue_axg_v102`: t5 registers no metrics; the
   cases are scored with t5's CoLA Matthews correlation (AX-b) and t5's
   accuracy (AX-g) over its RTE-style class ids.
@@ -141,7 +148,8 @@ def super_glue_dataset(config: str, path: pathlib.Path, split: str,
                        limit: Optional[int]) -> tf.data.Dataset:
   builder = _builder("super_glue", config)
   rows = _jsonl_head(path, limit)
-  # TFDS's own row -> example conversion (wsc.fixed's span fixes included).
+  # TFDS's own row -> example conversion (wsc.fixed's span fixes included;
+  # ReCoRD's answers and entities made distinct and sorted).
   generated = builder._generate_examples(str(rows), split)  # pylint: disable=protected-access
   examples = (e for _, e in generated)
   return _encoded(builder, examples)
@@ -378,6 +386,28 @@ def classification(name: str, config: str, folder: str, file: str,
         metric_names or _fn_names(task.metric_fns))
 
 
+def _with_markup(row: dict) -> dict:
+  """A MultiRC release row's first question, with HTML put into its text.
+
+  The shared files carry no markup at all, so this case is made: a real row
+  with `<b>`/`</b>`/`<br>` added to the paragraph, the question and the
+  answers (plus `<br/>` and `<B>`, which t5's patterns leave alone).
+  """
+  passage = dict(row["passage"])
+  first, rest = passage["text"].split(". ", 1)
+  passage["text"] = f"<b>Sent 1: </b>{first}.<br><b>Sent 2: </b>{rest}"
+  question = dict(passage["questions"][0])
+  words = question["question"].split(" ", 1)
+  question["question"] = f"<b>{words[0]}</b> {words[1]}<br>"
+  answers = [dict(a) for a in question["answers"]]
+  marks = ("<b>{}</b>", "{}<br>more", "{}<br/>", "<B>{}</B>")
+  for n, answer in enumerate(answers):
+    answer["text"] = marks[n % len(marks)].format(answer["text"])
+  question["answers"] = answers
+  passage["questions"] = [question]
+  return {**row, "passage": passage}
+
+
 def multirc() -> None:
   name = "super_glue_multirc_v102"
   task = seqio.get_mixture_or_task(name)
@@ -388,16 +418,24 @@ def multirc() -> None:
   cases = [{"name": n, "targets": targets, "predictions": p,
             "metrics": score(task, examples, targets, p)}
            for n, p in class_cases(targets, ["False", "True"])]
+  with open(path, encoding="utf-8") as f:
+    marked = _with_markup(json.loads(f.readline()))
+  marked_path = pathlib.Path("/tmp") / "t5_reference_multirc_markup.jsonl"
+  marked_path.write_text(json.dumps(marked) + "\n", encoding="utf-8")
+  marked_examples = run_task(task, super_glue_dataset(
+      "multirc", marked_path, "validation", None))
   write(name, [_relative(path)], "validation", examples, cases,
-        _fn_names(task.metric_fns))
+        _fn_names(task.metric_fns),
+        {"markup_rows": [marked],
+         "markup_examples": [example_record(e) for e in marked_examples]})
 
 
 def record() -> None:
   name = "super_glue_record_v102"
   task = seqio.get_mixture_or_task(name)
   path = _shared("data", "fewglue", "ReCoRD", "train.jsonl")
-  examples = _fit(run_task(task, super_glue_dataset("record", path, "train",
-                                                    None)))
+  rows = run_task(task, super_glue_dataset("record", path, "train", None))
+  examples = _fit(rows)
   # What an evaluation scores: the first row of each query (t5 deduplicates).
   firsts, seen = [], set()
   for e in examples:
@@ -429,7 +467,10 @@ def record() -> None:
                                    all_predictions)})
   write(name, [_relative(path)], "train", examples, cases,
         _fn_names(task.metric_fns),
-        {"evaluation_rows": [examples.index(e) for e in firsts]})
+        {"evaluation_rows": [examples.index(e) for e in firsts],
+         # Every row of the file, in t5's order: [passage, query, target].
+         "all_rows": [[int(e["idx/passage"]), int(e["idx/query"]),
+                       _text(e["targets"])] for e in rows]})
 
 
 def wsc(name: str, file: str, split: str, limit: Optional[int]) -> None:

@@ -164,6 +164,28 @@ def test_registered_tasks_read_tfds_and_local_identically(env):
       assert a["inputs"].dtype == np.int32 and a["inputs"][-1] == 1
 
 
+def test_record_training_rows_from_tfds_are_t5s(env):
+  # As t5: one row per distinct gold answer in TFDS's sorted order, every
+  # row keeping all of them; the local files give the same rows.
+  name = super_glue.task_name("record")
+  from_tfds = _task_examples(name, "train")  # Stable: answer order kept.
+  env["patch"].setenv(locations.SUPER_GLUE_DIR_ENV, str(env["raw"]))
+  try:
+    from_files = _task_examples(name, "train")
+  finally:
+    env["patch"].delenv(locations.SUPER_GLUE_DIR_ENV)
+
+  def rows(examples):
+    return [(_idx_key(e), _plain(e["targets_pretokenized"]),
+             _plain(e["answers"])) for e in examples]
+
+  assert rows(from_tfds) == rows(from_files)
+  # FewGLUE's third query lists ["North Korea", "North", "North Korea"].
+  north = [r for r in rows(from_tfds) if r[0] == (8657, 13387)]
+  assert north == [((8657, 13387), "North", ["North", "North Korea"]),
+                   ((8657, 13387), "North Korea", ["North", "North Korea"])]
+
+
 def test_tfds_source_sizes_and_shards(env):
   source = seqio.get_mixture_or_task(super_glue.task_name("multirc")).source
   expected = len(super_glue_files.SuperGlueFiles("multirc").read(

@@ -106,6 +106,8 @@ def test_texts_and_ids_match_t5(env, t5_name):
         theirs["inputs"])
     assert _text(ours["targets_pretokenized"]) == theirs["targets"]
     assert _text(bare["targets_pretokenized"]) == theirs["targets"]
+    if "answers" in theirs:  # ReCoRD: every row keeps all gold answers.
+      assert [_text(a) for a in ours["answers"]] == theirs["answers"]
   assert len(golden["input_ids"]) == 20
   for ours, ids, target_ids in zip(prefixed, golden["input_ids"],
                                    golden["target_ids"]):
@@ -185,13 +187,15 @@ def test_record_train_has_one_row_per_answer_and_eval_one_per_query(env):
   assert len(train) >= len(expected) > len(raw)
   assert [_text(e["targets"]) for e in train[:len(expected)]] == [
       e["targets"] for e in expected]
+  assert [[_text(a) for a in e["answers"]] for e in train[:len(expected)]
+         ] == [e["answers"] for e in expected]
   evaluation = list(preprocess(dataset).as_numpy_iterator())
   assert len(evaluation) == len(raw) == len(golden["evaluation_rows"])
   for ours, row in zip(evaluation, golden["evaluation_rows"]):
     theirs = expected[row]
     assert _text(ours["inputs"]) == theirs["inputs"]
     assert _text(ours["targets"]) == theirs["targets"]
-    assert sorted(_text(a) for a in ours["answers"]) == theirs["answers"]
+    assert [_text(a) for a in ours["answers"]] == theirs["answers"]
   # A query without answers (a test row) stays one row, targeting <unk>.
   unanswered = dict(raw[0], answers=[])
   rows = list(preprocess(super_glue.record_rows_per_answer(
@@ -233,3 +237,75 @@ def test_record_training_rows_are_counted_for_mixing(env):
     key = (r["idx"]["passage"], r["idx"]["query"])
     assert sorted(per_query[key]) == sorted(r["answers"])
   assert np.mean([len(v) for v in per_query.values()]) > 1
+
+
+def test_record_fewglue_train_rows_are_t5s_in_count_and_order(env):
+  # t5 (through TFDS) makes each query's answers distinct and sorted, then
+  # has one row per answer in that order, each keeping all the answers.
+  golden = _golden("super_glue_record_v102")
+  env.setenv(locations.SUPER_GLUE_DIR_ENV, str(shared_path("data",
+                                                           "fewglue")))
+  for taskless in (True, False):
+    task = seqio.get_mixture_or_task(super_glue.task_name("record", taskless))
+    rows = list(task.get_dataset(split="train", shuffle=False,
+                                 sequence_length=None).as_numpy_iterator())
+    assert len(rows) == len(golden["all_rows"]) == 44
+    assert [[int(r["idx"]["passage"]), int(r["idx"]["query"]),
+             _text(r["targets_pretokenized"])] for r in rows
+           ] == golden["all_rows"]
+  by_key = {}
+  for row in rows:
+    key = (int(row["idx"]["passage"]), int(row["idx"]["query"]))
+    by_key.setdefault(key, []).append(row)
+  for key, query_rows in by_key.items():
+    answers = [_text(a) for a in query_rows[0]["answers"]]
+    assert answers == sorted(set(answers))
+    assert [_text(r["targets_pretokenized"]) for r in query_rows] == answers
+    for row in query_rows:
+      assert [_text(a) for a in row["answers"]] == answers
+  # A query whose answers in the file are neither distinct nor sorted.
+  with open(shared_path("data", "fewglue", "ReCoRD", "train.jsonl"),
+            encoding="utf-8") as f:
+    file_answers = {(r["idx"], qa["idx"]): [a["text"] for a in qa["answers"]]
+                    for r in map(json.loads, f) for qa in r["qas"]}
+  assert file_answers[(8657, 13387)] == ["North Korea", "North", "North Korea"]
+  north = by_key[(8657, 13387)]
+  assert [_text(r["targets_pretokenized"]) for r in north] == [
+      "North", "North Korea"]
+  assert [[_text(a) for a in r["answers"]] for r in north] == [
+      ["North", "North Korea"]] * 2
+  theirs = [e for e in golden["examples"]
+            if (e["idx/passage"], e["idx/query"]) == (8657, 13387)]
+  assert [(e["targets"], e["answers"]) for e in theirs] == [
+      ("North", ["North", "North Korea"]),
+      ("North Korea", ["North", "North Korea"])]
+
+
+def test_multirc_markup_removed_from_the_whole_input_as_t5(env):
+  # t5 removes <br> (a space) and <b>/</b> from the joined input: question
+  # and answer too, not only the paragraph; `<br/>` and `<B>` stay.
+  golden = _golden("super_glue_multirc_v102")
+  row = golden["markup_rows"][0]
+  question = row["passage"]["questions"][0]
+  assert "<b>" in question["question"] and "<br>" in question["question"]
+  assert any("<b>" in a["text"] for a in question["answers"])
+  assert any("<br>" in a["text"] for a in question["answers"])
+  expected = golden["markup_examples"]
+  raw = list(super_glue_files.convert_row("multirc", row))
+  dataset = sources.examples_dataset(raw, reader_spec("multirc"))
+  for taskless in (False, True):
+    ours = list(super_glue.text_preprocessor("multirc", taskless)(dataset)
+                .as_numpy_iterator())
+    assert len(ours) == len(expected) == len(question["answers"])
+    for example, theirs in zip(ours, expected):
+      text = theirs["inputs"]
+      assert _text(example["inputs"]) == (
+          _without_first_word(text) if taskless else text)
+      assert _text(example["targets"]) == theirs["targets"]
+  first = expected[0]["inputs"]
+  assert first.startswith("multirc question: Would the mass ")
+  assert "<b>" not in first and "<br>" not in first
+  assert " answer: No paragraph: Sent 1: " in first
+  assert " answer: Yes more paragraph: " in expected[1]["inputs"]
+  assert "<br/> paragraph: " in expected[2]["inputs"]
+  assert " answer: <B>It depends" in expected[3]["inputs"]

@@ -17,8 +17,10 @@ Formats (taskless; the prefixed variant starts with the name in brackets):
   `question: Q answer: A paragraph: P` -> `False` / `True`
 * ReCoRD [record]: `query: Q entities: E1, E2, ... passage: P` -> a gold
   answer. As in T5, training has one example per gold answer
-  (`record_rows_per_answer`); evaluation one per query, targeting the first
-  answer, with all gold answers in `answers` for the metric.
+  (`record_rows_per_answer`), in the order of `answers` (TFDS's: distinct
+  and sorted, as the local reader makes them too); evaluation one per query,
+  targeting the first answer. Every row keeps all gold answers in `answers`
+  for the metric.
 * RTE [rte], AX-b [rte], AX-g [rte]: `hypothesis: H premise: P` ->
   `entailment` / `not_entailment` (AX-b's sentence1/sentence2 are read as
   premise/hypothesis, so the diagnostics look exactly like RTE).
@@ -43,6 +45,9 @@ import tensorflow as tf
 from prompt_tuning.data import super_glue_schema as schema
 
 UNLABELLED_TARGET = "<unk>"
+# The feature `record_rows_per_answer` gives each ReCoRD training row: the
+# gold answer that row targets.
+RECORD_ROW_TARGET = "row_answer"
 
 # WSC is registered in T5's simple form, as a training and an evaluation
 # task; the other benchmarks (`schema.BENCHMARKS`) as themselves.
@@ -175,7 +180,11 @@ def _label_text(label: tf.Tensor, class_names: Sequence[str]) -> tf.Tensor:
 
 
 def _remove_multirc_markup(text: tf.Tensor) -> tf.Tensor:
-  """Drops the `<b>`/`<br>` HTML some MultiRC releases carry."""
+  """Drops the `<b>`/`<br>` HTML some MultiRC releases carry.
+
+  As T5, from the whole joined input (question and answer too, not only the
+  paragraph): every `<br>` becomes a space, then every `<b>`/`</b>` goes.
+  """
   text = tf.strings.regex_replace(text, "<br>", " ")
   return tf.strings.regex_replace(text, "</?b>", "")
 
@@ -187,12 +196,13 @@ def _classification(benchmark: str, prefix: Optional[str]) -> Callable:
 
   @seqio.map_over_dataset
   def fn(x):
-    fields = {name: x[renamed.get(name, name)]
-              for name in _input_fields(benchmark)}
+    fields = [(name, x[renamed.get(name, name)])
+              for name in _input_fields(benchmark)]
+    inputs = _key_value_text(prefix, fields)
     if benchmark == "multirc":
-      fields["paragraph"] = _remove_multirc_markup(fields["paragraph"])
+      inputs = _remove_multirc_markup(inputs)
     return {
-        "inputs": _key_value_text(prefix, list(fields.items())),
+        "inputs": inputs,
         "targets": _label_text(x["label"], class_names),
         "label": x["label"],
         "idx": x["idx"],
@@ -211,29 +221,29 @@ def _record_passage(passage: tf.Tensor) -> tf.Tensor:
 def record_rows_per_answer(dataset: tf.data.Dataset) -> tf.data.Dataset:
   """ReCoRD training rows as T5 makes them: one per gold answer.
 
-  A query with answers `[a, b, c]` becomes three examples whose `answers`
-  are `[a, b, c]`, `[b, c, a]` and `[c, a, b]`: each row's first answer is
-  its target (see `text_preprocessor`), in the answers' order, and every row
-  keeps the full answer set. A query without answers stays one row. Applied
-  to the train split only (`tasks/super_glue.py`); evaluation keeps one row
-  per query, scored against all answers.
+  A query with answers `[a, b, c]` becomes three examples targeting `a`, `b`
+  and `c` in turn (the row's answer is put in `RECORD_ROW_TARGET`, which
+  `text_preprocessor` makes the target); every row keeps `answers` as it
+  was, `[a, b, c]`. TFDS's answers, and the local reader's, are distinct and
+  sorted, so the rows come in sorted answer order, as T5's. A query without
+  answers stays one row, targeting `UNLABELLED_TARGET`. Applied to the train
+  split only (`tasks/super_glue.py`); evaluation keeps one row per query,
+  scored against all answers.
 
   Args:
     dataset: TFDS `super_glue/record` examples (`answers`: [num_answers]).
 
   Returns:
-    The expanded dataset, same features.
+    The expanded dataset: the same features plus `RECORD_ROW_TARGET`.
   """
 
   def expand(x):
     answers = x["answers"]
-    count = tf.size(answers)
-    rows = tf.maximum(count, 1)
-    # Row i lists the answers from the i-th on, wrapping around: [rows, count].
-    order = tf.math.floormod(tf.range(rows)[:, None] + tf.range(count)[None],
-                             rows)
-    expanded = {k: _repeat(v, rows) for k, v in x.items() if k != "answers"}
-    expanded["answers"] = tf.gather(answers, order)  # [rows, count]
+    rows = tf.maximum(tf.size(answers), 1)
+    expanded = {k: _repeat(v, rows) for k, v in x.items()}
+    expanded[RECORD_ROW_TARGET] = tf.cond(
+        tf.size(answers) > 0, lambda: answers,
+        lambda: tf.constant([UNLABELLED_TARGET]))
     return tf.data.Dataset.from_tensor_slices(expanded)
 
   return dataset.flat_map(expand)
@@ -247,14 +257,18 @@ def _repeat(value, rows: tf.Tensor):
 
 
 def _record(prefix: Optional[str]) -> Callable:
-  """ReCoRD: the first gold answer is the target; all of them are kept."""
+  """ReCoRD: the row's answer (training) or the first gold answer is the
+  target; all of them are kept."""
 
   @seqio.map_over_dataset
   def fn(x):
     answers = x["answers"]
-    target = tf.cond(
-        tf.size(answers) > 0, lambda: answers[0],
-        lambda: tf.constant(UNLABELLED_TARGET))
+    if RECORD_ROW_TARGET in x:
+      target = x[RECORD_ROW_TARGET]
+    else:
+      target = tf.cond(
+          tf.size(answers) > 0, lambda: answers[0],
+          lambda: tf.constant(UNLABELLED_TARGET))
     pairs = [
         ("query", x["query"]),
         ("entities", tf.strings.reduce_join(x["entities"], separator=", ")),
