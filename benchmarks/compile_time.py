@@ -4,8 +4,9 @@ r"""What a new batch shape costs: trace, compile and first call of the step.
 
 For the race's first bucket (T5 1.1-small shape, random weights, batch 32,
 64 input tokens + 100 prompt positions, targets 8), each dropout rate in
-`--dropout_rates` (default 0 and 0.1) runs in its own process
-(`--worker`): the real train step (`partitioned.compile_train_step`) is
+`--dropout_rates` (default 0 and 0.1; a nonzero rate once per dropout key
+implementation of `--dropout_rng_impls`, default T5X's threefry and the
+library's default 'unsafe_rbg') runs in its own process (`--worker`): the real train step (`partitioned.compile_train_step`) is
 lowered, compiled, called once and then `--calls` more times; the table
 gives the seconds of each phase, the steady call's median and the `while`
 loops in the optimised HLO (threefry's rolled rounds, one per random-bits
@@ -70,7 +71,7 @@ def run_worker(dropout_rate: float, calls: int, init: bool) -> dict[str, Any]:
       "prompt", dropout_rate)
   step = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings)
   batch = profile_step._batch(step_time.SHAPE)  # pylint: disable=protected-access
-  row = _phases(step.__wrapped__, (state, batch, jax.random.PRNGKey(1)),
+  row = _phases(step.__wrapped__, (state, batch, step_time.dropout_key(1)),
                 calls, mesh)
   if init:
     def init_all(key):
@@ -85,6 +86,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--input_length", type=int, default=64)
   parser.add_argument("--dropout_rates", default="0,0.1")
+  parser.add_argument("--dropout_rng_impls", default="threefry2x32,unsafe_rbg",
+                      help="dropout key implementations, one row each for "
+                      "every nonzero dropout rate (training.steps."
+                      "DROPOUT_RNG_IMPLS)")
+  parser.add_argument("--dropout_rng_impl", default=None,
+                      help=argparse.SUPPRESS)
   parser.add_argument("--calls", type=int, default=3)
   parser.add_argument("--worker", type=float, default=None,
                       help=argparse.SUPPRESS)
@@ -94,12 +101,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   step_time.configure(batch_size=args.batch_size,
                       input_length=args.input_length)
   if args.worker is not None:
+    step_time.RNG_IMPL = args.dropout_rng_impl
     row = run_worker(args.worker, args.calls, args.init)
     pathlib.Path(args.json_out).write_text(json.dumps(row))
     return 0
 
   rows = []
-  for i, rate in enumerate(float(r) for r in args.dropout_rates.split(",")):
+  runs = [(float(rate), impl) for rate in args.dropout_rates.split(",")
+          for impl in (args.dropout_rng_impls.split(",") if float(rate)
+                       else [None])]
+  for i, (rate, impl) in enumerate(runs):
     with tempfile.TemporaryDirectory() as tmp:
       out = pathlib.Path(tmp) / "row.json"
       before = os.getloadavg()[0]
@@ -107,10 +118,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           [sys.executable, os.path.abspath(__file__), f"--worker={rate}",
            f"--batch_size={args.batch_size}",
            f"--input_length={args.input_length}", f"--calls={args.calls}",
-           f"--json_out={out}"] + (["--init"] if i == 0 else []),
+           f"--json_out={out}"] + (["--init"] if i == 0 else [])
+          + ([f"--dropout_rng_impl={impl}"] if impl else []),
           check=True)
       row = json.loads(out.read_text())
-    row.update(label=f"train step, dropout {rate:g}",
+    row.update(label=f"train step, dropout {rate:g}"
+               + (f", {impl} keys" if impl else ""),
                load=(before, os.getloadavg()[0]))
     rows.append(row)
     if "init" in row:

@@ -16,14 +16,18 @@ parameters and batch:
             the encoder output again at every step (the previous behaviour,
             `cross_key_values=None`).
 
-Both produce the same tokens (checked). A third row:
+Both use the library's default model (head-major attention, float32) and
+produce the same tokens (checked). Two more rows:
 
-  once_head_major  `once` with `T5Config.attention_layout='head_major'`
-            (ATTENTION_LAYOUT): attention's weighted sum computed head-major,
-            not bit-for-bit T5X; the share of its tokens equal to `once`'s
-            is printed.
+  once_t5x  `once` with `T5Config.attention_layout='t5x'` (ATTENTION_LAYOUT):
+            T5X's literal einsums, bit-for-bit the original's;
+  once_bf16 `once` with `T5Config.dtype='bfloat16'`: bfloat16 operands,
+            float32 accumulation (`layers.matmul`); parameters float32.
 
-With `--peer_python`, a fourth row:
+The share of their tokens equal to `once`'s is printed (on random weights
+many choices are near ties, so bfloat16 rounding flips some).
+
+With `--peer_python`, a last row:
 
   peft      `benchmarks/peft_decode.py` in the peer venv: PEFT's
             `model.generate` (greedy, `min_new_tokens` so all 8 steps run)
@@ -99,18 +103,19 @@ def main(argv=None) -> int:
                                   length, model.eos_id,
                                   model.decoder_start_id)[0]
 
-  step_time.LAYOUT = "head_major"
-  head_major_model, _, _ = step_time._jax_model("prompt", 0.0)  # pylint: disable=protected-access
-  step_time.LAYOUT = "t5x"
-
-  def head_major(p, b):
-    return head_major_model.predict_batch(p, b, max_decode_length=length)[0]
+  def variant(layout=None, dtype="float32"):
+    step_time.LAYOUT, step_time.DTYPE = layout, dtype
+    other, _, _ = step_time._jax_model("prompt", 0.0)  # pylint: disable=protected-access
+    step_time.LAYOUT, step_time.DTYPE = None, "float32"
+    return lambda p, b: other.predict_batch(p, b, max_decode_length=length)[0]
 
   fns = {"once": jax.jit(once), "per_step": jax.jit(per_step),
-         "once_head_major": jax.jit(head_major)}
+         "once_t5x": jax.jit(variant(layout="t5x")),
+         "once_bf16": jax.jit(variant(dtype="bfloat16"))}
   outputs = {name: np.asarray(fn(params, batch)) for name, fn in fns.items()}
   np.testing.assert_array_equal(outputs["once"], outputs["per_step"])
-  same_head_major = np.mean(outputs["once"] == outputs["once_head_major"])
+  same = {name: np.mean(outputs["once"] == outputs[name])
+          for name in ("once_t5x", "once_bf16")}
   times = {name: [] for name in fns}
   if args.peer_python:
     times["peft"] = []
@@ -135,12 +140,12 @@ def main(argv=None) -> int:
   ratio = statistics.median(times["per_step"]) / statistics.median(
       times["once"])
   print(f"once is {ratio:.2f}x as fast as per_step (median); same tokens.")
-  ratio = statistics.median(times["once"]) / statistics.median(
-      times["once_head_major"])
-  print(f"once_head_major is {ratio:.2f}x as fast as once (median); "
-        f"{100 * same_head_major:.1f}% of its tokens equal once's.")
+  for name in ("once_t5x", "once_bf16"):
+    ratio = statistics.median(times[name]) / statistics.median(times["once"])
+    print(f"once is {ratio:.2f}x as fast as {name} (median); "
+          f"{100 * same[name]:.1f}% of {name}'s tokens equal once's.")
   if args.peer_python:
-    for name in ("once", "once_head_major"):
+    for name in ("once", "once_t5x", "once_bf16"):
       ratio = statistics.median(times["peft"]) / statistics.median(times[name])
       print(f"{name} is {ratio:.2f}x as fast as peft generate (median).")
   return 0

@@ -30,11 +30,12 @@ set -euo pipefail
 
 # --- The tests run on the GPU (files), and the ones deselected (-k). ---------
 # Plain JAX/Flax: the model, decoding, prompts, logical axes.
-TESTS_CORE="tests/test_model.py tests/test_prompts.py tests/test_partitioning.py"
+TESTS_CORE="tests/test_model.py tests/test_prompts.py tests/test_partitioning.py tests/test_attention_layout.py"
 # Also need gin-config: train steps of prompts, deep prompts (P-Tuning v2).
 TESTS_GIN="tests/test_prompts_training.py tests/test_deep_prompts.py"
 # Also need TensorFlow + seqio and ../shared: the trainer, state, predict.
-TESTS_TF="tests/test_training.py tests/test_state.py tests/test_predict.py"
+# test_fidelity: the fast defaults against T5X's literal forms (tolerances).
+TESTS_TF="tests/test_training.py tests/test_state.py tests/test_predict.py tests/test_fidelity.py"
 # Deselected: meshes of 8 devices (conftest's fake CPU devices; one GPU here),
 # the 8-way batch check, the kill-and-resume test (it pins JAX_PLATFORMS=cpu)
 # and multihost.

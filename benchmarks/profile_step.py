@@ -111,7 +111,7 @@ def main(argv=None) -> int:
   batch = _batch(step_time.SHAPE)
   if args.what == "train":
     step = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings)
-    rng = jax.random.PRNGKey(1) if args.dropout_rate else None
+    rng = step_time.dropout_key(1) if args.dropout_rate else None
 
     def call():
       nonlocal state

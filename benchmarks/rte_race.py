@@ -12,9 +12,11 @@ it, so imports, reading and tokenizing the data, building the (random) T5
               greedy-decodes the 277 validation examples (batch 32) and
               computes accuracy. `--buckets` sets LENGTH_BUCKETS (64 by
               default; `none` for T5X's fixed 512-token batches; `64+group`
-              also GROUP_BY_LENGTH, batches of similar lengths);
-              `--attention_layout=t5x,head_major` adds a row with the
-              faster, not bit-for-bit, ATTENTION_LAYOUT.
+              also GROUP_BY_LENGTH, batches of similar lengths); the
+              library's defaults otherwise (head-major attention,
+              'unsafe_rbg' dropout keys): `--attention_layout=,t5x` adds a
+              row with T5X's literal einsums, `--dtype=float32,bfloat16`
+              one with bfloat16 products (float32 accumulation).
   peft        `benchmarks/peft_rte_race.py` in the peer venv: the same model
               shape, texts and tokenizer, Hugging Face's
               `DataCollatorForSeq2Seq` (each batch padded to its longest
@@ -76,7 +78,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
   cfg = t5_config.T5Config(
       **SHAPE, mlp_activations=t5_config.GATED_GELU,
       dropout_rate=args.dropout_rate, logits_via_embedding=False,
-      attention_layout=args.attention_layout)
+      dtype=args.dtype, **({"attention_layout": args.attention_layout}
+                           if args.attention_layout else {}))
   model = EncoderDecoderModel(PromptTransformer(cfg,
                                                 prompt_length=args.prompt_length))
   lengths = {"inputs": args.max_input_length, "targets": args.max_new_tokens}
@@ -87,7 +90,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             RTE, lengths, "train", args.batch_size, length_buckets=buckets,
             group_by_length=group),
         train_steps=args.steps, model_dir=model_dir, seed=args.seed,
-        log_period=1,
+        log_period=1, **({"dropout_rng_impl": args.dropout_rng_impl}
+                         if args.dropout_rng_impl else {}),
         checkpoint_cfg=run_settings.CheckpointConfig(period=args.steps),
         progress=False)
     trained = time.time()
@@ -188,10 +192,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="ours' LENGTH_BUCKETS: an int, 'none' (fixed "
                            "shapes) or 'N+group' (also GROUP_BY_LENGTH); a "
                            "comma-separated list runs one row per value")
-  parser.add_argument("--attention_layout", default="t5x",
-                      help="ours' ATTENTION_LAYOUT (t5x: bit-for-bit T5X; "
-                           "head_major: faster CPU decoding); a "
+  parser.add_argument("--attention_layout", default="",
+                      help="ours' ATTENTION_LAYOUT (default the library's, "
+                           "head_major; t5x: bit-for-bit T5X); a "
                            "comma-separated list runs one row per value")
+  parser.add_argument("--dropout_rng_impl", default="",
+                      help="ours' dropout keys (default the library's, "
+                           "unsafe_rbg; threefry2x32: T5X's masks)")
+  parser.add_argument("--dtype", default="float32",
+                      help="ours' T5Config.dtype: activations and matrix "
+                           "products (bfloat16: bfloat16 operands, float32 "
+                           "accumulation); a comma-separated list runs one "
+                           "row per value")
   parser.add_argument("--repeats", type=int, default=1)
   parser.add_argument("--peer_python", default=None,
                       help="the peer venv's python (benchmarks/README.md)")
@@ -215,11 +227,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   contestants = []
   for buckets in args.buckets.split(","):
     for layout in args.attention_layout.split(","):
-      label = f"ours_buckets_{buckets}" + (
-          "" if layout == "t5x" else f"_{layout}")
-      contestants.append(([sys.executable, __file__, "--worker",
-                           f"--buckets={buckets}",
-                           f"--attention_layout={layout}"] + common, label))
+      for dtype in args.dtype.split(","):
+        label = f"ours_buckets_{buckets}" + (f"_{layout}" if layout else "") + (
+            "" if dtype == "float32" else f"_{dtype}")
+        contestants.append(([sys.executable, __file__, "--worker",
+                             f"--buckets={buckets}",
+                             f"--attention_layout={layout}",
+                             f"--dtype={dtype}",
+                             f"--dropout_rng_impl={args.dropout_rng_impl}"]
+                            + common, label))
   if args.peer_python:
     contestants.append(([args.peer_python,
                          str(REPO / "benchmarks" / "peft_rte_race.py")]

@@ -87,7 +87,12 @@ SHAPE = {**MODEL_SHAPES["small"], **BATCH_DEFAULTS}
 SHAPE_NAME = "small"
 DTYPE = "float32"  # T5Config.dtype: activations; parameters stay float32.
 REMAT = "none"  # T5Config.remat_policy (--remat_policy).
-LAYOUT = "t5x"  # T5Config.attention_layout (--attention_layout).
+# T5Config.attention_layout (--attention_layout); None: the library's
+# default (head_major).
+LAYOUT = None
+# trainer.train's dropout_rng_impl (--dropout_rng_impl); None: the library's
+# default (steps.DEFAULT_DROPOUT_RNG_IMPL, unsafe_rbg).
+RNG_IMPL = None
 
 # Dense peak TFLOP/s of one chip, by `jax.devices()[0].device_kind`, for
 # MFU's denominator (NVIDIA datasheets; the "with sparsity" figures halved).
@@ -188,7 +193,7 @@ def _jax_model(config_name: str, dropout_rate: float):
       num_decoder_layers=SHAPE["num_decoder_layers"],
       mlp_activations=t5_config.GATED_GELU, dropout_rate=dropout_rate,
       logits_via_embedding=False, dtype=DTYPE, remat_policy=REMAT,
-      attention_layout=LAYOUT)
+      **({} if LAYOUT is None else {"attention_layout": LAYOUT}))
   if config_name == "prompt":
     module = prompt_models.PromptTransformer(
         cfg, prompt_length=SHAPE["prompt_length"])
@@ -247,6 +252,12 @@ def build_jax_state(config_name: str, dropout_rate: float, seed: int = 0):
   return model, tx, mesh, built.shardings, built.state, patterns
 
 
+def dropout_key(seed: int):
+  """The trainer's dropout key for `seed` under RNG_IMPL."""
+  from prompt_tuning.training import steps  # pylint: disable=g-import-not-at-top
+  return steps.run_keys(seed, RNG_IMPL or steps.DEFAULT_DROPOUT_RNG_IMPL)[1]
+
+
 def time_calls(fn, steps: int) -> list[float]:
   """Seconds per call of `fn()` (which must block), after one warm-up call."""
   fn()
@@ -297,6 +308,7 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
   from prompt_tuning import partitioning  # pylint: disable=g-import-not-at-top
   from prompt_tuning.prompts import freezing  # pylint: disable=g-import-not-at-top
   from prompt_tuning.training import partitioned  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
   # build_jax_state's module too, so that its imports count as imports.
   importlib.import_module("prompt_tuning.training.state")
   rss_imported = memory.current_rss_bytes()
@@ -306,7 +318,7 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
   rss_state = memory.current_rss_bytes()
   step_fn = partitioned.compile_train_step(model.loss_fn, tx, mesh, shardings)
   batch = jax.device_put(_jax_batch(0), partitioning.batch_sharding(mesh))
-  rng = (jax.device_put(jax.random.PRNGKey(1), partitioning.replicated(mesh))
+  rng = (jax.device_put(dropout_key(1), partitioning.replicated(mesh))
          if dropout_rate > 0 else None)
 
   result: dict[str, Any] = {
@@ -318,7 +330,8 @@ def run_jax_worker(config_name: str, steps: int, warmup: int,
       "devices": str(jax.devices()[0]),
       "jax_version": jax.__version__,
       "shape_name": SHAPE_NAME, "dtype": DTYPE, "remat_policy": REMAT,
-      "attention_layout": LAYOUT,
+      "attention_layout": model.module.config.attention_layout,
+      "dropout_rng_impl": RNG_IMPL or steps_lib.DEFAULT_DROPOUT_RNG_IMPL,
       "platform": jax.devices()[0].platform,
       "device_kind": jax.devices()[0].device_kind,
       "encoder_length": encoder_length(config_name),
@@ -626,9 +639,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--remat_policy", default="none",
                       help="T5Config.remat_policy of our rows (none, full, "
                       "dots, dots_all); the peer keeps every activation.")
-  parser.add_argument("--attention_layout", default="t5x",
-                      help="T5Config.attention_layout of our rows: t5x "
-                      "(bit-for-bit T5X, the default) or head_major.")
+  parser.add_argument("--attention_layout", default=None,
+                      help="T5Config.attention_layout of our rows: "
+                      "head_major or t5x (bit-for-bit T5X); default the "
+                      "library's (head_major).")
+  parser.add_argument("--dropout_rng_impl", default=None,
+                      help="dropout key implementation of our rows "
+                      "(training.steps.DROPOUT_RNG_IMPLS: unsafe_rbg, rbg, "
+                      "threefry2x32 = T5X's masks); default the library's "
+                      "(unsafe_rbg).")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"),
                       default="float32",
                       help="T5Config.dtype (activations and compute); "
@@ -655,12 +674,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.prompt_length is not None and args.prompt_length < 0:
     parser.error("--prompt_length must be at least 0")
   if args.peer_python and args.dtype != "float32":
-    parser.error("the PEFT peer runs float32 only; drop --peer_python or "
-                 "--dtype")
+    print(f"[step_time] ours in {args.dtype}, the PEFT peer in float32 (its "
+          "only mode here): a ratio across precisions.", flush=True)
   configure(args.shape, args.dtype, args.batch_size, args.input_length,
             args.target_length, args.prompt_length)
-  global REMAT, LAYOUT
+  global REMAT, LAYOUT, RNG_IMPL
   REMAT, LAYOUT = args.remat_policy, args.attention_layout
+  RNG_IMPL = args.dropout_rng_impl
 
   if args.worker:  # Internal: one configuration in this process.
     if args.worker == "checkpoint":
@@ -679,7 +699,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "--dropout_rate", str(args.dropout_rate)]
   # The resolved shape, for our workers (the peer takes SHAPE's keys).
   shape_flags = ["--shape", SHAPE_NAME, "--dtype", DTYPE,
-                 "--remat_policy", REMAT, "--attention_layout", LAYOUT,
+                 "--remat_policy", REMAT,
+                 *(["--attention_layout", LAYOUT] if LAYOUT else []),
+                 *(["--dropout_rng_impl", RNG_IMPL] if RNG_IMPL else []),
                  "--batch_size", str(SHAPE["batch_size"]),
                  "--input_length", str(SHAPE["inputs_length"]),
                  "--target_length", str(SHAPE["targets_length"]),

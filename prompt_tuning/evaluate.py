@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from prompt_tuning import cli
 from prompt_tuning import gin_utils
+from prompt_tuning.training import length_buckets as buckets_lib
 
 
 def evaluate(*, model: Any, mixture_or_task_name: str,
@@ -31,7 +32,7 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
              trainable_patterns: Optional[Sequence[str]] = None,
              num_examples: Optional[int] = None, num_partitions: int = 1,
              allow_all_trainable: bool = False,
-             length_buckets: Any = None,
+             length_buckets: Any = buckets_lib.DEFAULT_SPEC,
              validate_only: bool = False) -> dict[str, Any]:
   """Returns `{task: {metric: value}}` and writes it to output_dir.
 
@@ -55,13 +56,13 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
     num_examples: the first N examples only.
     num_partitions: the mesh's `model` axis.
     allow_all_trainable: a full fine-tuning run (runs/model_finetune.gin).
-    length_buckets: None (fixed shapes), an int or a dict of bucket lengths
+    length_buckets: an int or a dict of bucket lengths (default
+      `length_buckets.DEFAULT_SPEC`), None for fixed shapes
       (`training.length_buckets`, gin's LENGTH_BUCKETS).
     validate_only: run the checks only.
   """
   # pylint: disable=g-import-not-at-top  (JAX after the start-up logs)
   from prompt_tuning.training import evaluation
-  from prompt_tuning.training import length_buckets as buckets_lib
   from prompt_tuning.training import preflight
   from prompt_tuning.training import state
   # pylint: enable=g-import-not-at-top

@@ -26,6 +26,19 @@ from prompt_tuning import bindings
 from prompt_tuning.data import locations
 from prompt_tuning.data import mixing
 from prompt_tuning.data import vocab
+from prompt_tuning.models import config as model_config
+from prompt_tuning.training import length_buckets
+from prompt_tuning.training import run_settings
+
+# Code defaults that gin files give their user macros, e.g.
+# `LENGTH_BUCKETS = %prompt_tuning.DEFAULT_LENGTH_BUCKETS`: the value is
+# written once, here in the library.
+CONSTANTS: dict[str, Any] = {
+    "prompt_tuning.DEFAULT_ATTENTION_LAYOUT":
+        model_config.DEFAULT_ATTENTION_LAYOUT,
+    "prompt_tuning.DEFAULT_LENGTH_BUCKETS": length_buckets.DEFAULT_SPEC,
+    "prompt_tuning.DEFAULT_FROZEN_DTYPE": run_settings.DEFAULT_FROZEN_DTYPE,
+}
 
 # Bound by name in gin files and `--gin.` flags (see the module docstring).
 BOUND_BY_NAME: tuple[Callable[..., Any], ...] = (
@@ -45,3 +58,5 @@ def _register(fn: Callable[..., Any]) -> None:
 
 for _fn in BOUND_BY_NAME:
   _register(_fn)
+for _name, _value in CONSTANTS.items():
+  gin.constant(_name, _value)

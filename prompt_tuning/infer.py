@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from prompt_tuning import cli
 from prompt_tuning import gin_utils
+from prompt_tuning.training import length_buckets as buckets_lib
 
 
 def infer(*, model: Any, mixture_or_task_name: str,
@@ -28,7 +29,7 @@ def infer(*, model: Any, mixture_or_task_name: str,
           trainable_patterns: Optional[Sequence[str]] = None,
           num_partitions: int = 1,
           allow_all_trainable: bool = False,
-          length_buckets: Any = None,
+          length_buckets: Any = buckets_lib.DEFAULT_SPEC,
           validate_only: bool = False) -> dict[str, str]:
   """Decodes every task of `mixture_or_task_name`; returns written paths.
 
@@ -45,7 +46,6 @@ def infer(*, model: Any, mixture_or_task_name: str,
   from prompt_tuning.training import class_predictions
   from prompt_tuning.training import data
   from prompt_tuning.training import inference
-  from prompt_tuning.training import length_buckets as buckets_lib
   from prompt_tuning.training import partitioned
   from prompt_tuning.training import preflight
   from prompt_tuning.training import state

@@ -12,6 +12,7 @@ trained by the paper's authors) live in `../shared` beside the project root.
 point elsewhere. A missing directory fails the test loudly: it is never a skip.
 """
 
+import dataclasses
 import importlib.util
 import pathlib
 
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_tuning import main_job
 from prompt_tuning import partitioning
 from prompt_tuning.data import locations
 from prompt_tuning.models import T5Config
@@ -27,6 +29,7 @@ from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import deep
 from prompt_tuning.prompts import freezing
 from prompt_tuning.prompts.models import PromptTransformer
+from prompt_tuning.recipes import frozen_model
 from prompt_tuning.training import run_settings
 from prompt_tuning.training import state
 
@@ -131,6 +134,24 @@ def tiny_model(kind: str = "prompt", *, prompt_length: int = 4,
     return EncoderDecoderModel(deep.DeepPromptTransformer(
         config, prefix_length=prefix_length, decoder_prompt=True))
   raise ValueError(f"kind {kind!r}: use 'plain', 'prompt' or 'deep'.")
+
+
+def mini_checkpoint() -> str:
+  """The shipped frozen mini T5 (a pre-trained T5X checkpoint, ../shared)."""
+  found = sorted(shared_path(*frozen_model.SHIPPED_DIR.split("/")).glob(
+      "checkpoint_*"))
+  assert found, "the shared folder ships no frozen mini T5"
+  return str(found[-1])
+
+
+def mini_model(prompt_length: int = 20, **overrides) -> EncoderDecoderModel:
+  """The recipe's mini T5 (`models/t5_1_1_mini.gin`, whose weights
+  `mini_checkpoint` holds) with a soft prompt; `overrides`: T5Config
+  fields (attention_layout, dropout_rate, ...)."""
+  config = dataclasses.replace(main_job.model_config(frozen_model.MODEL_GIN),
+                               **overrides)
+  return EncoderDecoderModel(PromptTransformer(config,
+                                               prompt_length=prompt_length))
 
 
 def random_batch(vocab_size: int, batch: int = 3, inputs: int = 10,

@@ -1,7 +1,8 @@
-"""`T5Config.attention_layout`: 'head_major' computes attention's weighted sum
-in another layout. It must give T5X's layout's values up to float rounding
-(loss, every gradient, decodes, beams, deep prompts), the same parameters,
-and leave the default bit-for-bit T5X."""
+"""`T5Config.attention_layout`: 'head_major' (the default) computes
+attention's weighted sum in another layout than T5X's. It must give T5X's
+layout's values up to float rounding (loss, every gradient, decodes, beams,
+deep prompts) with the same parameters, and 't5x' must stay bit-for-bit
+T5X's einsum. (`test_fidelity.py`: the same on a pre-trained model.)"""
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,8 @@ from prompt_tuning.models import config as config_lib
 from prompt_tuning.models import layers
 
 
-def test_the_default_is_t5x_and_unknown_layouts_are_refused():
-  assert T5Config().attention_layout == "t5x"
+def test_the_default_is_head_major_and_unknown_layouts_are_refused():
+  assert T5Config().attention_layout == "head_major"
   assert set(config_lib.ATTENTION_LAYOUTS) == {"t5x", "head_major"}
   with pytest.raises(ValueError, match="attention_layout 'bhqd'.*ATTENTION_"):
     T5Config(attention_layout="bhqd")
@@ -53,15 +54,15 @@ def test_head_major_gives_t5x_values_up_to_rounding():
 
 
 def test_the_t5x_layout_is_t5x_s_einsum():
-  # The default path is literally T5X/Flaxformer's `bhqk,bkhd->bqhd`: the
+  # The 't5x' path is literally T5X/Flaxformer's `bhqk,bkhd->bqhd`: the
   # same jaxpr as writing that einsum by hand, so the same bits.
   rng = np.random.RandomState(0)
   weights = jnp.asarray(rng.rand(2, 2, 3, 5), jnp.float32)
   value = jnp.asarray(rng.randn(2, 5, 2, 4), jnp.float32)
   t5x = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
   for axes, v in (("bkhd", value), ("bhkd", jnp.swapaxes(value, 1, 2))):
-    ours = jax.make_jaxpr(lambda w, v, a=axes: layers.weighted_sum(w, v, a))(
-        weights, v)
+    ours = jax.make_jaxpr(
+        lambda w, v, a=axes: layers.weighted_sum(w, v, a, "t5x"))(weights, v)
     by_hand = jax.make_jaxpr(
         lambda w, v, a=axes: jnp.einsum(f"bhqk,{a}->bqhd", w, v))(weights, v)
     assert str(ours) == str(by_hand)

@@ -86,11 +86,13 @@ def refused(args, error, match, model_dir):
      "must be a positive number or None"),
     ("--gin.TASK_FEATURE_LENGTHS={'inputs': 64}", "TASK_FEATURE_LENGTHS must "
      "have exactly the keys"),
-    ("--gin.GROUP_BY_LENGTH=True", "GROUP_BY_LENGTH groups examples by the "
-     "inputs length buckets, but LENGTH_BUCKETS is None"),
+    (("--gin.LENGTH_BUCKETS=None", "--gin.GROUP_BY_LENGTH=True"),
+     "GROUP_BY_LENGTH groups examples by the inputs length buckets, but "
+     "LENGTH_BUCKETS is None"),
 ])
 def test_bad_setting_is_refused_before_anything(tmp_path, override, match):
-  refused(argv(tmp_path / "run", override), errors.ConfigError, match,
+  overrides = (override,) if isinstance(override, str) else override
+  refused(argv(tmp_path / "run", *overrides), errors.ConfigError, match,
           tmp_path / "run")
   assert not (tmp_path / "run").exists()
 

@@ -299,7 +299,7 @@ def test_grouped_batches_hold_examples_of_one_bucket(rte):
 def test_grouping_needs_buckets(tmp_path, rte):
   with pytest.raises(errors.ConfigError, match="LENGTH_BUCKETS is None"):
     trainer.train(model=_model(), train_dataset_cfg=rte_train_cfg(
-                      LENGTHS, group_by_length=True),
+                      LENGTHS, length_buckets=None, group_by_length=True),
                   train_steps=1, model_dir=str(tmp_path / "run"),
                   progress=False)
   result = trainer.train(model=_model(), train_dataset_cfg=rte_train_cfg(

@@ -19,12 +19,15 @@ GATED_GELU = ("gelu", "linear")
 REMAT_POLICIES = ("none", "full", "dots", "dots_all")
 
 # How attention computes its weighted sum of values (`attention_layout`).
-# 't5x': T5X/Flaxformer's `bhqk,bkhd->bqhd` einsum, whose result is
-# bit-for-bit the original's; 'head_major': `bhqk,bkhd->bhqd`, then the
-# heads moved back beside each other. The same sum, rounded differently (the
-# outputs differ by about 1e-6), and 2-4x faster for XLA's CPU backend at
-# inference (the one matrix multiply it runs slowly); T5X's is the default.
-ATTENTION_LAYOUTS = ("t5x", "head_major")
+# 'head_major' (the default): `bhqk,bkhd->bhqd`, then the heads moved back
+# beside each other; XLA's CPU backend runs it 2-4x faster at inference
+# than T5X's form (the one matrix multiply it runs slowly), and it is the
+# batch-major layout XLA's GPU/TPU backends take without a transpose.
+# 't5x': T5X/Flaxformer's `bhqk,bkhd->bqhd` einsum, bit-for-bit the
+# original's, for reference checks. The same sum, rounded differently:
+# logits agree to 1e-5 relative (`tests/test_fidelity.py`).
+ATTENTION_LAYOUTS = ("head_major", "t5x")
+DEFAULT_ATTENTION_LAYOUT = "head_major"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +53,16 @@ class T5Config:
     relative_attention_max_distance: distance beyond which positions share a
       bucket.
     layer_norm_epsilon: epsilon of the RMS layer norm.
-    dtype: activation dtype; parameters are always float32.
+    dtype: activation (compute) dtype; parameters are created float32
+      (a training run may store its frozen ones in FROZEN_DTYPE).
     float32_attention_logits: compute attention softmax in float32 even when
       `dtype` is bfloat16.
     remat_policy: rematerialisation of each layer when differentiated, one
       of REMAT_POLICIES: less activation memory for more compute; the same
       values either way. Decoding is unaffected.
-    attention_layout: one of ATTENTION_LAYOUTS: 't5x' (bit-for-bit T5X) or
-      'head_major' (faster CPU inference, float-rounding differences).
+    attention_layout: one of ATTENTION_LAYOUTS: 'head_major' (fastest) or
+      't5x' (bit-for-bit T5X's einsums; float-rounding differences apart,
+      the same values).
   """
 
   vocab_size: int = 32128
@@ -76,7 +81,7 @@ class T5Config:
   dtype: Any = jnp.float32
   float32_attention_logits: bool = True
   remat_policy: str = "none"
-  attention_layout: str = "t5x"
+  attention_layout: str = DEFAULT_ATTENTION_LAYOUT
 
   def __post_init__(self):
     # Gin and JSON hand us lists; keep the config hashable for jit.

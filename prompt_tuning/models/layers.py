@@ -5,7 +5,9 @@ parameter tree carries logical axis names (`embed`, `mlp`, `joined_kv`, ...)
 that `prompt_tuning.partitioning` maps onto a device mesh with one table of
 rules. Main activations get `nn.with_logical_constraint` on the same names.
 
-Parameters are always float32; `dtype` is the activation (compute) dtype.
+Parameters are created float32 (a training run may store its frozen ones in
+bfloat16, FROZEN_DTYPE); `dtype` is the activation (compute) dtype, to which
+every product casts its operands.
 
 Shape legend used in docstrings:
   b: batch, l/q: query length, k: key length, e: embed (d_model),
@@ -19,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_tuning.models import config as config_lib
+
 Array = jax.Array
 DType = Any
 Initializer = Callable[..., Array]
@@ -28,6 +32,20 @@ _NEG_INF = -1e10
 
 default_kernel_init = nn.initializers.variance_scaling(
     1.0, "fan_in", "truncated_normal")
+
+
+def matmul(a: Array, b: Array, dtype: DType) -> Array:
+  """`a @ b` in the compute dtype `dtype`, accumulated in float32.
+
+  With bfloat16 the product reads bfloat16 operands and accumulates in
+  float32 before rounding its output to bfloat16: what TPUs and GPUs do
+  anyway, and on CPUs with bfloat16 dot instructions (AVX512-BF16, AMX) the
+  fast kernel, where a bfloat16-output product is slower than float32's.
+  """
+  a, b = a.astype(dtype), b.astype(dtype)
+  if jnp.dtype(dtype) == jnp.float32:
+    return jnp.dot(a, b)
+  return jnp.dot(a, b, preferred_element_type=jnp.float32).astype(dtype)
 
 
 def _activation(name: str) -> Callable[[Array], Array]:
@@ -60,7 +78,7 @@ class Dense(nn.Module):
         "kernel",
         nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
         (inputs.shape[-1], self.features), jnp.float32)
-    return jnp.dot(inputs.astype(self.dtype), jnp.asarray(kernel, self.dtype))
+    return matmul(inputs, jnp.asarray(kernel), self.dtype)
 
 
 class Embed(nn.Module):
@@ -85,8 +103,7 @@ class Embed(nn.Module):
 
   def attend(self, query: Array) -> Array:
     """Dot product with every embedding: `[..., e] -> [..., v]`."""
-    return jnp.dot(query.astype(self.dtype),
-                   jnp.asarray(self.embedding, self.dtype).T)
+    return matmul(query, jnp.asarray(self.embedding).T, self.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -185,15 +202,15 @@ class MultiHeadDotProductAttention(nn.Module):
     dropout_rate: dropout on the attention weights `[b, h, q, k]`, the same
       mask for every query `q`.
     float32_logits: softmax in float32.
-    layout: how the weighted sum of values is computed, 't5x' or
-      'head_major' (`config.ATTENTION_LAYOUTS`).
+    layout: how the weighted sum of values is computed, 'head_major' or
+      't5x' (`config.ATTENTION_LAYOUTS`).
   """
   num_heads: int
   head_dim: int
   dtype: DType = jnp.float32
   dropout_rate: float = 0.0
   float32_logits: bool = True
-  layout: str = "t5x"
+  layout: str = config_lib.DEFAULT_ATTENTION_LAYOUT
 
   @nn.compact
   def __call__(self,
@@ -337,20 +354,22 @@ class MultiHeadDotProductAttention(nn.Module):
 
 
 def weighted_sum(weights: Array, value: Array, value_axes: str,
-                 layout: str = "t5x") -> Array:
+                 layout: str) -> Array:
   """Attention's weighted sum of values: `weights` `[b, h, q, k]` times
   `value` (`value_axes` names its axes, `bkhd` or `bhkd`) -> `[b, q, h, d]`.
 
-  `layout` (`config.ATTENTION_LAYOUTS`): 't5x' is T5X/Flaxformer's einsum
-  straight to `bqhd` (bit-for-bit the original); 'head_major' computes the
-  product as `bhqd` and then moves the axes, which XLA's CPU backend runs
-  2-4x faster at inference, rounding differently.
+  `layout` (`config.ATTENTION_LAYOUTS`): 'head_major' computes the product
+  as `bhqd` and then moves the axes, which XLA's CPU backend runs 2-4x
+  faster at inference, accumulating in float32 (as `matmul`); 't5x' is
+  T5X/Flaxformer's einsum straight to `bqhd` (bit-for-bit the original),
+  rounding differently.
   """
   if layout == "t5x":
     return jnp.einsum(f"bhqk,{value_axes}->bqhd", weights, value)
   if layout == "head_major":
-    return jnp.swapaxes(
-        jnp.einsum(f"bhqk,{value_axes}->bhqd", weights, value), 1, 2)
+    out = jnp.einsum(f"bhqk,{value_axes}->bhqd", weights, value,
+                     preferred_element_type=jnp.float32)
+    return jnp.swapaxes(out.astype(weights.dtype), 1, 2)
   raise ValueError(f"Unknown attention layout {layout!r}; use one of "
                    "config.ATTENTION_LAYOUTS.")
 

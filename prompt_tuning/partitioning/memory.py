@@ -9,14 +9,14 @@ shardings use:
 
   boxed = model.init_shapes(512, 8)["params"]
   plan = plan_memory(boxed, {"data": 4, "model": 8}, ("prompt/prompt",),
-                     optax.adafactor(0.3), batch_size=32,
-                     lengths={"inputs": 512, "targets": 8},
-                     dims=ActivationDims.from_config(config),
-                     prompt_length=100)
+                     optax.adafactor(0.3),
+                     activations.StepShape(32, 512, 8, prompt_length=100),
+                     activations.ActivationDims.from_config(config),
+                     Levers(remat_policy="full", frozen_dtype="bfloat16"))
   print(format_plan(plan, device_bytes=16 * 2**30))
 
 Parameters, gradients and optimizer state are exact (up to allocator
-padding); activations are an estimate (`activation_bytes`).
+padding); activations are an estimate (`activations.activation_bytes`).
 """
 
 import dataclasses
@@ -31,10 +31,12 @@ import optax
 from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec
 
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.partitioning import activations
 from prompt_tuning.partitioning import mesh as mesh_lib
 from prompt_tuning.partitioning.mesh import fit_spec
 from prompt_tuning.partitioning.rules import (DATA_AXIS, LOGICAL_AXIS_RULES,
                                               MESH_AXES, MODEL_AXIS)
+from prompt_tuning.training import run_settings
 
 Rules = mesh_lib.Rules
 DTypeLike = Any
@@ -102,7 +104,8 @@ def _leaf(shape: Sequence[int], dtype: DTypeLike, spec: PartitionSpec,
 
 def param_leaf_plans(boxed_params: Any, mesh_shape: Mapping[str, int],
                      rules: Rules = LOGICAL_AXIS_RULES,
-                     param_dtype: Optional[DTypeLike] = None
+                     frozen_dtype: Optional[DTypeLike] = None,
+                     trainable_patterns: Sequence[str] = ()
                      ) -> dict[str, LeafPlan]:
   """Every parameter's shard on a mesh of `mesh_shape`, by '/'-joined name.
 
@@ -111,7 +114,10 @@ def param_leaf_plans(boxed_params: Any, mesh_shape: Mapping[str, int],
       `ShapeDtypeStruct`s / arrays; unboxed leaves are replicated.
     mesh_shape: axis sizes, e.g. `{'data': 4, 'model': 8}`.
     rules: logical-to-mesh axis rules.
-    param_dtype: storage dtype to plan for (default: each leaf's own).
+    frozen_dtype: storage dtype of the frozen parameters, the floating
+      ones (FROZEN_DTYPE); default: each leaf's own.
+    trainable_patterns: regexes of the trainable parameters, which keep
+      their own dtype.
 
   Returns:
     `{name: LeafPlan}`; a dimension the mesh cannot split evenly is
@@ -127,7 +133,10 @@ def param_leaf_plans(boxed_params: Any, mesh_shape: Mapping[str, int],
       value = leaf.value
     else:
       spec, value = PartitionSpec(), leaf
-    dtype = value.dtype if param_dtype is None else param_dtype
+    dtype = value.dtype
+    if (frozen_dtype is not None and np.issubdtype(dtype, np.floating) and
+        not is_trainable(name, trainable_patterns)):
+      dtype = frozen_dtype
     plans[name] = _leaf(value.shape, dtype, spec, mesh)
   return plans
 
@@ -165,108 +174,6 @@ def optimizer_leaf_plans(tx: optax.GradientTransformation,
 
   jax.tree_util.tree_map_with_path(visit, shapes)
   return out
-
-
-@dataclasses.dataclass(frozen=True)
-class ActivationDims:
-  """The model sizes the activation estimate needs (T5Config's names)."""
-  emb_dim: int
-  num_heads: int
-  head_dim: int
-  mlp_dim: int
-  num_encoder_layers: int
-  num_decoder_layers: int
-  vocab_size: int
-  num_mlp_inputs: int = 2  # len(mlp_activations): 2 for gated GELU.
-  float32_attention_logits: bool = True
-
-  @classmethod
-  def from_config(cls, config: Any) -> "ActivationDims":
-    """From a `models.config.T5Config` (or anything with its fields)."""
-    return cls(config.emb_dim, config.num_heads, config.head_dim,
-               config.mlp_dim, config.num_encoder_layers,
-               config.num_decoder_layers, config.vocab_size,
-               len(config.mlp_activations), config.float32_attention_logits)
-
-
-# Score-sized [b, h, q, k] buffers kept per attention (see activation_bytes).
-SCORE_COPIES = 3
-
-
-def _split(size: int, ways: int) -> int:
-  """Per-device size of a dimension split `ways` ways, whole if uneven."""
-  return size // ways if size % ways == 0 else size
-
-
-def activation_bytes(dims: ActivationDims, batch_size: int,
-                     inputs_length: int, targets_length: int,
-                     mesh_shape: Mapping[str, int],
-                     activation_dtype: DTypeLike = np.float32,
-                     prompt_length: int = 0, prefix_length: int = 0,
-                     decoder_prefix_length: int = 0) -> tuple[int, int]:
-  """An ESTIMATE of the activations one training step keeps for backward.
-
-  Counted: the tensors a layer's backward pass reads, kept for every layer
-  at once (the models use no rematerialisation), per device. Not counted:
-  XLA's temporaries (fusion buffers, one layer's backward transients),
-  the input batch, allocator padding; and XLA may drop residuals it does not
-  need (with every matmul weight frozen, the inputs of the projections), so
-  prompt tuning can need less than this.
-
-  Sizes per device (a dimension stays whole when its mesh axis does not
-  split it evenly, as parameters do):
-    b = ceil(batch_size / data), E = inputs_length + prompt_length
-    (encoder length), T = targets_length, K = E + prefix_length (encoder
-    self-attention keys), S = T + decoder_prefix_length, d = emb_dim,
-    H = heads / model, J = H * head_dim, F = mlp_dim / model,
-    V = vocab / model, n = num_mlp_inputs, s = activation itemsize,
-    a = 4 if float32_attention_logits else s.
-
-  Elements kept (times s, scores times a), with c = SCORE_COPIES:
-    each encoder layer: 4·b·E·d (two norm inputs and outputs)
-      + 2·b·E·J + 2·b·K·J (q, attention output; k, v)
-      + c·b·H·E·K scores (logits, exponentials, probabilities)
-      + (n + 2)·b·E·F (MLP input projections, activation, hidden)
-    each decoder layer: 6·b·T·d (three norms)
-      + 2·b·T·J + 2·b·S·J + c·b·H·T·S scores (self-attention)
-      + 2·b·T·J + 2·b·E·J + c·b·H·T·E scores (cross-attention)
-      + (n + 2)·b·T·F (MLP)
-    once: 2·b·E·d + 2·b·T·d (embeddings, final norms)
-      + b·T·V·(s + 4) bytes (logits and their float32 softmax).
-
-  Calibration (benchmarks/plan_calibration.py): XLA's CPU compiler keeps
-  three score-sized buffers per attention, hence c = 3; other compilers
-  (fused or flash attention) may keep fewer.
-
-  Returns:
-    (bytes per device, bytes of the unsharded step).
-  """
-  data = int(mesh_shape.get(DATA_AXIS, 1))
-  model = int(mesh_shape.get(MODEL_AXIS, 1))
-
-  def count(b: int, heads: int, mlp: int, vocab: int) -> int:
-    d, j = dims.emb_dim, heads * dims.head_dim
-    s = np.dtype(activation_dtype).itemsize
-    a = 4 if dims.float32_attention_logits else s
-    e = inputs_length + prompt_length
-    t, k = targets_length, e + prefix_length
-    sd = t + decoder_prefix_length
-    n = dims.num_mlp_inputs
-    c = SCORE_COPIES
-    enc = (s * (4 * b * e * d + 2 * b * e * j + 2 * b * k * j +
-                (n + 2) * b * e * mlp) + c * a * b * heads * e * k)
-    dec = (s * (6 * b * t * d + 2 * b * t * j + 2 * b * sd * j +
-                2 * b * t * j + 2 * b * e * j + (n + 2) * b * t * mlp) +
-           c * a * b * heads * (t * sd + t * e))
-    once = s * (2 * b * e * d + 2 * b * t * d) + b * t * vocab * (s + 4)
-    return (dims.num_encoder_layers * enc + dims.num_decoder_layers * dec +
-            once)
-
-  per_device = count(-(-batch_size // data), _split(dims.num_heads, model),
-                     _split(dims.mlp_dim, model),
-                     _split(dims.vocab_size, model))
-  full = count(batch_size, dims.num_heads, dims.mlp_dim, dims.vocab_size)
-  return per_device, full
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,15 +222,40 @@ class MemoryPlan:
     return self.per_device <= device_bytes
 
 
+@dataclasses.dataclass(frozen=True)
+class Levers:
+  """The trainer's memory settings, as a plan varies them.
+
+  Attributes:
+    remat_policy: REMAT_POLICY (`models.config.REMAT_POLICIES`).
+    num_microbatches: NUM_MICROBATCHES (`run_settings.PartitioningConfig`).
+    activation_dtype: ACTIVATION_DTYPE (the model config's `dtype`).
+    frozen_dtype: FROZEN_DTYPE (`run_settings.FROZEN_DTYPES`).
+  """
+  remat_policy: str
+  num_microbatches: int
+  activation_dtype: str
+  frozen_dtype: str
+
+  def check(self) -> None:
+    """Raises ValueError naming the setting that is out of range."""
+    activations.check_levers(self.remat_policy, self.num_microbatches)
+    if self.frozen_dtype not in run_settings.FROZEN_DTYPES:
+      raise ValueError(f"FROZEN_DTYPE must be one of "
+                       f"{run_settings.FROZEN_DTYPES}, got "
+                       f"{self.frozen_dtype!r}.")
+
+  def describe(self) -> str:
+    return (f"REMAT_POLICY={self.remat_policy!r} NUM_MICROBATCHES="
+            f"{self.num_microbatches} ACTIVATION_DTYPE="
+            f"{self.activation_dtype!r} FROZEN_DTYPE={self.frozen_dtype!r}")
+
+
 def plan_memory(boxed_params: Any, mesh_shape: Mapping[str, int],
                 trainable_patterns: Sequence[str],
                 tx: Optional[optax.GradientTransformation],
-                batch_size: int, lengths: Mapping[str, int],
-                dims: ActivationDims,
-                param_dtype: Optional[DTypeLike] = None,
-                activation_dtype: DTypeLike = np.float32,
-                prompt_length: int = 0, prefix_length: int = 0,
-                decoder_prefix_length: int = 0,
+                shape: activations.StepShape,
+                dims: activations.ActivationDims, levers: Levers,
                 rules: Rules = LOGICAL_AXIS_RULES) -> MemoryPlan:
   """Plans a training step's per-device memory on a mesh of `mesh_shape`.
 
@@ -332,23 +264,22 @@ def plan_memory(boxed_params: Any, mesh_shape: Mapping[str, int],
     mesh_shape: `{'data': d, 'model': m}`; no such devices are needed.
     trainable_patterns: regexes over '/'-joined names (`prompts.freezing`).
     tx: the optimizer (state for trainable parameters only); None: no state.
-    batch_size: global batch, split over `data`.
-    lengths: `{'inputs': ..., 'targets': ...}` token lengths (without prompt).
+    shape: global batch (split over `data`), lengths, prompt and prefixes.
     dims: model sizes for the activation estimate.
-    param_dtype: parameter (and gradient, optimizer-state) dtype to plan
-      for; default each parameter's own.
-    activation_dtype: dtype of activations (the config's `dtype`).
-    prompt_length: soft-prompt tokens added to the encoder input.
-    prefix_length / decoder_prefix_length: deep-prompt key/value prefix
-      length in encoder / decoder self-attention.
+    levers: remat policy, microbatches, activation and frozen dtypes.
     rules: logical-to-mesh axis rules.
 
   Returns:
-    A `MemoryPlan`: frozen and trainable parameters, gradients (trainable,
-    parameter dtype), optimizer state (exact shard sizes) and activations
-    (`activation_bytes`, an estimate).
+    A `MemoryPlan`: frozen parameters (in `levers.frozen_dtype`),
+    trainable parameters, their gradients and optimizer state (their own
+    dtype; exact shard sizes) and activations
+    (`activations.activation_bytes`, an estimate; with frozen weights
+    narrower than the activations, plus one cast copy of the largest frozen
+    parameter, the embedding table, in the activation dtype).
   """
-  plans = param_leaf_plans(boxed_params, mesh_shape, rules, param_dtype)
+  levers.check()
+  plans = param_leaf_plans(boxed_params, mesh_shape, rules,
+                           levers.frozen_dtype, trainable_patterns)
   trainable = {k: p for k, p in plans.items()
                if is_trainable(k, trainable_patterns)}
   frozen = [p for k, p in plans.items() if k not in trainable]
@@ -359,9 +290,16 @@ def plan_memory(boxed_params: Any, mesh_shape: Mapping[str, int],
     return Usage(sum(p.device_bytes for p in leaves),
                  sum(p.logical_bytes for p in leaves))
 
-  act = activation_bytes(dims, batch_size, lengths["inputs"],
-                         lengths["targets"], mesh_shape, activation_dtype,
-                         prompt_length, prefix_length, decoder_prefix_length)
+  act = activations.activation_bytes(
+      dims, shape, mesh_shape, levers.activation_dtype, levers.remat_policy,
+      levers.num_microbatches)
+  width = np.dtype(levers.activation_dtype).itemsize
+  narrow = [p for p in frozen if p.dtype.itemsize < width]
+  if narrow:  # Kernels cast to the activation dtype as they are used.
+    big = max(narrow, key=lambda p: p.device_bytes)
+    scale = width // big.dtype.itemsize
+    act = (act[0] + big.device_bytes * scale,
+           act[1] + big.logical_bytes * scale)
   return MemoryPlan(
       mesh_shape=dict(mesh_shape),
       usage={"frozen": usage(frozen),

@@ -75,7 +75,7 @@ class Evaluation:
                feature_lengths: Optional[Mapping[str, int]] = None,
                split: str = "validation", log_dir: Optional[str] = None,
                num_examples: Optional[int] = None,
-               length_buckets: buckets_lib.Spec = None,
+               length_buckets: buckets_lib.Spec = buckets_lib.DEFAULT_SPEC,
                encode_once: bool = True):
     """See the class doc; `length_buckets` (`training.length_buckets`) cuts
     each batch's encoder features (and, for scoring, decoder features) to a

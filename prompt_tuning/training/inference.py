@@ -44,7 +44,8 @@ def tasks_of(name: str) -> list[seqio.Task]:
 
 def predict_task(task: seqio.Task, predict, params: Any,
                  feature_lengths: Mapping[str, int], batch_size: int,
-                 split: str, length_buckets: buckets_lib.Spec = None
+                 split: str,
+                 length_buckets: buckets_lib.Spec = buckets_lib.DEFAULT_SPEC
                  ) -> Iterator[dict[str, Any]]:
   """Yields one record per example of `task`'s `split`, in dataset order.
 

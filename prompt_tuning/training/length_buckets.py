@@ -21,6 +21,7 @@ feature length (a prediction may be longer than its reference).
 A bucket spec (gin's `LENGTH_BUCKETS`) is one of
   None                 off: fixed shapes, as T5X;
   an int N             multiples of N up to each feature length, which is
+                       (DEFAULT_SPEC: 64)
                        always the last bucket (N = 64 with lengths 512 / 8:
                        inputs 64, 128, ..., 512; targets 8);
   a dict               `{'inputs': (128, 256, 512), 'targets': (8,)}`; each
@@ -38,6 +39,12 @@ from prompt_tuning import errors
 
 Batch = Mapping[str, np.ndarray]
 Spec = Union[None, int, Mapping[str, Sequence[int]]]
+
+# The spec training, evaluation, scoring and inference use unless told
+# otherwise (gin's LENGTH_BUCKETS defaults to it): each batch cut to the next
+# multiple of 64 that holds its longest example. None restores T5X's fixed
+# shapes.
+DEFAULT_SPEC: Spec = 64
 
 FEATURES = ("inputs", "targets")
 ENCODER_FEATURES = ("encoder_input_tokens",)

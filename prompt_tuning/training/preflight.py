@@ -373,6 +373,17 @@ def _check_settings(*, train_dataset_cfg: Any, eval_cfg: Any,
             "NUM_PARTITIONS")
   check_int("num_microbatches", partitioning_cfg.num_microbatches, 1,
             "NUM_MICROBATCHES")
+  frozen_dtype, default = (partitioning_cfg.frozen_dtype,
+                           rs.DEFAULT_FROZEN_DTYPE)
+  if frozen_dtype not in rs.FROZEN_DTYPES:
+    _fail(f"FROZEN_DTYPE must be one of {rs.FROZEN_DTYPES}, got "
+          f"{frozen_dtype!r}.")
+  if frozen_dtype != default and (checkpoint_cfg.save_frozen or
+                                  checkpoint_cfg.export_t5x):
+    _fail(f"FROZEN_DTYPE={frozen_dtype!r} would write the frozen parameters "
+          f"in {frozen_dtype} (save_frozen / export_t5x checkpoint all "
+          f"parameters); keep FROZEN_DTYPE={default!r} for such runs, or "
+          "turn CheckpointConfig.save_frozen and export_t5x off.")
   check_int("seed", seed, 0, "SEED")
   check_int("log_period", log_period, 1, "trainer.train.log_period")
   check_int("checkpoint period", checkpoint_cfg.period, 1,

@@ -32,10 +32,11 @@ class DatasetConfig:
     split: the dataset split, e.g. 'train' or 'validation'.
     batch_size: global batch size, over all devices and processes
       (BATCH_SIZE).
-    length_buckets: None (T5X's fixed shapes), an int N (each batch cut to
-      the next multiple of N that holds its longest example, at most the
-      feature length) or a dict of lengths per feature
-      (`training.length_buckets`; LENGTH_BUCKETS). Batches keep their order;
+    length_buckets: an int N (each batch cut to the next multiple of N that
+      holds its longest example, at most the feature length; default
+      `length_buckets.DEFAULT_SPEC`, 64), a dict of lengths per feature, or
+      None for T5X's fixed shapes (`training.length_buckets`;
+      LENGTH_BUCKETS). Batches keep their order;
       one compilation per bucket. Evaluation batches its examples by input
       length when set.
     group_by_length: training only: batch together examples of similar
@@ -48,7 +49,7 @@ class DatasetConfig:
   task_feature_lengths: Mapping[str, int]
   split: str
   batch_size: int
-  length_buckets: buckets_lib.Spec = None
+  length_buckets: buckets_lib.Spec = buckets_lib.DEFAULT_SPEC
   group_by_length: bool = False
 
 
@@ -118,9 +119,16 @@ class DivergenceGuardConfig:
   max_norm_growth: Optional[float] = 1e4
 
 
+# Storage (and so memory) dtypes of the frozen parameters
+# (`PartitioningConfig.frozen_dtype`).
+DEFAULT_FROZEN_DTYPE = "float32"  # T5X's.
+FROZEN_DTYPES = (DEFAULT_FROZEN_DTYPE, "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class PartitioningConfig:
-  """How each batch is spread over the devices and over microbatches.
+  """How a step is laid out in device memory: the mesh, the microbatches
+  and the frozen weights' dtype (`python -m prompt_tuning.plan` plans them).
 
   Attributes:
     num_partitions: size of the mesh's `model` axis (NUM_PARTITIONS); data
@@ -129,7 +137,13 @@ class PartitioningConfig:
       `num_partitions` and the devices.
     num_microbatches: gradient accumulation steps per batch
       (NUM_MICROBATCHES).
+    frozen_dtype: one of FROZEN_DTYPES (FROZEN_DTYPE): the frozen
+      parameters are cast to it once when the state is built and stay so on
+      the devices ('bfloat16' halves their memory); the trainable
+      parameters, their gradients and the optimizer state stay float32. The
+      model computes in its ACTIVATION_DTYPE either way.
   """
   num_partitions: int = 1
   mesh_shape: Optional[tuple[int, int]] = None
   num_microbatches: int = 1
+  frozen_dtype: str = DEFAULT_FROZEN_DTYPE

@@ -19,6 +19,7 @@ on `mesh` with the logical-axis rules' `NamedSharding`s.
   5. redraws the prompt from the loaded embedding table (`prompt_init`) and
      takes a deep prompt from its `prompt_source`;
   6. splits trainable/frozen by the `ParamSplit` computed once by the checks
+     (the frozen half cast once to FROZEN_DTYPE, stored so on the devices)
      and creates the optimizer state of the trainable half, sharded like it
      (Adafactor's step counter from the checkpoint's step, as the original).
 
@@ -173,7 +174,8 @@ def build_train_state(model: EncoderDecoderModel, mesh: jax.sharding.Mesh,
                       split: freezing.ParamSplit, *,
                       boxed_params: Any,
                       optimizer_step: str = OPTIMIZER_STEP_RESTORED,
-                      rng: Optional[jax.Array] = None) -> BuiltState:
+                      rng: Optional[jax.Array] = None,
+                      frozen_dtype: Optional[str] = None) -> BuiltState:
   """The sharded initial `TrainState`; see the module doc.
 
   Args:
@@ -186,6 +188,9 @@ def build_train_state(model: EncoderDecoderModel, mesh: jax.sharding.Mesh,
     optimizer_step: 'restored' starts Adafactor's step counter at the T5X
       checkpoint's step (0 without one); 'zero' at 0.
     rng: init and prompt key; default PRNGKey(0).
+    frozen_dtype: the frozen half's storage dtype, cast once here
+      (`run_settings.PartitioningConfig.frozen_dtype`); None keeps the
+      loaded dtype.
   """
   if optimizer_step not in (OPTIMIZER_STEP_ZERO, OPTIMIZER_STEP_RESTORED):
     raise ValueError(f"optimizer_step must be {OPTIMIZER_STEP_ZERO!r} or "
@@ -201,7 +206,7 @@ def build_train_state(model: EncoderDecoderModel, mesh: jax.sharding.Mesh,
               checkpoint_path)
 
   def make_state(params):
-    return create_train_state(params, split, tx, start)
+    return create_train_state(params, split, tx, start, frozen_dtype)
 
   state_shapes = jax.eval_shape(make_state, initial.params)
   shardings = partitioned.state_shardings(boxed_params, state_shapes, split,

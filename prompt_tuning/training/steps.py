@@ -12,12 +12,48 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from prompt_tuning import errors
 from prompt_tuning.prompts import freezing
 from prompt_tuning.training.train_state import TrainState
 
 Array = jax.Array
 Batch = Mapping[str, Array]
 LossFn = Callable[[Any, Batch, Optional[Array]], tuple[Array, dict[str, Array]]]
+
+# How dropout's random bits are drawn: the implementation of the base
+# dropout key, from which every step's and layer's key derives by
+# `fold_in`. 'unsafe_rbg' (the default) draws the bits with XLA's
+# RngBitGenerator and derives keys from them too: no threefry rounds, so a
+# new batch shape compiles ~2x faster and a CPU step with dropout runs
+# faster (benchmarks/README.md); the masks are other draws of the same
+# distribution. 'rbg' draws with RngBitGenerator but derives keys with
+# threefry. 'threefry2x32' is the original's raw `jax.random.PRNGKey` key:
+# the masks T5X draws, bit for bit, for reference checks.
+DROPOUT_RNG_IMPLS = ("unsafe_rbg", "rbg", "threefry2x32")
+DEFAULT_DROPOUT_RNG_IMPL = "unsafe_rbg"
+
+
+def run_keys(seed: int, dropout_rng_impl: str = DEFAULT_DROPOUT_RNG_IMPL
+             ) -> tuple[Array, Array]:
+  """A run's `(init_rng, dropout_rng)` from its seed.
+
+  `init_rng` (the prompt's and any randomly initialised weight's) is
+  always T5X's threefry key; `dropout_rng` uses `dropout_rng_impl` (one of
+  DROPOUT_RNG_IMPLS), and with 'threefry2x32' is T5X's own.
+
+  Raises:
+    errors.ConfigError: for an unknown implementation (before anything is
+      loaded).
+  """
+  if dropout_rng_impl not in DROPOUT_RNG_IMPLS:
+    raise errors.ConfigError(
+        f"Unknown dropout_rng_impl {dropout_rng_impl!r}; use one of "
+        f"{DROPOUT_RNG_IMPLS} (e.g. --gin.trainer.train.dropout_rng_impl="
+        "\"'threefry2x32'\" for T5X's masks).")
+  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+  if dropout_rng_impl != "threefry2x32":
+    dropout_rng = jax.random.key(seed, impl=dropout_rng_impl)
+  return init_rng, dropout_rng
 
 
 def _split_microbatches(batch: Batch, num_microbatches: int) -> Batch:

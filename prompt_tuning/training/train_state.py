@@ -5,7 +5,7 @@ through steps untouched. A prompt-only checkpoint saves `step`, `trainable`
 and `opt_state` (kilobytes for a prompt) and records the frozen base.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.struct
 import jax
@@ -39,7 +39,8 @@ class TrainState:
 
 def create_train_state(params: Params, split: freezing.ParamSplit,
                        tx: optax.GradientTransformation,
-                       optimizer_step: int = 0) -> TrainState:
+                       optimizer_step: int = 0,
+                       frozen_dtype: Optional[str] = None) -> TrainState:
   """Splits `params` by `split` and initialises the optimizer.
 
   Args:
@@ -48,8 +49,15 @@ def create_train_state(params: Params, split: freezing.ParamSplit,
     tx: optimizer for the trainable half.
     optimizer_step: initial value of the optimizer's step counter (e.g. the
       pretrained checkpoint's step, as the original runs do; 0 otherwise).
+    frozen_dtype: cast the frozen half's floating-point leaves to this
+      dtype (`run_settings.PartitioningConfig.frozen_dtype`); None keeps
+      theirs. The trainable half and its optimizer state are never cast.
   """
   trainable, frozen = split.split(params)
+  if frozen_dtype is not None:
+    frozen = jax.tree_util.tree_map(
+        lambda x: x.astype(frozen_dtype)
+        if jnp.issubdtype(x.dtype, jnp.floating) else x, frozen)
   opt_state = tx.init(trainable)
   if optimizer_step:
     opt_state = optimizers.set_optimizer_step(opt_state, optimizer_step)

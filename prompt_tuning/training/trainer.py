@@ -69,6 +69,7 @@ from prompt_tuning.training import preflight
 from prompt_tuning.training import run_dir
 from prompt_tuning.training import run_settings
 from prompt_tuning.training import state as state_lib
+from prompt_tuning.training import steps
 from prompt_tuning.training.state import OPTIMIZER_STEP_RESTORED
 from prompt_tuning.training.train_state import TrainState
 
@@ -139,6 +140,7 @@ def train(*,
           optimizer: Optional[optax.GradientTransformation] = None,
           optimizer_step: str = OPTIMIZER_STEP_RESTORED,
           seed: int = 0,
+          dropout_rng_impl: str = steps.DEFAULT_DROPOUT_RNG_IMPL,
           log_period: int = 10,
           run_config: Optional[str] = None,
           validate_only: bool = False,
@@ -173,6 +175,9 @@ def train(*,
       step counter at the pretrained T5X checkpoint's step, or at 0 when the
       checkpoint holds none (Hugging Face, random init); 'zero' at 0.
     seed: parameter init, prompt init, data order and dropout.
+    dropout_rng_impl: how dropout's bits are drawn, one of
+      `steps.DROPOUT_RNG_IMPLS` ('unsafe_rbg', the fastest, by default;
+      'threefry2x32' draws T5X's masks bit for bit).
     log_period: steps between metric logs (and NaN / divergence checks).
     run_config: the run's configuration text (the gin entry point passes
       `gin.config_str()`): written to `model_dir/config.gin` when the run
@@ -180,6 +185,7 @@ def train(*,
     validate_only: run the checks only; load and write nothing.
     progress: show a tqdm bar.
   """
+  init_rng, dropout_rng = steps.run_keys(seed, dropout_rng_impl)
   checked = preflight.check_train_run(
       model=model, train_dataset_cfg=train_dataset_cfg, eval_cfg=eval_cfg,
       checkpoint_cfg=checkpoint_cfg, guard_cfg=guard_cfg,
@@ -198,11 +204,10 @@ def train(*,
                        checks=checked)
   tx = optimizer or optimizers.adafactor()
   with run_dir.hold(model_dir):
-    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
     built = state_lib.build_train_state(
         model, checked.mesh, tx, initial_checkpoint_path, checked.split,
         boxed_params=checked.boxed_params, optimizer_step=optimizer_step,
-        rng=init_rng)
+        rng=init_rng, frozen_dtype=partitioning_cfg.frozen_dtype)
     # Weights loaded and checked: the run is real, record its configuration.
     run_dir.record_config(model_dir, run_config, checked.has_checkpoint)
     train_fn = partitioned.compile_train_step(
