@@ -228,10 +228,7 @@ def _suggest_cell(best: Any) -> str:
   parts = [lv.remat_policy]
   if lv.num_microbatches > 1:
     parts.append(f"{lv.num_microbatches} microbatches")
-  if lv.activation_dtype != "float32":
-    parts.append(f"{lv.activation_dtype} activations")
-  if lv.frozen_dtype != "float32":
-    parts.append(f"{lv.frozen_dtype} frozen")
+  parts += [f"{dtype} {what}" for what, dtype in lv.narrow_dtypes().items()]
   cost = (f", +{100 * best.recompute_share:.0f}% FLOPs"
           if best.recompute_flops else "")
   return (f"{best.plan.per_device / memory.GiB:.2f}: " + ", ".join(parts) +

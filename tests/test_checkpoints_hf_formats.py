@@ -219,10 +219,14 @@ def test_a_broken_pickle_is_a_clear_error(tmp_path):
     torch_zip.TorchZipFile(path)
 
 
-def test_not_a_zip_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("name, match", [
+    ("pytorch_model.bin", "not a PyTorch zip checkpoint"),
+    ("tf_model.h5", "not an h5 file"),
+])
+def test_a_file_of_another_format_is_a_clear_error(tmp_path, name, match):
   only = _only(T5_1_0, tmp_path / "only")
-  (only / "pytorch_model.bin").write_bytes(b"not read")
-  with pytest.raises(ValueError, match="not a PyTorch zip checkpoint"):
+  (only / name).write_bytes(b"not read")
+  with pytest.raises(ValueError, match=match):
     sharded.open_checkpoint(only)
 
 
@@ -253,13 +257,6 @@ def test_no_readable_weights_names_what_is_there(tmp_path):
   (only / "tf_model.h5.index.json").write_text("{}")
   with pytest.raises(FileNotFoundError,
                      match="tf_model.h5.index.json.*cannot be read"):
-    sharded.open_checkpoint(only)
-
-
-def test_not_an_h5_file_is_a_clear_error(tmp_path):
-  only = _only(T5_1_0, tmp_path / "only")
-  (only / "tf_model.h5").write_bytes(b"not read")
-  with pytest.raises(ValueError, match="not an h5 file"):
     sharded.open_checkpoint(only)
 
 

@@ -240,10 +240,15 @@ class Levers:
   def check(self) -> None:
     """Raises ValueError naming the setting that is out of range."""
     activations.check_levers(self.remat_policy, self.num_microbatches)
-    if self.frozen_dtype not in run_settings.FROZEN_DTYPES:
-      raise ValueError(f"FROZEN_DTYPE must be one of "
-                       f"{run_settings.FROZEN_DTYPES}, got "
-                       f"{self.frozen_dtype!r}.")
+    run_settings.check_frozen_dtype(self.frozen_dtype)
+
+  def narrow_dtypes(self) -> dict[str, str]:
+    """The settings narrower than the original's float32, by what they
+    hold: `{'activations': 'bfloat16', 'frozen': 'bfloat16'}` at most."""
+    return {what: dtype for what, dtype in (("activations",
+                                             self.activation_dtype),
+                                            ("frozen", self.frozen_dtype))
+            if dtype != "float32"}
 
   def describe(self) -> str:
     return (f"REMAT_POLICY={self.remat_policy!r} NUM_MICROBATCHES="

@@ -46,10 +46,8 @@ class Suggestion:
     return self.recompute_flops / (self.step_flops - self.recompute_flops)
 
   def cost_key(self) -> tuple[int, int, int]:
-    lv = self.levers
-    narrow = sum(d != "float32" for d in (lv.activation_dtype,
-                                          lv.frozen_dtype))
-    return (self.recompute_flops, lv.num_microbatches, narrow)
+    return (self.recompute_flops, self.levers.num_microbatches,
+            len(self.levers.narrow_dtypes()))
 
 
 def microbatch_choices(batch_size: int, data_ways: int) -> list[int]:

@@ -375,9 +375,7 @@ def _check_settings(*, train_dataset_cfg: Any, eval_cfg: Any,
             "NUM_MICROBATCHES")
   frozen_dtype, default = (partitioning_cfg.frozen_dtype,
                            rs.DEFAULT_FROZEN_DTYPE)
-  if frozen_dtype not in rs.FROZEN_DTYPES:
-    _fail(f"FROZEN_DTYPE must be one of {rs.FROZEN_DTYPES}, got "
-          f"{frozen_dtype!r}.")
+  rs.check_frozen_dtype(frozen_dtype)
   if frozen_dtype != default and (checkpoint_cfg.save_frozen or
                                   checkpoint_cfg.export_t5x):
     _fail(f"FROZEN_DTYPE={frozen_dtype!r} would write the frozen parameters "

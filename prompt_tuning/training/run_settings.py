@@ -16,6 +16,7 @@ This module does not import gin.
 import dataclasses
 from typing import Mapping, Optional
 
+from prompt_tuning import errors
 from prompt_tuning.training import length_buckets as buckets_lib
 
 
@@ -123,6 +124,13 @@ class DivergenceGuardConfig:
 # (`PartitioningConfig.frozen_dtype`).
 DEFAULT_FROZEN_DTYPE = "float32"  # T5X's.
 FROZEN_DTYPES = (DEFAULT_FROZEN_DTYPE, "bfloat16")
+
+
+def check_frozen_dtype(frozen_dtype: str) -> None:
+  """Raises `errors.ConfigError` unless `frozen_dtype` is in FROZEN_DTYPES."""
+  if frozen_dtype not in FROZEN_DTYPES:
+    raise errors.ConfigError(f"FROZEN_DTYPE must be one of {FROZEN_DTYPES}, "
+                             f"got {frozen_dtype!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
