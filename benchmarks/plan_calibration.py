@@ -13,10 +13,10 @@ scratch) beside `partitioning.activations.activation_bytes` on one device:
 
 A shape is MODEL:BATCH:INPUTS (T5 1.1 sizes from configs/models).
 
-CPU compilations schedule for memory
-(`activations.XLA_CPU_MEMORY_SCHEDULING`, as GPU and TPU compilers do; the
-CPU default, scheduling for parallelism, keeps nearly all a rematerialised
-layer would drop).
+CPU compilations keep rematerialisation in the backward pass and schedule
+for memory (`activations.XLA_CPU_MEMORY_SCHEDULING`, as GPU and TPU
+compilers do, and as the trainer compiles on CPU with a REMAT_POLICY; XLA's
+CPU defaults keep nearly all a rematerialised layer would drop).
 """
 
 import argparse

@@ -236,7 +236,10 @@ def _suggest_cell(best: Any) -> str:
 
 
 def _sweep(args: flags.FlagValues, setting: _Setting) -> str:
-  from prompt_tuning.partitioning import memory  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.partitioning import memory
+  from prompt_tuning.partitioning import suggest as suggest_lib
+  # pylint: enable=g-import-not-at-top
   if any(f.startswith("models/") or "/models/" in f for f in args.gin_file):
     raise cli.UsageError("With --models, give no model --gin_file; the "
                          "sweep parses each model file first.")
@@ -269,7 +272,7 @@ def _sweep(args: flags.FlagValues, setting: _Setting) -> str:
                  " |")
   what = ("the cheapest fitting settings (REMAT_POLICY, NUM_MICROBATCHES, "
           "ACTIVATION/FROZEN dtypes; recompute FLOPs) and their GiB per "
-          "device" if args.suggest else
+          f"device, {suggest_lib.HEADROOM}" if args.suggest else
           f"GiB per device (parameters, gradients, {setting.optimizer} "
           f"state, estimated activations; {levers.describe()})")
   return "\n".join(
@@ -306,8 +309,8 @@ def main(argv: Sequence[str]) -> int:
     print(f"{args.mesh} @ {memory.format_bytes(mem or 0)}, batch "
           f"{setting.batch_size}, inputs {setting.inputs_length} (+ prompt), "
           f"targets {setting.targets_length}: the cheapest setting of each "
-          "REMAT_POLICY that fits (recompute: FLOPs rematerialisation adds "
-          "to the step)")
+          f"REMAT_POLICY that fits, {suggest_lib.HEADROOM} (recompute: FLOPs "
+          "rematerialisation adds to the step)")
     print(suggest_lib.format_suggestions(
         _suggestions(model, shape, setting, patterns, mem), mem))
     return 0

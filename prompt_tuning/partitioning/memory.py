@@ -218,8 +218,11 @@ class MemoryPlan:
     """Total bytes of one unsharded copy of everything."""
     return sum(u.logical for u in self.usage.values())
 
-  def fits(self, device_bytes: int) -> bool:
-    return self.per_device <= device_bytes
+  def fits(self, device_bytes: int, activation_margin: float = 0.0) -> bool:
+    """Whether each device holds the step, its activation estimate grown by
+    `activation_margin` (a fraction: the estimate's calibrated error)."""
+    margin = activation_margin * self.usage["activations"].per_device
+    return self.per_device + margin <= device_bytes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,12 +57,19 @@ def microbatch_choices(batch_size: int, data_ways: int) -> list[int]:
           if batch_size % m == 0 and (batch_size // m) % data_ways == 0]
 
 
+# What "fits" means in a suggestion, as the plan's output says it.
+HEADROOM = (f"with {100 * activations.CALIBRATION_ERROR:.0f}% headroom on "
+            "the activation estimate")
+
+
 def suggest(plan_of: Callable[[memory.Levers], memory.MemoryPlan],
             flops_of: Callable[[str], tuple[int, int]], device_bytes: int,
             batch_size: int, data_ways: int,
             policies: Sequence[str] = tuple(activations.POLICY_KEEPS),
             ) -> list[Suggestion]:
-  """Every fitting combination of levers, cheapest first.
+  """Every fitting combination of levers, cheapest first: those whose plan
+  fits with its activation estimate grown by `activations.
+  CALIBRATION_ERROR`, the estimate's measured error.
 
   Args:
     plan_of: levers -> the step's `MemoryPlan`.
@@ -84,7 +91,7 @@ def suggest(plan_of: Callable[[memory.Levers], memory.MemoryPlan],
         for frozen in run_settings.FROZEN_DTYPES:
           levers = memory.Levers(policy, m, act, frozen)
           plan = plan_of(levers)
-          if plan.fits(device_bytes):
+          if plan.fits(device_bytes, activations.CALIBRATION_ERROR):
             found.append(Suggestion(levers, plan, step, recompute))
   return sorted(found, key=Suggestion.cost_key)
 

@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import param_tree
+from prompt_tuning.partitioning import activations
 from prompt_tuning.prompts import freezing
 from prompt_tuning.training import steps
 from prompt_tuning.training.train_state import TrainState
@@ -74,10 +75,14 @@ def _in_mesh(mesh: Mesh, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def compile_train_step(loss_fn: steps.LossFn, tx: optax.GradientTransformation,
                        mesh: Mesh, shardings: TrainState,
-                       num_microbatches: int = 1) -> Callable[..., Any]:
+                       num_microbatches: int = 1,
+                       remat_policy: str = "none") -> Callable[..., Any]:
   """`train_step(state, batch, dropout_rng) -> (state, metrics)`, jitted.
 
-  The input state is donated: do not reuse it after the call.
+  `remat_policy` is the model's (`T5Config.remat_policy`): on CPU it picks
+  the compiler options that keep rematerialisation in the backward pass
+  (`activations.train_compiler_options`). The input state is donated: do
+  not reuse it after the call.
   """
   fn = functools.partial(steps.train_step, loss_fn=loss_fn, tx=tx,
                          num_microbatches=num_microbatches)
@@ -86,7 +91,9 @@ def compile_train_step(loss_fn: steps.LossFn, tx: optax.GradientTransformation,
       fn,
       in_shardings=(shardings, partitioning.batch_sharding(mesh), replicated),
       out_shardings=(shardings, replicated),
-      donate_argnums=(0,))
+      donate_argnums=(0,),
+      compiler_options=activations.train_compiler_options(
+          remat_policy, mesh.devices.flat[0].platform))
   return _in_mesh(mesh, jitted)
 
 

@@ -212,7 +212,7 @@ def train(*,
     run_dir.record_config(model_dir, run_config, checked.has_checkpoint)
     train_fn = partitioned.compile_train_step(
         model.loss_fn, tx, checked.mesh, built.shardings,
-        partitioning_cfg.num_microbatches)
+        partitioning_cfg.num_microbatches, model.module.config.remat_policy)
     if eval_cfg is not None and not eval_cfg.active:
       eval_cfg = None
     run = _Run(model, checked, built, model_dir, checkpoint_cfg, eval_cfg,
