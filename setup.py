@@ -27,6 +27,11 @@ INSTALL_REQUIRES = [
     "clu==0.0.12",  # TensorBoard metric writers.
     # tensorflow-datasets imports it but declares it only for Python < 3.9.
     "importlib_resources==7.1.0",
+    # The HTTP server (`python -m prompt_tuning.serve`): a small, standard
+    # ASGI stack, and Prometheus metrics.
+    "starlette==1.10.0",
+    "uvicorn==0.54.0",
+    "prometheus_client==0.26.0",
 ]
 
 setuptools.setup(
@@ -48,6 +53,6 @@ setuptools.setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0"],
+        "test": ["pytest==9.2.0", "httpx==0.28.1"],
     },
 )
