@@ -4,15 +4,21 @@ r"""Restoring a pre-trained T5X checkpoint into the sharded prompt-tuning state.
     python benchmarks/restore_state.py --model_dir=/tmp/t5_1_1_base_random
     # Build the state from it on meshes of 8 CPU devices, one process each:
     python benchmarks/restore_state.py --model_dir=/tmp/t5_1_1_base_random \
-        --measure --meshes=1x1,2x4,1x8
+        --measure --meshes=1x1,2x4,1x8 [--hashing=on,off]
 
 `--measure` runs `training.state.build_train_state` (prompt length 100,
 Adafactor) in a fresh process per mesh and prints a markdown table: wall
 time; peak RSS above the process's baseline (CPU "devices" live in host
 memory, so it is split into what the devices hold at the end and the
 transient host overhead above that); bytes per device against 1/model of
-each split parameter; and the reads: bytes read over the checkpoint's bytes
-(1.00 = every byte read once) and the largest number of reads of one array.
+each split parameter; the reads: bytes read over the checkpoint's bytes
+(1.00 = every byte read once) and the largest number of reads of one array;
+and the cost of verifying the checkpoint's files. The reads hash each
+array's files once (`integrity.file_checksum`, on a background thread while
+the array is read) and check them against the checkpoint's manifest; the
+table gives the seconds spent hashing and, with `--hashing=on,off`, each
+mesh measured again with hashing off (the checksums taken unread from the
+manifest: everything else the same), side by side.
 
 `write_random_t5x_checkpoint` writes random weights of a T5 1.1 size in the
 real T5X layout, to restore from: `checkpoint_<step>/checkpoint` (msgpack,
@@ -148,9 +154,12 @@ def write_random_t5x_checkpoint(model_dir: str | os.PathLike[str],
 
 
 def measure_one(checkpoint: str, config_name: str, mesh: str,
-                prompt_length: int = 100) -> dict[str, float]:
+                prompt_length: int = 100,
+                hashing: bool = True) -> dict[str, float]:
   """Builds the prompt-tuning state from `checkpoint` on `mesh` ('2x4') of
-  this process's devices; returns the measurements (see the module doc)."""
+  this process's devices; returns the measurements (see the module doc).
+  `hashing=False`: the files' checksums are taken from the checkpoint's
+  manifest instead of being computed (the baseline)."""
   # pylint: disable=g-import-not-at-top  (after XLA_FLAGS, in the child)
   import collections
   import time
@@ -158,6 +167,7 @@ def measure_one(checkpoint: str, config_name: str, mesh: str,
   import jax
   import memory as memory_lib  # benchmarks/memory.py (this directory)
   from prompt_tuning import partitioning
+  from prompt_tuning.checkpoints import integrity
   from prompt_tuning.checkpoints import sharded
   from prompt_tuning.models.model import EncoderDecoderModel
   from prompt_tuning.prompts import freezing
@@ -183,6 +193,22 @@ def measure_one(checkpoint: str, config_name: str, mesh: str,
     return out
 
   sharded._read_slice = counting  # pylint: disable=protected-access
+  hashed = {"seconds": 0.0, "bytes": 0}
+  real_checksum = integrity.file_checksum
+  manifest = integrity.read_manifest(checkpoint)
+  if not hashing and manifest is None:
+    raise ValueError(f"{checkpoint} has no manifest: hashing cannot be off.")
+
+  def timed_checksum(path):
+    if not hashing:
+      return manifest[pathlib.Path(path).relative_to(checkpoint).as_posix()]
+    begin = time.perf_counter()
+    out = real_checksum(path)
+    hashed["seconds"] += time.perf_counter() - begin
+    hashed["bytes"] += os.path.getsize(path)
+    return out
+
+  integrity.file_checksum = timed_checksum
   baseline = memory_lib.current_rss_bytes()
   start = time.time()
   with memory_lib.RssSampler() as sampler:
@@ -216,42 +242,65 @@ def measure_one(checkpoint: str, config_name: str, mesh: str,
           "expected_per_device_gib": expected / 2**30,
           "bytes_read_ratio": read_bytes[0] / max(checkpoint_bytes, 1),
           "max_reads_per_array": max(reads.values()),
-          "arrays": len(reads)}
+          "arrays": len(reads),
+          "hashing": "on" if hashing else "off",
+          "checksum_seconds": hashed["seconds"],
+          "hashed_gib": hashed["bytes"] / 2**30}
 
 
-def _measure(model_dir: str, config_name: str, meshes: Sequence[str]) -> str:
-  """Runs `measure_one` per mesh in a fresh 8-device process; a table."""
+def _measure(model_dir: str, config_name: str, meshes: Sequence[str],
+             hashing: Sequence[str] = ("on",)) -> str:
+  """Runs `measure_one` per mesh (and hashing 'on'/'off') in a fresh
+  8-device process; a table."""
   import json  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   checkpoint = str(t5x.find_checkpoint_dir(model_dir))
   rows = []
+  load_before = os.getloadavg()[0]
   for mesh in meshes:
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               PYTHONPATH=str(_ROOT))
-    out = subprocess.run(
-        [sys.executable, __file__, "--model_dir", model_dir, "--config_name",
-         config_name, "--_measure_one", mesh], env=env, check=True,
-        capture_output=True, text=True).stdout
-    rows.append(json.loads(out.strip().splitlines()[-1]))
+    for mode in hashing:
+      env = dict(os.environ, JAX_PLATFORMS="cpu",
+                 XLA_FLAGS="--xla_force_host_platform_device_count=8",
+                 PYTHONPATH=str(_ROOT))
+      out = subprocess.run(
+          [sys.executable, __file__, "--model_dir", model_dir,
+           "--config_name", config_name, "--_measure_one", mesh,
+           "--hashing", mode], env=env, check=True, capture_output=True,
+          text=True).stdout
+      rows.append(json.loads(out.strip().splitlines()[-1]))
   load = os.getloadavg()
   lines = [f"Build of the prompt-tuning state from {checkpoint} "
            f"({config_name}, prompt 100), 8 CPU devices; load average "
-           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.", "",
-           "| mesh (data x model) | wall s | peak RSS above baseline GiB | "
+           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1-minute "
+           f"{load_before:.2f} before), {os.cpu_count()} cores.", "",
+           "| mesh (data x model) | hashing | wall s | peak RSS above "
+           "baseline GiB | "
            "held by devices GiB | transient host GiB | per device GiB "
-           "(expected) | bytes read / checkpoint | max reads of one array |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "(expected) | bytes read / checkpoint | max reads of one array | "
+           "hashing s (GiB hashed) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     lines.append(
-        f"| {r['mesh']} | {r['seconds']:.1f} | "
+        f"| {r['mesh']} | {r['hashing']} | {r['seconds']:.1f} | "
         f"{r['peak_above_baseline_gib']:.2f} | {r['held_by_devices_gib']:.2f}"
         f" | {r['transient_host_gib']:.2f} | {r['per_device_gib']:.3f} "
         f"({r['expected_per_device_gib']:.3f}) | {r['bytes_read_ratio']:.2f} "
-        f"| {r['max_reads_per_array']} |")
+        f"| {r['max_reads_per_array']} | {r['checksum_seconds']:.2f} "
+        f"({r['hashed_gib']:.2f}) |")
   lines.append("")
   lines.append(f"One copy of the parameters: {rows[0]['one_copy_gib']:.2f} "
                "GiB (float32).")
+  for mesh in dict.fromkeys(meshes):  # Medians of repeated meshes.
+    wall = {mode: float(np.median([r["seconds"] for r in rows
+                                   if r["mesh"] == mesh and
+                                   r["hashing"] == mode]))
+            for mode in ("on", "off")
+            if any(r["mesh"] == mesh and r["hashing"] == mode for r in rows)}
+    if len(wall) == 2:
+      lines.append(f"Mesh {mesh}: checksum verification adds "
+                   f"{100 * (wall['on'] / wall['off'] - 1):+.1f}% to the "
+                   f"build (median {wall['on']:.1f} s vs {wall['off']:.1f} "
+                   "s).")
   return "\n".join(lines)
 
 
@@ -265,16 +314,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--measure", action="store_true",
                       help="build the state from the checkpoint; a table")
   parser.add_argument("--meshes", default="1x1,2x4,1x8")
+  parser.add_argument("--hashing", default="on",
+                      help="'on', 'off' or 'on,off': measure each mesh with "
+                      "the files' checksums computed, taken from the "
+                      "manifest unread, or both")
   parser.add_argument("--_measure_one", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args._measure_one:  # pylint: disable=protected-access
     import json  # pylint: disable=g-import-not-at-top
     print(json.dumps(measure_one(
         str(t5x.find_checkpoint_dir(args.model_dir)), args.config_name,
-        args._measure_one)))  # pylint: disable=protected-access
+        args._measure_one,  # pylint: disable=protected-access
+        hashing=args.hashing == "on")))
     return 0
   if args.measure:
-    print(_measure(args.model_dir, args.config_name, args.meshes.split(",")))
+    print(_measure(args.model_dir, args.config_name, args.meshes.split(","),
+                   args.hashing.split(",")))
     return 0
   path = write_random_t5x_checkpoint(args.model_dir, args.config_name,
                                      args.seed, args.step)

@@ -33,10 +33,13 @@ imported after the flags are read, so that their start-up logs can be
 silenced first.
 """
 
+import atexit
 import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 from typing import Callable, Iterator, NoReturn, Optional, Sequence
 
@@ -44,6 +47,7 @@ from absl import flags
 
 from prompt_tuning import errors
 from prompt_tuning import paper_defaults
+from prompt_tuning import paths
 
 VERBOSE_ENV = "PROMPT_TUNING_VERBOSE"
 # Where compiled programs are kept between runs, or `0` (`off`, `false`,
@@ -52,6 +56,13 @@ COMPILATION_CACHE_ENV = "PROMPT_TUNING_COMPILATION_CACHE"
 JAX_COMPILATION_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 DEFAULT_COMPILATION_CACHE_DIR = "~/.cache/prompt_tuning/jax_cache"
 _OFF = ("0", "off", "false", "no")
+# Flags of the entry points and scripts that name files or folders: `~` and
+# `$VARS` in them are expanded (`paths.expand`) when the flags are read.
+PATH_FLAGS = frozenset({
+    "gin_file", "gin_search_paths", "cache_dir", "shared_dir", "work_dir",
+    "model_dir", "output", "output_dir", "out_dir", "checkpoint", "vocab",
+    "prompt", "prompts", "embedding", "json", "markdown",
+})
 
 
 class UsageError(errors.ConfigError):
@@ -243,6 +254,7 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues,
   if rest[1:]:
     raise UsageError(f"Unexpected arguments {rest[1:]}; flags look like "
                      "--gin_file=FILE or --gin.NAME=VALUE. See --help.")
+  expand_path_flags(flag_values)
   if "verbose" in flag_values and flag_values["verbose"].value:
     os.environ[VERBOSE_ENV] = "1"
   if "compilation_cache" in flag_values:
@@ -251,6 +263,22 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues,
     enable_compilation_cache(flag_values["compilation_cache"].value and
                              not validating)
   return flag_values
+
+
+def expand_path_flags(flag_values: flags.FlagValues) -> None:
+  """Expands `~` and `$VARS` in the parsed `PATH_FLAGS` (each value of a
+  list flag).
+
+  Raises:
+    paths.UnsetVariableError: naming the flag and the unset variable.
+  """
+  for name in sorted(PATH_FLAGS & set(flag_values)):
+    flag = flag_values[name]
+    if isinstance(flag.value, str):
+      flag.value = paths.expand(flag.value, f"--{name}")
+    elif isinstance(flag.value, list):
+      flag.value = [paths.expand(v, f"--{name}") if isinstance(v, str) else v
+                    for v in flag.value]
 
 
 def search_paths(values: Sequence[str]) -> list[str]:
@@ -345,10 +373,45 @@ def _message(error: BaseException) -> str:
   return " ".join(line.strip() for line in lines)
 
 
+# The process's own temporary folder (`use_private_temp_dir`) and the one
+# `tempfile` used before it.
+_private_temp: list[tuple[str, Optional[str]]] = []
+
+
+def use_private_temp_dir() -> str:
+  """Points `tempfile` at a folder of this process's own (`prompt_tuning-*`
+  in the usual temporary folder), removed when the process ends
+  (`remove_private_temp_dir`, called by `run` and at exit).
+
+  TensorFlow's autograph writes a module file for each function a data
+  pipeline traces (`__autograph_generated_file*.py`) and removes them only
+  at interpreter exit, which the commands skip (`_finish`): without this
+  every run would leave some 30 files behind. Idempotent.
+  """
+  if not _private_temp:
+    previous = tempfile.tempdir
+    path = tempfile.mkdtemp(prefix="prompt_tuning-")
+    _private_temp.append((path, previous))
+    tempfile.tempdir = path
+    atexit.register(remove_private_temp_dir)
+  return _private_temp[0][0]
+
+
+def remove_private_temp_dir() -> None:
+  """Removes the folder of `use_private_temp_dir`, if any, and points
+  `tempfile` back where it was."""
+  while _private_temp:
+    path, previous = _private_temp.pop()
+    if tempfile.tempdir == path:
+      tempfile.tempdir = previous
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _finish(code: int) -> NoReturn:
   """Exits without interpreter teardown, so the last line printed stays
   ours (background threads of checkpoint and metric libraries may otherwise
-  log at exit)."""
+  log at exit); the private temporary folder is removed first."""
+  remove_private_temp_dir()
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code)  # pylint: disable=protected-access
@@ -356,9 +419,12 @@ def _finish(code: int) -> NoReturn:
 
 def run(main: Callable[[Sequence[str]], int],
         argv: Optional[Sequence[str]] = None) -> NoReturn:
-  """Runs `main(argv)` as a command: exit code, and the error as last line."""
+  """Runs `main(argv)` as a command: exit code, and the error as last line.
+  Temporary files go to a folder of the process's own, removed at the end
+  (`use_private_temp_dir`)."""
   argv = list(sys.argv[1:] if argv is None else argv)
   try:
+    use_private_temp_dir()
     code = main(argv)
   except SystemExit as e:
     code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from prompt_tuning import cli
 from prompt_tuning import gin_utils
+from prompt_tuning import paths
 from prompt_tuning.training import length_buckets as buckets_lib
 
 
@@ -66,17 +67,18 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
   from prompt_tuning.training import preflight
   from prompt_tuning.training import state
   # pylint: enable=g-import-not-at-top
+  output_dir = output_dir or os.path.join(model_dir or ".", "eval")
   split_params = preflight.check_eval_run(
       model=model, mixture_or_task_name=mixture_or_task_name,
       task_feature_lengths=task_feature_lengths, batch_size=batch_size,
       model_dir=model_dir, initial_checkpoint_path=initial_checkpoint_path,
       split=split, checkpoint_step=checkpoint_step,
       trainable_patterns=trainable_patterns,
-      allow_all_trainable=allow_all_trainable)
+      allow_all_trainable=allow_all_trainable, output_dir=output_dir,
+      output_setting="EVAL_OUTPUT_DIR")
   buckets_lib.check_spec(length_buckets, task_feature_lengths)
   if validate_only:
     return {}
-  output_dir = output_dir or os.path.join(model_dir or ".", "eval")
   trained = state.load_trained_params(
       model, task_feature_lengths, model_dir, initial_checkpoint_path,
       split_params, checkpoint_step, num_partitions=num_partitions)
@@ -95,6 +97,7 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
 def main(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (without the program name)."""
   args = gin_utils.parse_gin_command(argv, __doc__)
+  paths.expand_gin_paths()
   # pylint: disable=g-import-not-at-top  (gin registered this module's
   # `evaluate` under its import name, not `__main__`)
   import gin

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from prompt_tuning import cli
 from prompt_tuning import gin_utils
+from prompt_tuning import paths
 from prompt_tuning.training import length_buckets as buckets_lib
 
 
@@ -48,21 +49,23 @@ def infer(*, model: Any, mixture_or_task_name: str,
   from prompt_tuning.training import inference
   from prompt_tuning.training import partitioned
   from prompt_tuning.training import preflight
+  from prompt_tuning.training import run_dir
   from prompt_tuning.training import state
   # pylint: enable=g-import-not-at-top
+  output_dir = output_dir or os.path.join(model_dir or ".", "infer")
   split_params = preflight.check_eval_run(
       model=model, mixture_or_task_name=mixture_or_task_name,
       task_feature_lengths=task_feature_lengths, batch_size=batch_size,
       model_dir=model_dir, initial_checkpoint_path=initial_checkpoint_path,
       split=split, checkpoint_step=checkpoint_step,
       trainable_patterns=trainable_patterns,
-      allow_all_trainable=allow_all_trainable)
+      allow_all_trainable=allow_all_trainable, output_dir=output_dir,
+      output_setting="INFER_OUTPUT_DIR")
   task = data.get_task(mixture_or_task_name)
   rank_classification.check_not_decoding(getattr(task, "tasks", [task]))
   buckets_lib.check_spec(length_buckets, task_feature_lengths)
   if validate_only:
     return {}
-  output_dir = output_dir or os.path.join(model_dir or ".", "infer")
   os.makedirs(output_dir, exist_ok=True)
   trained = state.load_trained_params(
       model, task_feature_lengths, model_dir, initial_checkpoint_path,
@@ -81,9 +84,8 @@ def infer(*, model: Any, mixture_or_task_name: str,
         task, task_predict, trained.params, task_feature_lengths, batch_size,
         split, length_buckets))
     path = os.path.join(output_dir, f"{task.name}-{split}.jsonl")
-    with open(path, "w") as f:
-      for r in records:
-        f.write(json.dumps(r) + "\n")
+    run_dir.write_atomically(path, "".join(json.dumps(r) + "\n"
+                                           for r in records))
     written[task.name] = path
     benchmark = None
     try:
@@ -93,10 +95,9 @@ def infer(*, model: Any, mixture_or_task_name: str,
     files = super_glue_submission.SUBMISSION_FILES
     if split == "test" and benchmark in files:
       path = os.path.join(output_dir, f"{files[benchmark]}.jsonl")
-      with open(path, "w") as f:
-        for line in super_glue_submission.submission_lines(benchmark,
-                                                           records):
-          f.write(json.dumps(line) + "\n")
+      run_dir.write_atomically(path, "".join(
+          json.dumps(line) + "\n" for line in
+          super_glue_submission.submission_lines(benchmark, records)))
       written[f"{task.name}:submission"] = path
   return written
 
@@ -104,6 +105,7 @@ def infer(*, model: Any, mixture_or_task_name: str,
 def main(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (without the program name)."""
   args = gin_utils.parse_gin_command(argv, __doc__)
+  paths.expand_gin_paths()
   # pylint: disable=g-import-not-at-top  (gin registered this module's
   # `infer` under its import name, not `__main__`)
   import gin

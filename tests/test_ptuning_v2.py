@@ -250,7 +250,7 @@ def test_too_few_classes_is_refused_before_loading(local_super_glue,
   try:
     _parse(["models/t5_1_1_tiny.gin", "prompts/deep_prompt.gin",
             "runs/ptuning_v2_finetune.gin"],
-           _bindings(tmp_path / "run", TRAIN_STEPS=1, BATCH_SIZE=4,
+           _bindings(tmp_path / "run", TRAIN_STEPS=1, BATCH_SIZE=8,
                      NUM_CLASSES=2))
     with pytest.raises(errors.ConfigError, match=r"3 labels .*NUM_CLASSES=3"):
       gin.get_configurable(trainer.train)(run_config=gin.config_str())

@@ -10,6 +10,7 @@ runs.
 """
 
 import importlib
+import os
 import re
 import shlex
 
@@ -56,7 +57,9 @@ def test_main_job_flags_parse_as_written():
   [words] = [w for w in _commands() if "prompt_tuning.main_job" in w]
   _, argv = _entry(words)
   args = cli.parse_flags(argv, main_job._flags(), main_job.__doc__)  # pylint: disable=protected-access
-  assert args.cache_dir == argv[0].split("=", 1)[1]
+  # Paths are expanded as a shell would (`paths.expand`).
+  assert args.cache_dir == os.path.expandvars(os.path.expanduser(
+      argv[0].split("=", 1)[1]))
 
 
 def _swapped(argv: list[str], model_dir) -> list[str]:

@@ -82,9 +82,11 @@ def save_prompt(path: PathLike, prompt: Any) -> pathlib.Path:
 def load_prompt(path: PathLike) -> np.ndarray:
   """A `[length, embed]` or `[num_prompts, length, embed]` prompt, float32.
 
-  Accepts any float dtype (the authors' fixtures include float64).
+  Accepts any float dtype (the authors' fixtures include float64). A file
+  that is no `.npy` array is refused (`original_prompts.read_npy`: naming
+  it and how to write one; never unpickled).
   """
-  return _checked(np.load(os.fspath(path)), os.fspath(path))
+  return _checked(original_prompts.read_npy(path), os.fspath(path))
 
 
 def _checked(value: np.ndarray, source: str) -> np.ndarray:

@@ -33,6 +33,7 @@ taken from `lm_head.weight`, or from `shared.weight` when the file has no
 separate head and the config ties it.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -197,8 +198,7 @@ def hf_config_to_t5_config(hf_config: Mapping[str, Any]) -> config_lib.T5Config:
 def hf_name_to_param_name(name: str) -> tuple[str, bool] | None:
   """Maps one Hugging Face block/norm tensor name to ours.
 
-  Embedding and LM head names are handled by the reader
-  (`sharded._hf_sources`).
+  Embedding and LM head names are handled by `tensors_to_params`.
 
   Args:
     name: e.g. 'encoder.block.0.layer.0.SelfAttention.q.weight'.
@@ -343,3 +343,47 @@ def read_hf_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     raise FileNotFoundError(f"No {CONFIG_FILE} in {model_dir}.")
   with path.open() as f:
     return json.load(f)
+
+
+def _renamed(tensor: Any, name: str, transpose: bool) -> Any:
+  """`tensor` as our parameter `name` (our shape reversed if transposed)."""
+  shape = tensor.shape[::-1] if transpose else tensor.shape
+  return dataclasses.replace(tensor, name=name, shape=shape,
+                             transpose=transpose)
+
+
+def tensors_to_params(tensors: Mapping[str, Any], config: config_lib.T5Config,
+                      head_tied_to_embedding: bool) -> dict[str, Any]:
+  """Our parameters from Hugging Face tensors (see the module docstring):
+  unknown names are kept, so that the shape check reports them.
+
+  Args:
+    tensors: {Hugging Face name: a dataclass with `name`, `shape` (the
+      stored one) and `transpose` fields}, e.g. `sharded.ArraySource`s.
+    config: the checkpoint's own config.
+    head_tied_to_embedding: see `head_tied_to_embedding`.
+
+  Returns:
+    {our name: the tensor, renamed, its shape ours (reversed when
+    transposed)}.
+  """
+  sources = {}
+  for name, tensor in tensors.items():
+    if name in EMBEDDING_NAMES or name == LM_HEAD or name in IGNORED:
+      continue
+    mapped = hf_name_to_param_name(name)
+    if mapped is None:
+      sources[name] = tensor
+    else:
+      sources[mapped[0]] = _renamed(tensor, *mapped)
+  embeddings = [n for n in EMBEDDING_NAMES if n in tensors]
+  embedding, logits = param_tree.EMBEDDING, param_tree.LOGITS
+  if embeddings:
+    sources[embedding] = _renamed(tensors[embeddings[0]], embedding, False)
+  if config.logits_via_embedding:
+    pass  # The head is the embedding; a stored lm_head is only compared.
+  elif LM_HEAD in tensors:
+    sources[logits] = _renamed(tensors[LM_HEAD], logits, True)
+  elif head_tied_to_embedding and embeddings:
+    sources[logits] = _renamed(tensors[embeddings[0]], logits, True)
+  return sources

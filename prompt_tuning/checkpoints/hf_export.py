@@ -10,6 +10,8 @@ not a second copy. A directory written here holds
   spiece.model             the SentencePiece model (when given)
   tokenizer_config.json    T5Tokenizer settings (100 sentinel ids)
   special_tokens_map.json  </s>, <unk>, <pad> and the sentinels
+  checksums.json           the checksums of the files above, written last
+                           (`integrity.write_manifest`), which reads verify
 
 so that `sharded.read_params(out)` gives back the same parameters and
 transformers' `T5ForConditionalGeneration.from_pretrained(out)` and
@@ -33,6 +35,7 @@ import numpy as np
 import safetensors.numpy
 
 from prompt_tuning.checkpoints import hf
+from prompt_tuning.checkpoints import integrity
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.models import config as config_lib
 
@@ -251,6 +254,9 @@ def write_hf_checkpoint(output_dir: PathLike, params: Mapping[str, Any],
   safetensors.numpy.save_file(tensors, str(out / hf.SAFETENSORS_FILE),
                               metadata={"format": "pt"})
   (out / hf.CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
+  written = [hf.SAFETENSORS_FILE, hf.CONFIG_FILE]
   if vocab_file is not None:
     _tokenizer_files(vocab_file, out)
+    written += [SPIECE_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_FILE]
+  integrity.write_manifest(out, [out / name for name in written])
   return out

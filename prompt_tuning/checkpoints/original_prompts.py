@@ -91,12 +91,53 @@ def _pick(names: list[str], name: Optional[str], where: str) -> str:
       "PROMPT_CHECKPOINT_NAME).")
 
 
-def _load(path: pathlib.Path) -> np.ndarray:
+NPY_HOW_TO = ("A .npy file is what np.save writes: "
+              "np.save('prompt.npy', np.asarray(prompt, np.float32)).")
+_ZIP_MAGIC = b"PK"
+
+
+def _not_npy(path: PathLike, why: str) -> PromptSourceError:
+  return PromptSourceError(f"{os.fspath(path)} is not a readable .npy array: "
+                           f"{why}. {NPY_HOW_TO}")
+
+
+def read_npy(path: PathLike, mmap_mode: Optional[str] = None) -> np.ndarray:
+  """The array of a `.npy` file; never unpickles.
+
+  `mmap_mode='r'` reads only the header until the data is used.
+
+  Raises:
+    FileNotFoundError: no such file.
+    PromptSourceError: the file is no `.npy` array (text, a pickle, an
+      `.npz` archive, an array of Python objects, a cut-off file), naming
+      it and how to write one, without numpy's advice to unpickle it.
+  """
   try:
-    return np.load(path, allow_pickle=False)
-  except (ValueError, OSError, EOFError) as e:
-    raise PromptSourceError(f"{path} is not a readable .npy array ({e})."
-                            ) from e
+    with open(path, "rb") as f:
+      head = f.read(len(np.lib.format.MAGIC_PREFIX))
+  except IsADirectoryError as e:
+    raise _not_npy(path, "it is a directory") from e
+  if head.startswith(_ZIP_MAGIC):
+    raise _not_npy(path, "it is a zip archive (an .npz of several arrays, "
+                   "np.savez's format), not one array")
+  if head != np.lib.format.MAGIC_PREFIX:
+    raise _not_npy(path, "it does not start with the .npy header (it may be "
+                   "text, a pickle or another format)")
+  try:
+    value = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+  except ValueError as e:
+    if "pickle" in str(e).lower():
+      raise _not_npy(path, "it holds Python objects, not numbers") from e
+    raise _not_npy(path, f"its header or data is damaged ({e})") from e
+  except (OSError, EOFError) as e:
+    raise _not_npy(path, f"it could not be read ({e})") from e
+  if not isinstance(value, np.ndarray):
+    raise _not_npy(path, "it holds no single array")
+  return value
+
+
+def _load(path: pathlib.Path) -> np.ndarray:
+  return read_npy(path)
 
 
 def _read_numpy_step(folder: pathlib.Path, name: Optional[str]

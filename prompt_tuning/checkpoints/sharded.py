@@ -44,6 +44,16 @@ safetensors files hold only `shared.weight`; a PyTorch .bin holds the tied
 copies too (one shared storage); when a file holds copies, `open_checkpoint`
 compares them in row blocks of at most 64 MiB (`check_copies=False` skips
 it and trusts `shared.weight`).
+
+Verified reads. The first read of each array checks and hashes the files it
+uses (`integrity.FileChecksums`): a T5X array's folder (its `.zarray` must
+hold the dtype and shape the msgpack records and every chunk must be there:
+`t5x.check_zarr_folder`; then every file is hashed), a Hugging Face weights
+file (once); the msgpack file and config.json at open. Where the checkpoint
+has a manifest (written by this project) each checksum must match it, else
+the read fails naming the file; without one they are recorded.
+`content_fingerprint()` combines the checksums of every file the record's
+reads use, reusing those already computed.
 """
 
 import collections
@@ -53,12 +63,12 @@ import pathlib
 from typing import Any, Mapping
 
 import jax
-import ml_dtypes
 import numpy as np
 import tensorstore as ts
 
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import hf_formats
+from prompt_tuning.checkpoints import integrity
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.checkpoints import t5x
@@ -70,17 +80,6 @@ Params = param_tree.Params
 Index = tuple[slice, ...]
 
 _COMPARE_BLOCK_BYTES = 64 << 20
-_EMBEDDING = param_tree.EMBEDDING
-_LOGITS = param_tree.LOGITS
-_SAFETENSORS_DTYPES = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32),
-    "F16": np.dtype(np.float16), "BF16": np.dtype(ml_dtypes.bfloat16),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
-    "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8),
-    "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
-}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -180,6 +179,8 @@ class CheckpointRecord:
       format, files, others present and not read); None for T5X.
     sources: {our parameter name: ArraySource}.
     read_counts: {ArraySource.name: calls of `_read_slice` for it}.
+    checksums: the checksums of the files read so far, verified against
+      the checkpoint's manifest where it has one.
   """
 
   def __init__(self, *, fmt: pretrained.CheckpointFormat, path: pathlib.Path,
@@ -188,7 +189,8 @@ class CheckpointRecord:
                config: config_lib.T5Config | None = None,
                hf_config: Mapping[str, Any] | None = None,
                files: Mapping[str, Any] | None = None,
-               weights: hf_formats.WeightFiles | None = None):
+               weights: hf_formats.WeightFiles | None = None,
+               checksums: integrity.FileChecksums | None = None):
     self.format = fmt
     self.path = path
     self.step = step
@@ -200,6 +202,7 @@ class CheckpointRecord:
     self.weights = weights
     self._files = dict(files or {})  # weights file name -> open file.
     self._stores: dict[str, ts.TensorStore] = {}
+    self.checksums = checksums or integrity.FileChecksums(path)
 
   @property
   def description(self) -> str:
@@ -255,13 +258,21 @@ class CheckpointRecord:
     return self.sources[name]
 
   def _handle(self, source: ArraySource) -> Any:
-    """The open store or file of `source` (zarr stores open on first use)."""
+    """The open store or file of `source`, its files checked and hashed on
+    first use (zarr stores open then)."""
     if source.file is not None:
+      self.checksums.check(self.path / source.file)  # Once per file.
       return self._files[source.file]
     if source.kind != "tensorstore":
       return None
     if source.name not in self._stores:
-      store = ts.open(source.spec, open=True, read=True).result()
+      folder = pathlib.Path(source.spec["kvstore"]["path"])
+      metadata = t5x.check_zarr_folder(folder, source.name, source.recorded)
+      self.checksums.start_folder(folder)  # Hashed while the data is read.
+      # Defence in depth: a chunk lost after the check fails, not zeros.
+      spec = {**source.spec, "fill_missing_data_reads":
+              metadata.get("fill_value") is not None}
+      store = ts.open(spec, open=True, read=True).result()
       t5x.check_array_shape(source.name, store.shape, source.recorded,
                             self.path)
       self._stores[source.name] = store
@@ -311,8 +322,26 @@ class CheckpointRecord:
 
     Raises:
       KeyError: for a name the checkpoint does not have.
+      integrity.DamagedCheckpointError: naming the file, for a missing
+        chunk, a `.zarray` that disagrees with the msgpack file, or (a
+        ChecksumMismatchError) a file that differs from the manifest.
     """
     source = self._source(name)
+    folder = source.spec["kvstore"]["path"] if source.spec else None
+    try:
+      array = self._read_array(source, sharding, dtype)
+    except Exception:
+      if folder:  # A file that differs from the manifest explains it.
+        self.checksums.wait(folder)
+      raise
+    if folder:  # Verified before it is returned.
+      self.checksums.wait(folder)
+    return array
+
+  def _read_array(self, source: ArraySource,
+                  sharding: jax.sharding.Sharding | None,
+                  dtype: Any) -> jax.Array | np.ndarray:
+    """`read`'s reads, the files' checksums not awaited."""
     dtype = source.dtype if dtype is None else np.dtype(dtype)
     if sharding is None:
       whole = tuple(slice(0, d) for d in source.shape)
@@ -367,12 +396,39 @@ class CheckpointRecord:
         {name: self.read(name, sharding, dtype)
          for name, sharding in flat.items()})
 
+  def files(self) -> list[pathlib.Path]:
+    """Every file a full read of this checkpoint uses: T5X's msgpack file
+    and every file of its arrays' folders; Hugging Face's config.json,
+    weights index and weights files."""
+    if self.format == pretrained.CheckpointFormat.HUGGING_FACE:
+      names = [hf.CONFIG_FILE, *([self.weights.index] if self.weights.index
+                                 else []), *self.weights.files]
+      return [self.path / n for n in names]
+    files = [self.path / t5x.CHECKPOINT_FILE]
+    for source in self.sources.values():
+      if source.kind == "tensorstore":
+        files += integrity.folder_files(source.spec["kvstore"]["path"])
+    return files
+
+  def content_fingerprint(self) -> str:
+    """`integrity.fingerprint` over {file name: checksum} of `files()`: 12
+    hex digits telling this checkpoint's content from another's of the same
+    shapes. Files already read are not hashed again; the others are hashed
+    (and verified against the manifest) now.
+
+    Raises:
+      integrity.ChecksumMismatchError: naming a file that differs from the
+        checkpoint's manifest.
+    """
+    return self.checksums.fingerprint(self.files())
+
   def close(self) -> None:
     """Closes the Hugging Face weights files and zarr stores."""
     for handle in self._files.values():
       handle.__exit__(None, None, None)
     self._files.clear()
     self._stores.clear()
+    self.checksums.close()
 
   def __enter__(self) -> "CheckpointRecord":
     return self
@@ -450,7 +506,8 @@ def open_checkpoint(path: str | os.PathLike[str], *,
 def _open_t5x(path: str | os.PathLike[str]) -> CheckpointRecord:
   """Reads the msgpack file once; resolves (not opens) the zarr folders."""
   ckpt_dir = t5x.find_checkpoint_dir(path)
-  tree = t5x.read_checkpoint_tree(ckpt_dir)
+  checksums = integrity.FileChecksums(ckpt_dir)
+  tree = t5x.read_checkpoint_tree(ckpt_dir, checksums)
   inline, specs = t5x.split_tree(tree["optimizer"]["target"])
   sources = {}
   for name, value in inline.items():
@@ -465,7 +522,7 @@ def _open_t5x(path: str | os.PathLike[str]) -> CheckpointRecord:
       store = ts.open(local, open=True, read=True).result()
       shape, dtype = store.shape, store.dtype.numpy_dtype
     else:
-      dtype = _zarr_dtype(dtype)
+      dtype = t5x.zarr_dtype(dtype)
     sources[name] = ArraySource(name, "tensorstore", name,
                                 tuple(int(d) for d in shape), dtype,
                                 spec=local, recorded=spec)
@@ -473,25 +530,22 @@ def _open_t5x(path: str | os.PathLike[str]) -> CheckpointRecord:
   return CheckpointRecord(
       fmt=pretrained.CheckpointFormat.T5X, path=ckpt_dir, sources=sources,
       step=t5x.tree_step(tree),
-      version=None if version is None else int(version))
-
-
-def _zarr_dtype(dtype: Any) -> np.dtype:
-  """A zarr v2 dtype string ('<f4', or tensorstore's 'bfloat16') as numpy."""
-  if dtype == "bfloat16":
-    return np.dtype(ml_dtypes.bfloat16)
-  return np.dtype(dtype)
+      version=None if version is None else int(version), checksums=checksums)
 
 
 def _open_hf(model_dir: pathlib.Path, *,
              check_copies: bool) -> CheckpointRecord:
   """Reads config.json and the weights' headers; maps names to ours."""
   model_dir = model_dir.resolve()
+  checksums = integrity.FileChecksums(model_dir)
   hf_config = hf.read_hf_config(model_dir)
+  checksums.check(model_dir / hf.CONFIG_FILE)
   config = hf.hf_config_to_t5_config(hf_config)
   files = {}
   tensors: dict[str, ArraySource] = {}  # By Hugging Face name.
   weights = hf_formats.find_weight_files(model_dir)
+  if weights.index:
+    checksums.check(model_dir / weights.index)
   try:
     for shard, names in weights.files.items():
       handle = hf_formats.open_weight_file(model_dir / shard, weights.format)
@@ -504,17 +558,18 @@ def _open_hf(model_dir: pathlib.Path, *,
               f"missing from shard {model_dir / shard}.")
         tensor = handle.get_slice(name)
         kind = tensor.get_dtype()
-        if kind not in _SAFETENSORS_DTYPES:
+        if kind not in hf_formats.SAFETENSORS_DTYPES:
           raise ValueError(f"Tensor {name} in {model_dir / shard} has dtype "
                            f"{kind}, which we cannot read.")
         tensors[name] = ArraySource(
             name, weights.format, name, tuple(tensor.get_shape()),
-            _SAFETENSORS_DTYPES[kind], file=shard)
+            hf_formats.SAFETENSORS_DTYPES[kind], file=shard)
     record = CheckpointRecord(
         fmt=pretrained.CheckpointFormat.HUGGING_FACE, path=model_dir,
-        sources=_hf_sources(tensors, config,
-                            hf.head_tied_to_embedding(hf_config)),
-        config=config, hf_config=hf_config, files=files, weights=weights)
+        sources=hf.tensors_to_params(tensors, config,
+                                     hf.head_tied_to_embedding(hf_config)),
+        config=config, hf_config=hf_config, files=files, weights=weights,
+        checksums=checksums)
   except BaseException:
     for handle in files.values():
       handle.__exit__(None, None, None)
@@ -527,39 +582,6 @@ def _open_hf(model_dir: pathlib.Path, *,
     record.close()
     raise
   return record
-
-
-def _renamed(tensor: ArraySource, name: str, transpose: bool) -> ArraySource:
-  """`tensor` as our parameter `name` (our shape reversed if transposed)."""
-  shape = tensor.shape[::-1] if transpose else tensor.shape
-  return dataclasses.replace(tensor, name=name, shape=shape,
-                             transpose=transpose)
-
-
-def _hf_sources(tensors: Mapping[str, ArraySource],
-                config: config_lib.T5Config,
-                head_tied_to_embedding: bool) -> dict[str, ArraySource]:
-  """Our parameters from Hugging Face tensors (see `hf`'s module docstring):
-  unknown names are kept, so that the shape check reports them."""
-  sources = {}
-  for name, tensor in tensors.items():
-    if name in hf.EMBEDDING_NAMES or name == hf.LM_HEAD or name in hf.IGNORED:
-      continue
-    mapped = hf.hf_name_to_param_name(name)
-    if mapped is None:
-      sources[name] = tensor
-    else:
-      sources[mapped[0]] = _renamed(tensor, *mapped)
-  embeddings = [n for n in hf.EMBEDDING_NAMES if n in tensors]
-  if embeddings:
-    sources[_EMBEDDING] = _renamed(tensors[embeddings[0]], _EMBEDDING, False)
-  if config.logits_via_embedding:
-    pass  # The head is the embedding; a stored lm_head is only compared.
-  elif hf.LM_HEAD in tensors:
-    sources[_LOGITS] = _renamed(tensors[hf.LM_HEAD], _LOGITS, True)
-  elif head_tied_to_embedding and embeddings:
-    sources[_LOGITS] = _renamed(tensors[embeddings[0]], _LOGITS, True)
-  return sources
 
 
 def _check_hf_copies(record: CheckpointRecord,

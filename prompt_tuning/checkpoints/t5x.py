@@ -28,9 +28,18 @@ array paths, zarr v2 with gzip): the parameters, the step (int32) and
 Adafactor's `param_states` in T5X's layout (`t5x_adafactor`), from the
 run's optimizer state or zeros, so that T5X's own restore accepts it; what a
 full-model run (runs/pretrain.gin) leaves for the next run's
-INITIAL_CHECKPOINT_PATH.
+INITIAL_CHECKPOINT_PATH. Its last file, written before the folder is renamed
+into place, is the manifest of its files' checksums
+(`integrity.MANIFEST_NAME`), which reads verify.
+
+Reading checks what the msgpack file records against the array folders
+before any data is read (`check_zarr_folder`): each folder's `.zarray` must
+hold the recorded dtype and shape, and every chunk file must be there
+(tensorstore would read a missing chunk as zeros).
 """
 
+import itertools
+import json
 import math
 import os
 import pathlib
@@ -39,15 +48,19 @@ import shutil
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from flax import serialization
+import ml_dtypes
 import numpy as np
 import tensorstore as ts
 
+from prompt_tuning.checkpoints import integrity
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import t5x_adafactor
 
 Params = param_tree.Params
 
 CHECKPOINT_FILE = "checkpoint"
+# A zarr v2 array folder's metadata file.
+ZARR_METADATA = ".zarray"
 _CHECKPOINT_PREFIX = "checkpoint_"
 _CHECKPOINT_DIR = re.compile(rf"^{_CHECKPOINT_PREFIX}(\d+)$")
 _TENSORSTORE_DRIVERS = ("zarr", "zarr3", "n5")
@@ -206,21 +219,110 @@ def check_array_shape(name: str, shape: Any, spec: Mapping[str, Any],
         f"checkpoint records {list(recorded)}.")
 
 
-def read_checkpoint_tree(ckpt_dir: pathlib.Path) -> Mapping[str, Any]:
+def zarr_dtype(dtype: Any) -> np.dtype:
+  """A zarr v2 dtype string ('<f4', or tensorstore's 'bfloat16') as numpy."""
+  if dtype == "bfloat16":
+    return np.dtype(ml_dtypes.bfloat16)
+  return np.dtype(dtype)
+
+
+def zarr_chunk_names(metadata: Mapping[str, Any]) -> list[str]:
+  """The chunk files of a fully written zarr v2 array, relative to its
+  folder, from its `.zarray` `metadata` (shape, chunks,
+  dimension_separator): '0.0', '0.1', ... ('0' for a scalar)."""
+  shape, chunks = metadata["shape"], metadata["chunks"]
+  if not shape:
+    return ["0"]
+  separator = metadata.get("dimension_separator") or "."
+  grid = [math.ceil(int(d) / int(c)) for d, c in zip(shape, chunks)]
+  return [separator.join(map(str, index))
+          for index in itertools.product(*(range(n) for n in grid))]
+
+
+def check_zarr_folder(folder: pathlib.Path, name: str,
+                      spec: Mapping[str, Any]) -> dict[str, Any]:
+  """Checks an array folder against the msgpack's spec before reading it.
+
+  Args:
+    folder: the zarr v2 folder (see `local_tensorstore_spec`).
+    name: our parameter name, for errors.
+    spec: the msgpack file's tensorstore spec of the array; its `metadata`
+      dtype and shape, where recorded, must be the `.zarray`'s.
+
+  Returns:
+    The `.zarray` metadata.
+
+  Raises:
+    integrity.DamagedCheckpointError: naming the file, when `.zarray` is
+      missing or unreadable, its dtype or shape differs from the recorded
+      one, or (for arrays without a fill value: T5X's and ours) a chunk file
+      is missing.
+  """
+  meta_path = folder / ZARR_METADATA
+  try:
+    metadata = json.loads(meta_path.read_text())
+    shape, dtype = list(metadata["shape"]), metadata["dtype"]
+    chunks = list(metadata["chunks"])
+  except FileNotFoundError as e:
+    raise integrity.DamagedCheckpointError(
+        f"{meta_path} (array {name}) is missing. "
+        f"{integrity.RESTORE_FIX}") from e
+  except (ValueError, KeyError, TypeError) as e:
+    raise integrity.DamagedCheckpointError(
+        f"{meta_path} (array {name}) is not a zarr v2 metadata file ({e}). "
+        f"{integrity.RESTORE_FIX}") from e
+  recorded = spec.get("metadata") or {}
+  for field, stored in (("dtype", dtype), ("shape", shape)):
+    expected = recorded.get(field)
+    if expected is not None and (
+        list(expected) if field == "shape" else expected) != stored:
+      raise integrity.DamagedCheckpointError(
+          f"{meta_path} says {field} {stored} but the checkpoint's "
+          f"{folder.parent / CHECKPOINT_FILE} records {expected} for array "
+          f"{name}: the array folder does not belong to this checkpoint or "
+          f"is damaged; it is not read. {integrity.RESTORE_FIX}")
+  if metadata.get("fill_value") is None and len(chunks) == len(shape):
+    missing = [c for c in zarr_chunk_names(metadata)
+               if not (folder / c).is_file()]
+    if missing:
+      more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+      raise integrity.DamagedCheckpointError(
+          f"Array {name} of the T5X checkpoint {folder.parent} is missing "
+          f"chunk {missing[0]} ({folder / missing[0]}){more}: its data would "
+          "read as zeros, so it is not read. "
+          f"{integrity.RESTORE_FIX}")
+  return metadata
+
+
+def read_checkpoint_tree(
+    ckpt_dir: pathlib.Path,
+    checksums: integrity.FileChecksums | None = None) -> Mapping[str, Any]:
   """Reads (once) and checks the msgpack tree of a checkpoint directory.
 
   Args:
     ckpt_dir: a `checkpoint_<step>` directory (see `find_checkpoint_dir`).
+    checksums: when given, the file's checksum is computed from the bytes
+      read and verified against the directory's manifest (if any) first.
 
   Returns:
     The tree {version, optimizer: {target, state}}: inline arrays as numpy,
     the others as tensorstore spec dicts.
 
   Raises:
+    integrity.DamagedCheckpointError: naming the file, when it does not
+      decode (truncated or damaged) or differs from its manifest's checksum.
     ValueError: when the msgpack tree is not a T5X checkpoint.
   """
-  with (ckpt_dir / CHECKPOINT_FILE).open("rb") as f:
-    tree = serialization.msgpack_restore(f.read())
+  path = ckpt_dir / CHECKPOINT_FILE
+  data = path.read_bytes()
+  if checksums is not None:
+    checksums.check_bytes(path, data)
+  try:
+    tree = serialization.msgpack_restore(data)
+  except Exception as e:  # msgpack's and flax's errors: it does not decode.
+    raise integrity.DamagedCheckpointError(
+        f"{path} ({len(data)} bytes) is not a readable msgpack file ({e}): "
+        f"truncated or damaged. {integrity.RESTORE_FIX}") from e
   optimizer = tree.get("optimizer") if isinstance(tree, Mapping) else None
   if not isinstance(optimizer, Mapping) or not isinstance(
       optimizer.get("target"), Mapping):
@@ -287,7 +389,8 @@ def save_t5x_checkpoint(
   tables inline; an int32 step; Adafactor's slots {m, v, v_col, v_row} of
   every parameter in T5X's layout (`t5x_adafactor`), inline. It is written
   to a temporary folder and renamed when complete, replacing an older one of
-  the same step; `sharded.open_checkpoint` reads it back exactly.
+  the same step; `sharded.open_checkpoint` reads it back exactly. Its last
+  file is the manifest of the others' checksums (`integrity.write_manifest`).
 
   Args:
     model_dir: where `checkpoint_<step>` goes (created if absent).
@@ -338,6 +441,7 @@ def save_t5x_checkpoint(
                   "step": np.asarray(int(step), t5x_adafactor.STEP_DTYPE)}}}
   (temporary / CHECKPOINT_FILE).write_bytes(
       serialization.msgpack_serialize(tree))
+  integrity.write_manifest(temporary)  # Last: the folder is complete.
   if final.exists():
     shutil.rmtree(final)
   temporary.rename(final)

@@ -207,19 +207,43 @@ def load_npy(path: str, what: str = "Prompt file", fix: str = PROMPT_FILE_FIX,
              mmap_mode: Optional[str] = None) -> np.ndarray:
   """A `.npy` array, with errors that name `what`, the file and `fix`.
 
-  Never unpickles; `mmap_mode='r'` reads only the header until data is used.
+  Never unpickles; `mmap_mode='r'` reads only the header until data is used
+  (and leaves the values unchecked). Read whole, the values must be finite
+  (`check_finite`).
   """
   try:
-    value = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    value = original_prompts.read_npy(path, mmap_mode=mmap_mode)
   except FileNotFoundError as e:
     raise errors.ConfigError(f"{what} {path} does not exist. {fix}") from e
-  except (ValueError, OSError, EOFError) as e:
-    raise errors.ConfigError(
-        f"{what} {path} is not a readable .npy array ({e}). {fix}") from e
-  if not isinstance(value, np.ndarray):
-    raise errors.ConfigError(f"{what} {path} is an archive of several "
-                             f"arrays, not one array. {fix}")
+  except original_prompts.PromptSourceError as e:
+    raise errors.ConfigError(f"{what} {e} {fix}") from e
+  if mmap_mode is None:
+    check_finite(value, f"{what} {path}", fix)
   return value
+
+
+def check_finite(value: np.ndarray, source: str, fix: str) -> None:
+  """Raises ConfigError naming `source` if `value` holds NaN or Inf.
+
+  A non-finite prompt would only show as a NaN loss (whose advice, lower
+  LEARNING_RATE, would not help); the message counts the bad values and
+  gives the first one's index.
+  """
+  value = np.asarray(value)
+  if not np.issubdtype(value.dtype, np.inexact):
+    return
+  bad = ~np.isfinite(value)
+  count = int(np.count_nonzero(bad))
+  if not count:
+    return
+  first = tuple(int(i) for i in np.argwhere(bad)[0])
+  kinds = sorted({"NaN" if np.isnan(v) else "Inf" for v in value[bad][:1000]})
+  raise errors.ConfigError(
+      f"{source} holds {count} non-finite value(s) ({'/'.join(kinds)}) of "
+      f"{value.size}, the first at index {list(first)} (shape "
+      f"{list(value.shape)}): training would only see a NaN loss. Use a "
+      f"prompt with finite values (re-export it from a run that did not "
+      f"diverge, or fix the array and np.save it again). {fix}")
 
 
 def from_file(path: Union[str, os.PathLike[str]]) -> PromptInitializer:
@@ -277,7 +301,10 @@ def from_t5x_run(path: Union[str, os.PathLike[str]],
           f"PROMPT_CHECKPOINT: {e} It must be a T5X prompt run (model "
           "directory, checkpoint_<step> folder) or its numpy_checkpoints/."
       ) from e
-    return _fitted(value, shape, f"Prompt {found} of {os.fspath(path)}")
+    source = f"Prompt {found} of {os.fspath(path)}"
+    check_finite(value, source, "PROMPT_CHECKPOINT must hold a finite "
+                 "prompt.")
+    return _fitted(value, shape, source)
   return init
 
 

@@ -49,6 +49,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import seqio
 
+from prompt_tuning.checkpoints import integrity
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.data import pretraining
 from prompt_tuning.data import pretraining_tasks
@@ -191,12 +192,16 @@ def fingerprint(config: config_lib.T5Config, stages: Sequence[Stage],
 
 
 def checkpoint_digest(path: str) -> str:
-  """sha256 over a checkpoint's files, the same number as
-  `cd PATH && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum`."""
+  """sha256 over a checkpoint's files but its checksum manifest (the same
+  number as `cd PATH && find . -type f ! -path ./checksums.json |
+  LC_ALL=C sort | xargs sha256sum | sha256sum`): a copy shipped before
+  T5X exports held a manifest (`integrity.MANIFEST_NAME`) has the digest of
+  a rebuild that holds one."""
   names = []
   for root, _, files in os.walk(path):
     names += ["./" + os.path.relpath(os.path.join(root, name), path)
               for name in files]
+  names = [n for n in names if n != f"./{integrity.MANIFEST_NAME}"]
   lines = []
   for name in sorted(names, key=os.fsencode):
     h = hashlib.sha256()
@@ -268,16 +273,22 @@ def _export(cache_dir: str, stage: Stage) -> Optional[str]:
 
 def _freeze(cache_dir: str, exported: str) -> str:
   """Copies the last stage's export to `FROZEN_DIR/` atomically (a copy cut
-  short by a kill is never taken for the model); returns its path."""
+  short by a kill is never taken for the model, and is removed by the next
+  call: `run_dir.replace_tree`); the copy's digest must be the export's.
+  Returns its path."""
   frozen = os.path.join(cache_dir, FROZEN_DIR)
-  if os.path.isdir(frozen):
-    shutil.rmtree(frozen)  # Unverified: left by an interrupted build.
-  partial = os.path.join(cache_dir, f".{FROZEN_DIR}.partial")
-  if os.path.isdir(partial):
-    shutil.rmtree(partial)
-  shutil.copytree(exported, os.path.join(partial, os.path.basename(exported)))
-  os.replace(partial, frozen)
-  return os.path.join(frozen, os.path.basename(exported))
+  name = os.path.basename(exported)
+
+  def verify(tmp: str) -> None:
+    if checkpoint_digest(os.path.join(tmp, name)) != checkpoint_digest(
+        exported):
+      raise OSError(f"The copy of {exported} differs from it (disk full or "
+                    "failing?); nothing was replaced. Free space and re-run.")
+
+  run_dir.replace_tree(
+      frozen, lambda tmp: shutil.copytree(exported, os.path.join(tmp, name)),
+      verify)
+  return os.path.join(frozen, name)
 
 
 def build(cache_dir: str, config: config_lib.T5Config, *, shared_dir: str,

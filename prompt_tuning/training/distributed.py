@@ -248,14 +248,41 @@ class BatchFeed:
 
 def _row_block(indices: Sequence[tuple[slice, ...]], batch_size: int,
                process: int) -> tuple[int, int]:
-  """The contiguous rows covered by a process's devices' indices."""
-  rows = sorted({r for index in indices
-                 for r in range(*index[0].indices(batch_size))})
-  if rows != list(range(rows[0], rows[-1] + 1)):
-    raise ValueError(
-        f"Process {process}'s devices hold the non-contiguous batch rows "
-        f"{rows}; order the mesh's devices by process (create_mesh does).")
-  return rows[0], rows[-1] + 1
+  """The contiguous rows covered by a process's devices' indices.
+
+  Works on the index ranges, never on single rows, so its cost does not
+  grow with the batch size.
+  """
+  spans = []
+  for index in indices:
+    start, stop, step = index[0].indices(batch_size)
+    if step != 1:
+      raise ValueError(f"Process {process}'s devices hold strided batch rows "
+                       f"{index[0]}; order the mesh's devices by process "
+                       "(create_mesh does).")
+    if stop > start:
+      spans.append((start, stop))
+  spans.sort()
+  first, end = spans[0]
+  for start, stop in spans[1:]:
+    if start > end:
+      raise ValueError(
+          f"Process {process}'s devices hold the non-contiguous batch rows "
+          f"{_merged(spans)}; order the mesh's devices by process "
+          "(create_mesh does).")
+    end = max(end, stop)
+  return first, end
+
+
+def _merged(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+  """Sorted `[start, stop)` spans with the overlapping ones joined."""
+  out: list[list[int]] = []
+  for start, stop in sorted(spans):
+    if out and start <= out[-1][1]:
+      out[-1][1] = max(out[-1][1], stop)
+    else:
+      out.append([start, stop])
+  return [(a, b) for a, b in out]
 
 
 def batch_feed(sharding: jax.sharding.Sharding, batch_size: int) -> BatchFeed:
@@ -272,8 +299,10 @@ def batch_feed(sharding: jax.sharding.Sharding, batch_size: int) -> BatchFeed:
   blocks = {p: _row_block(ix, batch_size, p) for p, ix in by_process.items()}
   distinct = sorted(set(blocks.values()))
   sizes = {stop - start for start, stop in distinct}
-  covered = [r for start, stop in distinct for r in range(start, stop)]
-  if len(sizes) != 1 or covered != list(range(batch_size)):
+  # Disjoint blocks end to end from row 0 cover the batch exactly.
+  tiled = all(a[1] == b[0] for a, b in zip(distinct, distinct[1:]))
+  if (len(sizes) != 1 or not tiled or distinct[0][0] != 0 or
+      distinct[-1][1] != batch_size):
     raise ValueError(
         f"The processes' batch rows {blocks} do not split the batch of "
         f"{batch_size} into equal disjoint blocks.")

@@ -20,6 +20,9 @@ weights or writing a file, checks
     a head with enough classes for every task's labels, and a `label`
     feature in the training examples;
   * the mesh: the batch size splits over the data axis and microbatches;
+  * the sizes: the training step (BATCH_SIZE, TASK_FEATURE_LENGTHS,
+    PROMPT_LENGTH) can fit this machine's memory by the memory plan
+    (`capacity.check_step_fits`; only clearly impossible sizes refused);
   * MODEL_DIR: no live run holds it (process 0 checks, as it takes the
     lock for all), and a resumed run has the recorded
     configuration.
@@ -29,9 +32,10 @@ length, with the share of examples affected).
 """
 
 import dataclasses
+import functools
 import numbers
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -50,6 +54,7 @@ from prompt_tuning.data import vocab as vocab_lib
 from prompt_tuning.models import model as model_lib
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.prompts import freezing
+from prompt_tuning.training import capacity
 from prompt_tuning.training import checkpointer as train_ckpt
 from prompt_tuning.training import class_predictions
 from prompt_tuning.training import data
@@ -222,8 +227,14 @@ def trainable_patterns_of(model: EncoderDecoderModel,
 
 def _check_model(model: Any, lengths: Mapping[str, int],
                  trainable_patterns: Optional[Sequence[str]],
-                 allow_all_trainable: bool
+                 allow_all_trainable: bool,
+                 fits: Optional[Callable[..., None]] = None
                  ) -> tuple[Any, freezing.ParamSplit]:
+  """Checks the model's settings and shapes; returns (boxed parameter
+  shapes, the trainable split). `fits(boxed_params=..., trainable_patterns=
+  ...)` (`capacity.check_step_fits`) checks the step's sizes: first from
+  the activations alone, before the shapes are built (an absurd
+  PROMPT_LENGTH would exhaust memory building them), then whole."""
   if not isinstance(model, EncoderDecoderModel):
     _fail(f"model (MODEL) must be an EncoderDecoderModel, got "
           f"{type(model).__name__}; include a models/*.gin file.")
@@ -234,11 +245,15 @@ def _check_model(model: Any, lengths: Mapping[str, int],
   if model.objective not in model_lib.OBJECTIVES:
     _fail(f"The model's objective must be one of {model_lib.OBJECTIVES}, got "
           f"{model.objective!r} (models.EncoderDecoderModel.objective).")
+  if fits is not None:
+    fits()
   try:
     boxed = model.init_shapes(lengths["inputs"], lengths["targets"])["params"]
     partitioning.check_logical_axes(boxed)
     split = freezing.compute_split(boxed, trainable_patterns,
                                    allow_all_trainable=allow_all_trainable)
+    if fits is not None:
+      fits(boxed_params=boxed, trainable_patterns=split.patterns)
     shapes = {name: tuple(leaf.shape) for name, leaf in
               param_tree.flatten_params(nn.unbox(boxed)).items()}
     source = getattr(model.module, "prompt_source", None)
@@ -458,16 +473,21 @@ def check_train_run(*, model: Any,
 
   notes.append(_check_checkpoint_path(initial_checkpoint_path,
                                       optimizer_step))
+  mesh = _check_mesh(train_dataset_cfg.batch_size,
+                     eval_cfg.dataset.batch_size if eval_name else None,
+                     partitioning_cfg)
+  fits = functools.partial(
+      capacity.check_step_fits, model=model, mesh=mesh,
+      batch_size=train_dataset_cfg.batch_size, lengths=lengths,
+      num_microbatches=partitioning_cfg.num_microbatches,
+      frozen_dtype=partitioning_cfg.frozen_dtype)
   boxed, split = _check_model(model, lengths, trainable_patterns,
-                              allow_all_trainable)
+                              allow_all_trainable, fits)
   if model.is_classifier:
     notes += class_predictions.check_classifier_tasks(model,
                                                       tasks + eval_tasks)
     for task in tasks:
       _check_has_label(task)
-  mesh = _check_mesh(train_dataset_cfg.batch_size,
-                     eval_cfg.dataset.batch_size if eval_name else None,
-                     partitioning_cfg)
 
   model_dir = os.fspath(model_dir)
   has_checkpoint = train_ckpt.has_checkpoint(model_dir)
@@ -489,10 +509,14 @@ def check_eval_run(*, model: Any, mixture_or_task_name: str,
                    initial_checkpoint_path: Optional[str], split: str,
                    checkpoint_step: Optional[int],
                    trainable_patterns: Optional[Sequence[str]],
-                   allow_all_trainable: bool) -> freezing.ParamSplit:
+                   allow_all_trainable: bool,
+                   output_dir: Optional[str] = None,
+                   output_setting: str = "EVAL_OUTPUT_DIR"
+                   ) -> freezing.ParamSplit:
   """Checks an evaluation or inference run (`evaluate`, `infer`) before it
   loads weights: settings, task data for `split`, vocabulary, label length,
-  checkpoint path, model shapes and the trained run in `model_dir`."""
+  checkpoint path, model shapes, the trained run in `model_dir`, and that
+  `output_dir` (the gin macro `output_setting`) can be written."""
   check_int("batch_size", batch_size, 1, "BATCH_SIZE")
   lengths = check_feature_lengths(task_feature_lengths)
   if checkpoint_step is not None:
@@ -511,4 +535,33 @@ def check_eval_run(*, model: Any, mixture_or_task_name: str,
       os.fspath(model_dir)):
     _fail(f"No training checkpoint in {model_dir}/checkpoints; set MODEL_DIR "
           "to the directory a prompt_tuning.train run wrote.")
+  if output_dir is not None:
+    check_output_dir(output_dir, output_setting)
   return param_split
+
+
+def check_output_dir(path: Any, setting: str) -> None:
+  """Raises ConfigError unless `path` is a writable directory or can be
+  created (its nearest existing ancestor is a writable directory); the
+  error names the directory and the gin macro `setting` that moves it.
+  Writes nothing. Paths with a scheme (`gs://...`) are not checked."""
+  path = os.fspath(path)
+  if "://" in path:
+    return
+  path = os.path.abspath(path)
+  existing = path
+  while not os.path.exists(existing):
+    parent = os.path.dirname(existing)
+    if parent == existing:
+      break
+    existing = parent
+  fix = (f"Set --gin.{setting}=\"'/a/writable/folder'\" (created if "
+         "missing).")
+  if not os.path.isdir(existing):
+    _fail(f"{setting}: the output directory {path} cannot be created: "
+          f"{existing} is a file, not a directory. {fix}")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    where = (f"{path} is not writable" if existing == path else
+             f"{path} cannot be created: {existing} is not writable")
+    _fail(f"{setting}: the output directory {where} (read-only directory "
+          f"or file system), and the outputs are written there. {fix}")

@@ -14,6 +14,13 @@ one run per directory.
 
 In a multi-process run (`distributed`) process 0 alone holds the lock and
 writes these files, for all (`hold`); the others read them.
+
+These files are opened without following symbolic links (`O_NOFOLLOW`), and
+a link where one of them should be is refused before anything is loaded or
+written (`check_run_files`): a run never writes outside MODEL_DIR through
+them. Files written atomically (`write_atomically`, `replace_tree`) go
+through a temporary file or folder beside the target that any failure
+removes.
 """
 
 import contextlib
@@ -23,10 +30,11 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from prompt_tuning import errors
 from prompt_tuning.training import distributed
@@ -36,6 +44,7 @@ _log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.gin"
 EVAL_RECORD_FILE = "eval_metrics.jsonl"
+RUN_FILES = (LOCK_FILE, CONFIG_FILE, EVAL_RECORD_FILE)
 
 # Bindings a resumed run may change: they say how long to train, how often
 # to evaluate or checkpoint, and where the run lives, not what is trained.
@@ -56,13 +65,50 @@ class RunConfigMismatchError(errors.ConfigError):
   """A resumed run's configuration differs from the one it started with."""
 
 
+class RunFileLinkError(errors.ConfigError):
+  """A file the run writes in MODEL_DIR is a symbolic link."""
+
+
+def _link_message(path: str) -> str:
+  try:
+    target = os.readlink(path)
+  except OSError:
+    target = "?"
+  return (f"{path} is a symbolic link (to {target}), where the run keeps a "
+          "file of its own; writing it would change a file outside MODEL_DIR."
+          f" Remove the link (rm {path}) or choose another MODEL_DIR.")
+
+
+def check_run_files(model_dir: str) -> None:
+  """Raises `RunFileLinkError` if a file the run writes in `model_dir`
+  (`RUN_FILES`) is a symbolic link; reads nothing else."""
+  for name in RUN_FILES:
+    path = os.path.join(model_dir, name)
+    if os.path.islink(path):
+      raise RunFileLinkError(_link_message(path))
+
+
+def _open_no_link(path: str, flags: int, mode: int = 0o644) -> int:
+  """`os.open` that does not follow a symbolic link at `path`.
+
+  Raises:
+    RunFileLinkError: `path` is a symbolic link.
+  """
+  try:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+  except OSError as e:
+    if e.errno != errno.ENOENT and os.path.islink(path):
+      raise RunFileLinkError(_link_message(path)) from e
+    raise
+
+
 def _lock_path(model_dir: str) -> str:
   return os.path.join(model_dir, LOCK_FILE)
 
 
 def _read_holder(path: str) -> dict[str, Any]:
   try:
-    with open(path) as f:
+    with os.fdopen(_open_no_link(path, os.O_RDONLY)) as f:
       return json.loads(f.read() or "{}")
   except (OSError, ValueError):
     return {}
@@ -78,10 +124,13 @@ def _locked_message(model_dir: str, holder: Mapping[str, Any]) -> str:
 
 
 def check_unlocked(model_dir: str) -> None:
-  """Raises `RunLockedError` if a live run holds `model_dir`; writes nothing."""
+  """Raises `RunLockedError` if a live run holds `model_dir`, or
+  `RunFileLinkError` if one of its files is a symbolic link
+  (`check_run_files`); writes nothing."""
+  check_run_files(model_dir)
   path = _lock_path(model_dir)
   try:
-    fd = os.open(path, os.O_RDONLY)
+    fd = _open_no_link(path, os.O_RDONLY)
   except FileNotFoundError:
     return
   try:
@@ -107,11 +156,12 @@ class RunLock:
     self._created_dir = False
 
   def __enter__(self) -> "RunLock":
+    check_run_files(self.model_dir)
     self._created_dir = not os.path.isdir(self.model_dir)
     os.makedirs(self.model_dir, exist_ok=True)
     path = _lock_path(self.model_dir)
     while True:
-      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+      fd = _open_no_link(path, os.O_RDWR | os.O_CREAT)
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError as e:
@@ -254,7 +304,7 @@ def check_run_config(model_dir: str, run_config: Optional[str],
   path = os.path.join(model_dir, CONFIG_FILE)
   if run_config is None or not has_checkpoint or not os.path.exists(path):
     return
-  with open(path) as f:
+  with os.fdopen(_open_no_link(path, os.O_RDONLY)) as f:
     differences = config_differences(f.read(), run_config)
   if differences:
     raise RunConfigMismatchError(
@@ -276,16 +326,130 @@ def record_config(model_dir: str, run_config: Optional[str],
   write_atomically(path, run_config)
 
 
+def _sync_dir(directory: str) -> None:
+  """fsyncs a directory, so that a rename in it survives a power cut (where
+  the system allows it)."""
+  try:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def _umask() -> int:
+  """The process's umask, read from /proc where it can be (setting it to
+  read it races other threads); 0o022 elsewhere."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  return 0o022
+
+
 def write_atomically(path: str, text: str) -> None:
-  """Writes `text` to `path` through a synced temporary file renamed over
-  it: a kill leaves the old file or the new one, never a part."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+  """Writes `text` to `path` through a synced temporary file beside it,
+  renamed over it: a kill leaves the old file or the new one, never a part,
+  and any failure (a full disk) removes the temporary file.
+
+  Raises:
+    RunFileLinkError: `path` is a symbolic link (it is not replaced, nor
+      its target written).
+  """
+  directory = os.path.dirname(path) or "."
+  if os.path.islink(path):
+    raise RunFileLinkError(_link_message(path))
+  fd, tmp = tempfile.mkstemp(dir=directory,
                              prefix=f".{os.path.basename(path)}.")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with os.fdopen(fd, "w") as f:
+      os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's is 0o600.
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    if os.path.islink(path):
+      raise RunFileLinkError(_link_message(path))
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.unlink(tmp)
+    except FileNotFoundError:
+      pass
+    raise
+  _sync_dir(directory)
+
+
+def remove_partial_trees(target: str) -> list[str]:
+  """Removes the temporary folders `replace_tree` left beside `target` when
+  a kill cut it short; returns their paths."""
+  parent, name = os.path.split(os.path.abspath(target))
+  removed = []
+  if not os.path.isdir(parent):
+    return removed
+  for entry in os.listdir(parent):
+    if entry.startswith((f".{name}.partial", f".{name}.old")):
+      path = os.path.join(parent, entry)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+  return removed
+
+
+def replace_tree(target: str, fill: Callable[[str], None],
+                 verify: Optional[Callable[[str], None]] = None) -> None:
+  """Makes the folder `target` atomically: `fill(tmp)` writes its contents
+  into a new temporary folder beside it (`.<name>.partial-*`), `verify(tmp)`
+  checks them (raising if wrong), and only then does it replace `target`.
+
+  A kill at any point leaves either no `target` or a complete one, plus
+  temporary folders that the next call removes first
+  (`remove_partial_trees`); any failure removes its temporary folder.
+  """
+  target = os.path.abspath(target)
+  parent, name = os.path.split(target)
+  os.makedirs(parent, exist_ok=True)
+  for path in remove_partial_trees(target):
+    _log.info("Removed %s, left by a copy that was cut short.", path)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.partial-")
+  old = None
+  try:
+    fill(tmp)
+    if verify is not None:
+      verify(tmp)
+    _sync_tree(tmp)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's is 0o700.
+    if os.path.lexists(target):  # Set aside, so that the rename is atomic.
+      old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
+      os.replace(target, os.path.join(old, name))
+    os.replace(tmp, target)
+    _sync_dir(parent)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None and not os.path.lexists(target):
+      os.replace(os.path.join(old, name), target)  # Put the old one back.
+    raise
+  finally:
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync_tree(directory: str) -> None:
+  """fsyncs every file and folder under `directory`."""
+  for root, _, files in os.walk(directory):
+    for name in files:
+      fd = os.open(os.path.join(root, name), os.O_RDONLY)
+      try:
+        os.fsync(fd)
+      finally:
+        os.close(fd)
+    _sync_dir(root)
 
 
 def metric_key(task: str, metric: str) -> str:
@@ -322,7 +486,8 @@ def record_eval(model_dir: str, step: int, metrics: Mapping[str, Any]) -> None:
   if not distributed.is_primary():
     return
   path = os.path.join(model_dir, EVAL_RECORD_FILE)
-  with open(path, "a+b") as f:
+  with os.fdopen(_open_no_link(path, os.O_RDWR | os.O_CREAT | os.O_APPEND),
+                 "a+b") as f:
     f.seek(0, os.SEEK_END)
     if f.tell():
       f.seek(-1, os.SEEK_END)

@@ -13,7 +13,9 @@ on `mesh` with the logical-axis rules' `NamedSharding`s.
      missing, nothing may be extra or of another shape;
   3. reads each parameter it holds straight into its `NamedSharding`: every
      process reads only the slices its own devices hold, one parameter at a
-     time, and no device ever holds an unsharded copy of a split parameter;
+     time, and no device ever holds an unsharded copy of a split parameter
+     (each array's files checked and hashed as it is read, and the
+     checkpoint's content fingerprint recorded for the frozen-base check);
   4. initialises only the parameters the checkpoint lacks, by a jitted init
      with `out_shardings` (XLA drops the rest of the model's init);
   5. redraws the prompt from the loaded embedding table (`prompt_init`) and
@@ -66,11 +68,14 @@ class InitialParams:
     shardings: their `NamedSharding`s (same tree).
     step: the pretrained checkpoint's step (T5X), else None.
     loaded: names read from the checkpoint; the others were initialised.
+    fingerprint: the checkpoint's content fingerprint
+      (`sharded.CheckpointRecord.content_fingerprint`); None without one.
   """
   params: Any
   shardings: Any
   step: Optional[int]
   loaded: tuple[str, ...]
+  fingerprint: Optional[str] = None
 
 
 def place(host: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
@@ -105,7 +110,7 @@ def initial_params(model: EncoderDecoderModel, boxed_params: Any,
   shapes = param_tree.flatten_params(nn.unbox(boxed_params))
   shardings = param_tree.flatten_params(
       partitioning.param_shardings(boxed_params, mesh))
-  step, flat = None, {}
+  step, flat, fingerprint = None, {}, None
   if checkpoint_path:
     with sharded.open_checkpoint(checkpoint_path) as record:
       held = set(record.names)
@@ -116,6 +121,8 @@ def initial_params(model: EncoderDecoderModel, boxed_params: Any,
       step = record.step
       for name in expected:  # One parameter at a time, straight to devices.
         flat[name] = record.read(name, shardings[name], shapes[name].dtype)
+      # From the checksums of the files just read (each verified then).
+      fingerprint = record.content_fingerprint()
   missing = [name for name in shapes if name not in flat]
   if missing:
     def init_missing(key):
@@ -142,7 +149,8 @@ def initial_params(model: EncoderDecoderModel, boxed_params: Any,
   return InitialParams(params=param_tree.unflatten_params(flat),
                        shardings=param_tree.unflatten_params(shardings),
                        step=step,
-                       loaded=tuple(n for n in shapes if n not in missing))
+                       loaded=tuple(n for n in shapes if n not in missing),
+                       fingerprint=fingerprint)
 
 
 @dataclasses.dataclass
@@ -151,7 +159,8 @@ class BuiltState:
     state: the sharded initial `TrainState` (before any resume).
     shardings: its `NamedSharding`s.
     boxed_params: the model's boxed parameter shapes.
-    frozen_record: the frozen base's path and shapes (checked at restore).
+    frozen_record: the frozen base's path, content fingerprint and shapes
+      (`checkpointer.frozen_base_record`, checked at restore).
   """
   state: TrainState
   shardings: TrainState
@@ -214,7 +223,8 @@ def build_train_state(model: EncoderDecoderModel, mesh: jax.sharding.Mesh,
   # Donated: the state's halves reuse the loaded weights' buffers.
   state = jax.jit(make_state, out_shardings=shardings,
                   donate_argnums=(0,))(initial.params)
-  record = train_ckpt.frozen_base_record(state.frozen, checkpoint_path)
+  record = train_ckpt.frozen_base_record(state.frozen, checkpoint_path,
+                                         initial.fingerprint)
   return BuiltState(state, shardings, boxed_params, record)
 
 
@@ -262,8 +272,11 @@ def load_trained_params(model: EncoderDecoderModel,
           "the directory a prompt_tuning.train run wrote.")
     checkpointer = train_ckpt.TrainCheckpointer(model_dir)
     try:
+      # A reader: a damaged newest step is skipped, not moved aside (a
+      # training run may hold the folder).
       restored = checkpointer.restore(state, step,
-                                      frozen_record=built.frozen_record)
+                                      frozen_record=built.frozen_record,
+                                      set_aside=False)
     finally:
       checkpointer.close()
     state, restored_step = restored.state, int(restored.state.step)

@@ -28,7 +28,8 @@ evaluate.
      a later run's `initial_checkpoint_path` loads); evaluation every
      `EvalConfig.period` steps, keeping the best checkpoint by
      `best_metric`; evaluations due before a resume that never finished are
-     run first.
+     run first; SIGTERM or SIGINT (a preempting scheduler, Ctrl-C) checkpoints
+     the step reached and ends the run with `preemption.Preempted`.
 
 The settings come as `run_settings` objects (`DatasetConfig`, `EvalConfig`,
 `CheckpointConfig`, `DivergenceGuardConfig`, `PartitioningConfig`), each
@@ -65,6 +66,7 @@ from prompt_tuning.training import length_buckets as buckets_lib
 from prompt_tuning.training import monitoring
 from prompt_tuning.training import optimizers
 from prompt_tuning.training import partitioned
+from prompt_tuning.training import preemption
 from prompt_tuning.training import preflight
 from prompt_tuning.training import run_dir
 from prompt_tuning.training import run_settings
@@ -184,6 +186,11 @@ def train(*,
       starts fresh, compared with it when resuming (a difference is refused).
     validate_only: run the checks only; load and write nothing.
     progress: show a tqdm bar.
+
+  Raises:
+    preemption.Preempted: (a `SystemExit`, code 128 + the signal number)
+      after SIGTERM or SIGINT, once the checkpoint of the step reached is
+      written; re-running the same call resumes from it.
   """
   init_rng, dropout_rng = steps.run_keys(seed, dropout_rng_impl)
   checked = preflight.check_train_run(
@@ -300,7 +307,9 @@ class _Run:
         guard.check(totals, step, self._stop_note())
         window.write(step, totals, bucketer.log.padding_share)
 
+    stop, stopped_at = preemption.StopSignals(), None
     try:
+      stop.install()  # SIGTERM / SIGINT: checkpoint, then stop.
       self._run_missing_evals()
       for step in range(self.start_step, self.train_steps):
         batch = feed(bucketer(next(batches)))
@@ -318,11 +327,17 @@ class _Run:
           self._save(done)
         if self._eval_due(done):
           self._evaluate(done, self.state, self.data_position)
+        if done < self.train_steps and stop.requested(done):
+          log(done)  # Never checkpoint past a non-finite loss.
+          self._save(done, export=False)
+          stopped_at = done
+          break
       if (self.start_step >= self.train_steps and
           self.checkpoints.latest_step() is None):
         log(self.start_step)
         self._save(self.start_step)
     finally:
+      stop.restore()
       bar.close()
       if bucketer.log.batches:
         _log.info("%s", bucketer.log.summary("Training batches"))
@@ -330,6 +345,8 @@ class _Run:
       if self.best is not None:
         self.best.close()
       self.writer.close()
+    if stopped_at is not None:
+      raise stop.preempted(stopped_at, self.checkpoints.directory)
     return TrainResult(state=self.state,
                        metrics=window.history[-1][1] if window.history else {},
                        eval_results=self.eval_results,
@@ -340,12 +357,12 @@ class _Run:
             f"checkpoint is step {self.last_good_checkpoint} in "
             f"{self.checkpoints.directory}.")
 
-  def _save(self, step: int) -> None:
+  def _save(self, step: int, export: bool = True) -> None:
     if self.checkpoints.latest_step() != step:
       self.checkpoints.save(self.state, data_position=self.data_position,
                             frozen_record=self.frozen_record,
                             trainable_patterns=self.checked.split.patterns)
-    if self.checkpoint_cfg.export_t5x:
+    if export and self.checkpoint_cfg.export_t5x:
       export_t5x_checkpoint(self.model_dir, self.state,
                             self.checkpoint_cfg.keep)
     self.last_good_checkpoint = step
