@@ -1,7 +1,7 @@
 r"""Serving load: mixed-task batching against one request per pass and one
 task per batch, over HTTP on 127.0.0.1.
 
-    python benchmarks/serve_load.py [--prompt=TASK=SOURCE ...] \
+    python benchmarks/serve_load.py [--prompt=TASK=SOURCE ...] [--checkpoint=PATH] \
         [--clients=1,8,32] [--requests=256] [--seconds=60] \
         [--configs=mixed,one_per_pass,per_task]
 
@@ -54,6 +54,10 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
                  help="TASK=SOURCE (repeatable); default random prompts for "
                  "TASKS.")
   p.add_argument("--prompt_length", type=int, default=20)
+  p.add_argument("--checkpoint", default=None,
+                 help="The frozen model the prompts were trained on (default "
+                 "the shipped mini T5; the main job's is what "
+                 "`python -m prompt_tuning.main_job --build_only` prints).")
   p.add_argument("--clients", default="1,8,32")
   p.add_argument("--requests", type=int, default=256,
                  help="Answered requests per (configuration, clients).")
@@ -156,7 +160,7 @@ def main(argv: Sequence[str]) -> int:
   for env, path in (("PROMPT_TUNING_GLUE_DIR", ("data", "glue")),
                     ("PROMPT_TUNING_VOCAB", locations.VOCAB_IN_SHARED)):
     os.environ.setdefault(env, str(locations.shared_path(*path)))
-  checkpoint = sorted(locations.shared_path(
+  checkpoint = args.checkpoint or sorted(locations.shared_path(
       *frozen_model.SHIPPED_DIR.split("/")).glob("checkpoint_*"))[-1]
   config = main_job.model_config(frozen_model.MODEL_GIN)
   rng = np.random.RandomState(0)
