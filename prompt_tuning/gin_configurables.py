@@ -38,6 +38,10 @@ CONSTANTS: dict[str, Any] = {
         model_config.DEFAULT_ATTENTION_LAYOUT,
     "prompt_tuning.DEFAULT_LENGTH_BUCKETS": length_buckets.DEFAULT_SPEC,
     "prompt_tuning.DEFAULT_FROZEN_DTYPE": run_settings.DEFAULT_FROZEN_DTYPE,
+    "prompt_tuning.DEFAULT_EARLY_STOPPING_PATIENCE":
+        run_settings.DEFAULT_EARLY_STOPPING_PATIENCE,
+    "prompt_tuning.DEFAULT_EARLY_STOPPING_MIN_DELTA":
+        run_settings.DEFAULT_EARLY_STOPPING_MIN_DELTA,
 }
 
 # Bound by name in gin files and `--gin.` flags (see the module docstring).

@@ -58,7 +58,12 @@ def main(argv: Sequence[str]) -> int:
     return 0
   if jax.process_index() > 0:
     return 0  # Process 0 reports for the run.
-  if not result.history and not result.eval_results:
+  stop = result.early_stop
+  if stop and not result.history and not result.eval_results:
+    print(f"Stopped early at step {stop['step']} (BEST_METRIC last improved "
+          f"at step {stop['best_step']}); raise EARLY_STOPPING_PATIENCE (or "
+          "set it to None) to train further.")
+  elif not result.history and not result.eval_results:
     print(f"Already trained to step {int(result.state.step)}; raise "
           "TRAIN_STEPS to train further.")
   if result.metrics:

@@ -22,6 +22,7 @@ callable or an object with an `encode` method (a `seqio.Vocabulary`, a
 initialiser is first called.
 """
 
+import dataclasses
 import os
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
@@ -33,6 +34,7 @@ from prompt_tuning import errors
 from prompt_tuning.checkpoints import original_prompts
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import prompt_names
+from prompt_tuning.checkpoints import run_checkpoints
 
 Array = jax.Array
 Shape = Sequence[int]
@@ -261,19 +263,32 @@ def from_file(path: Union[str, os.PathLike[str]]) -> PromptInitializer:
   return init
 
 
+def _fits(found: Shape, shape: Shape) -> bool:
+  """Whether an array of shape `found` can fill a prompt of `shape`: the
+  same shape, or one `[length, embed]` prompt for every slot of a bank."""
+  found, shape = tuple(found), tuple(shape)
+  return found == shape or (len(shape) == 3 and found == shape[1:])
+
+
+def _expected(shape: Shape) -> str:
+  """The shapes `_fits` accepts for `shape`, for messages."""
+  shape = tuple(shape)
+  return " or ".join(str(list(s)) for s in
+                     ([shape] if len(shape) == 2 else [shape, shape[1:]]))
+
+
 def _fitted(value: np.ndarray, shape: Shape, source: str) -> Array:
   """`value` as the float32 prompt of `shape`; one `[length, embed]` prompt
   fills every slot of a bank. ConfigError naming `source` otherwise."""
   shape = tuple(shape)
   if value.shape == shape:
     return jnp.asarray(value, jnp.float32)
-  if len(shape) == 3 and value.shape == shape[1:]:
+  if _fits(value.shape, shape):
     return jnp.broadcast_to(jnp.asarray(value, jnp.float32), shape)
-  expected = " or ".join(str(list(s)) for s in
-                         ([shape] if len(shape) == 2 else [shape, shape[1:]]))
   raise errors.ConfigError(
       f"{source} holds an array of shape {list(value.shape)}, expected "
-      f"{expected} ([length, embed]); set PROMPT_LENGTH to its length.")
+      f"{_expected(shape)} ([length, embed]); set PROMPT_LENGTH to its "
+      "length.")
 
 
 def from_t5x_run(path: Union[str, os.PathLike[str]],
@@ -306,6 +321,139 @@ def from_t5x_run(path: Union[str, os.PathLike[str]],
                  "prompt.")
     return _fitted(value, shape, source)
   return init
+
+
+PROMPT_RUN_FIX = ("PROMPT_RUN must be the MODEL_DIR of a prompt_tuning.train "
+                  "run of a soft prompt (prompts/*.gin), e.g. "
+                  "--gin.PROMPT_RUN=\"'/runs/rte'\".")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPrompt:
+  """A `PromptInitializer`: the soft prompt of a `prompt_tuning.train` run.
+
+  The prompt (`prompt_names.SOFT_PROMPT`, `[length, embed]` or a bank
+  `[num_prompts, length, embed]`) of one of the run's checkpoints is read
+  with `run_checkpoints`, verified against its recorded checksums, and used
+  as it is; one `[length, embed]` prompt fills every slot of a bank.
+
+  `check(shape)` compares the saved shape with the model's from the
+  checkpoint's metadata alone, so a prompt that does not fit is refused
+  before any array is read; calling the initialiser checks first. The
+  preflight (`model.init_shapes`) calls it, as it does `from_file`'s.
+
+  Attributes:
+    model_dir: the run's MODEL_DIR.
+    step: the checkpoint step; None for the latest.
+    best: read `MODEL_DIR/best/` (the best evaluation's checkpoints, kept
+      when BEST_METRIC is set) instead of `MODEL_DIR/checkpoints/`.
+  """
+  model_dir: str
+  step: Optional[int] = None
+  best: bool = False
+
+  @property
+  def subdir(self) -> str:
+    """The folder of the run the step is read from."""
+    return run_checkpoints.BEST if self.best else run_checkpoints.CHECKPOINTS
+
+  def _source(self, step: int) -> str:
+    return (f"PROMPT_RUN {os.fspath(self.model_dir)} (its "
+            f"{self.subdir}/{step})")
+
+  def _not_found(self, e: Exception) -> errors.ConfigError:
+    """The error for a run, `best/` or step that is not there (`e` says
+    which and lists the steps there are), with the setting to change."""
+    name = os.path.basename(os.path.normpath(os.fspath(self.model_dir)))
+    if name in (run_checkpoints.CHECKPOINTS, run_checkpoints.BEST):
+      hint = (f" Set PROMPT_RUN to the run's MODEL_DIR, not its {name}/ "
+              "folder (PROMPT_RUN_BEST=True reads best/).")
+    elif run_checkpoints.completed_steps(self.model_dir, self.subdir):
+      hint = " Set PROMPT_RUN_STEP to one of them, or None for the latest."
+    elif self.best:
+      hint = (" best/ is written only by runs with a BEST_METRIC; set "
+              "PROMPT_RUN_BEST=False to read the run's checkpoints/.")
+    else:
+      hint = ""
+    return errors.ConfigError(
+        f"PROMPT_RUN {os.fspath(self.model_dir)}: {e}{hint}")
+
+  def check(self, shape: Shape) -> int:
+    """Raises `errors.ConfigError` unless the run's prompt fits `shape`.
+
+    Reads the checkpoint's metadata only.
+
+    Args:
+      shape: the model's prompt shape, `[length, embed]` or
+        `[num_prompts, length, embed]`.
+
+    Returns:
+      The checkpoint step the prompt is read from.
+    """
+    shape = tuple(shape)
+    try:
+      found, step = run_checkpoints.trainable_shapes(
+          self.model_dir, self.step, self.subdir)
+    except run_checkpoints.RunCheckpointNotFoundError as e:
+      raise self._not_found(e) from e
+    source = self._source(step)
+    if prompt_names.SOFT_PROMPT not in found:
+      raise errors.ConfigError(
+          f"{source} holds no soft prompt ({prompt_names.SOFT_PROMPT}); its "
+          f"trained parameters are {sorted(found) or 'none'}. A deep prompt "
+          "starts from a run with prompts/deep_from_run.gin "
+          f"(DEEP_PROMPT_RUN). {PROMPT_RUN_FIX}")
+    saved = tuple(found[prompt_names.SOFT_PROMPT])
+    if not _fits(saved, shape):
+      raise errors.ConfigError(
+          f"{source} holds a prompt of shape {list(saved)}, expected "
+          f"{_expected(shape)} ([length, embed], or a bank [num_prompts, "
+          f"length, embed]). {_run_fix(saved, shape)}")
+    return step
+
+  def __call__(self, rng: Array, shape: Shape,
+               embedding: Optional[Array] = None) -> Array:
+    del rng, embedding
+    step = self.check(shape)
+    try:
+      flat, _ = run_checkpoints.read_trainable(
+          self.model_dir, step, self.subdir,
+          prefix=prompt_names.SOFT_PROMPT.split(param_tree.SEPARATOR)[0])
+    except run_checkpoints.RunCheckpointNotFoundError as e:
+      raise self._not_found(e) from e
+    source = self._source(step)
+    value = flat[prompt_names.SOFT_PROMPT]
+    check_finite(value, source, PROMPT_RUN_FIX)
+    return _fitted(value, shape, source)
+
+
+def _run_fix(saved: tuple[int, ...], shape: tuple[int, ...]) -> str:
+  """How to make a model whose prompt is `shape` take a run's `saved`."""
+  if saved[-1] != shape[-1]:
+    return (f"Its prompt vectors are {saved[-1]} wide, this model's "
+            f"embedding {shape[-1]}: use the model size the run was "
+            "trained with (its models/*.gin).")
+  settings = [f"PROMPT_LENGTH = {saved[-2]}"]
+  if len(saved) == 3:
+    settings.append(f"NUM_PROMPTS = {saved[0]}")
+  note = (" (its one prompt fills every slot of this model's bank)"
+          if len(saved) == 2 and len(shape) == 3 else "")
+  return (f"Set {' and '.join(settings)} as the run had{note}, or start "
+          "from a run with this model's.")
+
+
+def from_run(model_dir: Union[str, os.PathLike[str]],
+             step: Optional[int] = None,
+             best: bool = False) -> RunPrompt:
+  """The soft prompt of a `prompt_tuning.train` run (see `RunPrompt`).
+
+  Args:
+    model_dir: the run's MODEL_DIR.
+    step: the checkpoint step; default the latest.
+    best: read the run's `best/` checkpoints instead.
+  """
+  return RunPrompt(os.fspath(model_dir), None if step is None else int(step),
+                   bool(best))
 
 
 def initialize_prompt(params: dict[str, Any],

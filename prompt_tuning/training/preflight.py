@@ -366,6 +366,28 @@ _EVAL_MACROS = {"mixture_or_task_name": "EVAL_MIXTURE_OR_TASK_NAME",
                 "task_feature_lengths": "EVAL_TASK_FEATURE_LENGTHS"}
 
 
+def _check_early_stopping(eval_cfg: run_settings.EvalConfig) -> None:
+  """EARLY_STOPPING_PATIENCE: None, or an int >= 1 with BEST_METRIC and an
+  evaluation to watch; EARLY_STOPPING_MIN_DELTA: a finite number >= 0."""
+  delta = eval_cfg.early_stopping_min_delta
+  if (isinstance(delta, bool) or not isinstance(delta, numbers.Real) or
+      not 0 <= delta < float("inf")):
+    _fail(f"EARLY_STOPPING_MIN_DELTA must be a number >= 0 (the least "
+          f"increase of BEST_METRIC that counts as an improvement), got "
+          f"{delta!r}; e.g. --gin.EARLY_STOPPING_MIN_DELTA=0.01.")
+  patience = eval_cfg.early_stopping_patience
+  if patience is None:
+    return
+  check_int("early stopping patience", patience, 1, "EARLY_STOPPING_PATIENCE")
+  if not eval_cfg.best_metric or not eval_cfg.active:
+    _fail(f"EARLY_STOPPING_PATIENCE={patience} counts evaluations without an "
+          "improvement of BEST_METRIC, but "
+          + ("BEST_METRIC is None" if eval_cfg.active else
+             "evaluation is off (EVAL_MIXTURE_OR_TASK_NAME=None)")
+          + "; set e.g. --gin.BEST_METRIC=\"'task/accuracy'\" (and an "
+          "evaluation task), or --gin.EARLY_STOPPING_PATIENCE=None.")
+
+
 def _check_settings(*, train_dataset_cfg: Any, eval_cfg: Any,
                     checkpoint_cfg: Any, guard_cfg: Any,
                     partitioning_cfg: Any, model_dir: Any, train_steps: Any,
@@ -415,6 +437,7 @@ def _check_settings(*, train_dataset_cfg: Any, eval_cfg: Any,
     if eval_cfg.num_examples is not None:
       check_int("evaluated examples", eval_cfg.num_examples, 1,
                 _gin_name("", rs.EvalConfig, "num_examples"))
+    _check_early_stopping(eval_cfg)
     if eval_cfg.active:
       _check_dataset(eval_cfg.dataset, "eval", _EVAL_MACROS)
       if eval_cfg.dataset.group_by_length:

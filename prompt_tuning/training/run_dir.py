@@ -10,7 +10,9 @@ one run per directory.
                       and refused on any difference except the few settings
                       that only say how long or how often (`RESUMABLE`);
   eval_metrics.jsonl  one JSON line per finished evaluation, so that a
-                      resumed run knows which evaluations are still due.
+                      resumed run knows which evaluations are still due,
+                      and one more if early stopping ended the run
+                      (`early_stop_due`, `early_stop_record`).
 
 In a multi-process run (`distributed`) process 0 alone holds the lock and
 writes these files, for all (`hold`); the others read them.
@@ -34,7 +36,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from prompt_tuning import errors
 from prompt_tuning.training import distributed
@@ -54,6 +56,10 @@ RESUMABLE = frozenset({
     "TRAIN_STEPS", "EVAL_PERIOD", "CHECKPOINT_PERIOD", "train_steps",
     "log_period", "progress", "EvalConfig.period", "CheckpointConfig.period",
     "CheckpointConfig.keep",
+    # Early stopping says how long to train too: raising the patience
+    # continues a stopped run from its final checkpoint.
+    "EARLY_STOPPING_PATIENCE", "EARLY_STOPPING_MIN_DELTA",
+    "EvalConfig.early_stopping_patience", "EvalConfig.early_stopping_min_delta",
 })
 
 
@@ -458,9 +464,8 @@ def metric_key(task: str, metric: str) -> str:
   return f"{task}/{metric}"
 
 
-def eval_records(model_dir: str) -> list[dict[str, Any]]:
-  """Every finished evaluation in `eval_metrics.jsonl`: `{"step", metric
-  keys ("task/metric") ...}`, in the order written."""
+def _all_records(model_dir: str) -> list[dict[str, Any]]:
+  """Every complete line of `eval_metrics.jsonl`, in the order written."""
   path = os.path.join(model_dir, EVAL_RECORD_FILE)
   records = []
   if os.path.exists(path):
@@ -475,14 +480,20 @@ def eval_records(model_dir: str) -> list[dict[str, Any]]:
   return records
 
 
+def eval_records(model_dir: str) -> list[dict[str, Any]]:
+  """Every finished evaluation in `eval_metrics.jsonl`: `{"step", metric
+  keys ("task/metric") ...}`, in the order written (early stopping's record
+  left out: `early_stop_record`)."""
+  return [r for r in _all_records(model_dir) if not r.get(EARLY_STOPPED)]
+
+
 def evaluated_steps(model_dir: str) -> set[int]:
   """Steps with a finished evaluation recorded in `eval_metrics.jsonl`."""
   return {record["step"] for record in eval_records(model_dir)}
 
 
-def record_eval(model_dir: str, step: int, metrics: Mapping[str, Any]) -> None:
-  """Appends one evaluation's metrics as a JSON line, synced to disk (by
-  process 0 only)."""
+def _append_record(model_dir: str, record: Mapping[str, Any]) -> None:
+  """Appends `record` as a JSON line, synced to disk (by process 0 only)."""
   if not distributed.is_primary():
     return
   path = os.path.join(model_dir, EVAL_RECORD_FILE)
@@ -493,6 +504,62 @@ def record_eval(model_dir: str, step: int, metrics: Mapping[str, Any]) -> None:
       f.seek(-1, os.SEEK_END)
       if f.read(1) != b"\n":
         f.write(b"\n")  # End a line cut short by a kill.
-    f.write((json.dumps({"step": int(step), **metrics}) + "\n").encode())
+    f.write((json.dumps(dict(record)) + "\n").encode())
     f.flush()
     os.fsync(f.fileno())
+
+
+def record_eval(model_dir: str, step: int, metrics: Mapping[str, Any]) -> None:
+  """Appends one evaluation's metrics as a JSON line, synced to disk (by
+  process 0 only)."""
+  _append_record(model_dir, {"step": int(step), **metrics})
+
+
+# Early stopping's record in eval_metrics.jsonl: {EARLY_STOPPED: true, "step",
+# "metric", "best_step", "best", "patience", "min_delta"}.
+EARLY_STOPPED = "early_stopped"
+
+
+def early_stop_due(records: Sequence[Mapping[str, Any]], step: int, *,
+                   metric: str, patience: int,
+                   min_delta: float) -> Optional[dict[str, Any]]:
+  """Whether the evaluations recorded up to `step` end the run.
+
+  The records (`eval_records`, plus any not yet written) are taken by step,
+  the last of a step's records counting (an evaluation re-run after a
+  kill); those without `metric` are skipped. An evaluation improves when its
+  value exceeds the best so far by more than `min_delta` (the first one
+  always does, unless NaN); `patience` evaluations in a row without one end
+  the run.
+
+  Returns:
+    None, or the record to write: `{EARLY_STOPPED: True, "step": step,
+    "metric", "best_step" (the last improvement), "best" (its value),
+    "patience", "min_delta", "evaluations_without_improvement"}`.
+  """
+  by_step = {int(r["step"]): r for r in records
+             if int(r["step"]) <= step and metric in r}
+  best, best_step, waited = None, None, 0
+  for at in sorted(by_step):
+    value = float(by_step[at][metric])
+    if value == value and (best is None or value > best + min_delta):
+      best, best_step, waited = value, at, 0
+    else:
+      waited += 1
+  if waited < patience:
+    return None
+  return {EARLY_STOPPED: True, "step": int(step), "metric": metric,
+          "best_step": best_step, "best": best, "patience": patience,
+          "min_delta": min_delta, "evaluations_without_improvement": waited}
+
+
+def early_stop_record(model_dir: str) -> Optional[dict[str, Any]]:
+  """The last early-stopping record in `eval_metrics.jsonl`, if any."""
+  stops = [r for r in _all_records(model_dir) if r.get(EARLY_STOPPED)]
+  return stops[-1] if stops else None
+
+
+def record_early_stop(model_dir: str, record: Mapping[str, Any]) -> None:
+  """Appends early stopping's record (`early_stop_due`), synced to disk (by
+  process 0 only)."""
+  _append_record(model_dir, record)

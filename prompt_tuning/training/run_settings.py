@@ -54,6 +54,11 @@ class DatasetConfig:
   group_by_length: bool = False
 
 
+# Early stopping's defaults (`EvalConfig`): off, and any increase counts.
+DEFAULT_EARLY_STOPPING_PATIENCE: Optional[int] = None
+DEFAULT_EARLY_STOPPING_MIN_DELTA = 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Evaluation during training (SeqIO metrics of the model's predictions).
@@ -68,11 +73,25 @@ class EvalConfig:
     best_metric: `task/metric` to keep the best checkpoint by, under
       `model_dir/best` (BEST_METRIC), e.g.
       'taskless_super_glue_rte_v102/accuracy'; None keeps none.
+    early_stopping_patience: end the run after this many evaluations in a
+      row without an improvement of `best_metric` by more than
+      `early_stopping_min_delta` (EARLY_STOPPING_PATIENCE); None (the
+      default): off. Needs `best_metric`. Counted from the records in
+      `model_dir/eval_metrics.jsonl`, so a killed and re-run run stops at
+      the same evaluation; the stop is recorded there too
+      (`run_dir.early_stop_due`), and a re-run of a stopped run trains no
+      further. Resumable: a re-run may raise it (or turn it off) to continue
+      a stopped run from its final checkpoint.
+    early_stopping_min_delta: the least increase of `best_metric` over its
+      best value so far that counts as an improvement
+      (EARLY_STOPPING_MIN_DELTA, >= 0).
   """
   dataset: DatasetConfig
   period: int = 0
   num_examples: Optional[int] = None
   best_metric: Optional[str] = None
+  early_stopping_patience: Optional[int] = DEFAULT_EARLY_STOPPING_PATIENCE
+  early_stopping_min_delta: float = DEFAULT_EARLY_STOPPING_MIN_DELTA
 
   @property
   def active(self) -> bool:

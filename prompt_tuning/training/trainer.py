@@ -29,7 +29,11 @@ evaluate.
      `EvalConfig.period` steps, keeping the best checkpoint by
      `best_metric`; evaluations due before a resume that never finished are
      run first; SIGTERM or SIGINT (a preempting scheduler, Ctrl-C) checkpoints
-     the step reached and ends the run with `preemption.Preempted`.
+     the step reached and ends the run with `preemption.Preempted`;
+     with `EvalConfig.early_stopping_patience`, an evaluation that leaves
+     that many in a row without an improvement of `best_metric` (counted
+     from `eval_metrics.jsonl`) ends the run as its last step would, its
+     stop recorded there; a re-run then trains no further.
 
 The settings come as `run_settings` objects (`DatasetConfig`, `EvalConfig`,
 `CheckpointConfig`, `DivergenceGuardConfig`, `PartitioningConfig`), each
@@ -86,12 +90,15 @@ class TrainResult:
     eval_results: `{step: {task: {metric: value}}}` of this call.
     history: every logged window, `(step, metrics)`.
     checks: what the checks before the run found.
+    early_stop: early stopping's record (`run_dir.early_stop_due`) when the
+      run stopped early, in this call or an earlier one; else None.
   """
   state: Optional[TrainState]
   metrics: dict[str, float]
   eval_results: dict[int, Any]
   history: list[tuple[int, dict[str, float]]]
   checks: Optional[preflight.Preflight] = None
+  early_stop: Optional[dict[str, Any]] = None
 
 
 def export_t5x_checkpoint(model_dir: str, state: TrainState,
@@ -252,6 +259,9 @@ class _Run:
     self.start_step = int(jax.device_get(self.state.step))
     self.last_good_checkpoint = self.checkpoints.latest_step()
     self.eval_results: dict[int, Any] = {}
+    # This call's latest evaluation `{"step", metrics...}`: early stopping
+    # reads it from memory (other processes may not see the file yet).
+    self.last_eval: Optional[dict[str, Any]] = None
     self.evaluator, self.best = None, None
     if eval_cfg is not None:
       dataset = eval_cfg.dataset
@@ -311,7 +321,10 @@ class _Run:
     try:
       stop.install()  # SIGTERM / SIGINT: checkpoint, then stop.
       self._run_missing_evals()
-      for step in range(self.start_step, self.train_steps):
+      # A run that stopped early (or was killed before recording it).
+      early_stop = self._stop_early(self.start_step, log)
+      first = self.train_steps if early_stop else self.start_step
+      for step in range(first, self.train_steps):
         batch = feed(bucketer(next(batches)))
         self.state, metrics = train_fn(self.state, batch, dropout_rng)
         self.data_position += 1
@@ -327,6 +340,9 @@ class _Run:
           self._save(done)
         if self._eval_due(done):
           self._evaluate(done, self.state, self.data_position)
+          early_stop = self._stop_early(done, log)
+          if early_stop:
+            break
         if done < self.train_steps and stop.requested(done):
           log(done)  # Never checkpoint past a non-finite loss.
           self._save(done, export=False)
@@ -350,7 +366,8 @@ class _Run:
     return TrainResult(state=self.state,
                        metrics=window.history[-1][1] if window.history else {},
                        eval_results=self.eval_results,
-                       history=window.history, checks=self.checked)
+                       history=window.history, checks=self.checked,
+                       early_stop=early_stop)
 
   def _stop_note(self) -> str:
     return (f"; stopped without writing another checkpoint. The last good "
@@ -392,6 +409,46 @@ class _Run:
                      metrics={best_metric: flat[best_metric]})
     # Recorded last: an evaluation killed before this line is re-run.
     run_dir.record_eval(self.model_dir, step, flat)
+    self.last_eval = {"step": step, **flat}
+
+  def _stop_early(self, step: int,
+                  log: Any) -> Optional[dict[str, Any]]:
+    """Early stopping after the evaluations up to `step`: if they leave
+    `early_stopping_patience` in a row without an improvement, checkpoints
+    `step` as the end of training would (after `log(step)`, the divergence
+    check), records the stop once and returns its record; else None."""
+    cfg = self.eval_cfg
+    if self.evaluator is None or cfg.early_stopping_patience is None:
+      return None
+    records = run_dir.eval_records(self.model_dir)
+    if self.last_eval is not None:
+      records = [r for r in records if r["step"] != self.last_eval["step"]]
+      records.append(self.last_eval)
+    due = run_dir.early_stop_due(
+        records, step, metric=cfg.best_metric,
+        patience=cfg.early_stopping_patience,
+        min_delta=cfg.early_stopping_min_delta)
+    if due is None:
+      return None
+    if self.checkpoints.latest_step() != step:
+      log(step)  # Never checkpoint past a non-finite loss.
+      self._save(step)
+    recorded = run_dir.early_stop_record(self.model_dir)
+    what = (f"{due['evaluations_without_improvement']} evaluations without "
+            f"an improvement of {due['metric']} by more than "
+            f"{due['min_delta']:g} (EARLY_STOPPING_PATIENCE="
+            f"{due['patience']}) since {due['best']} at step "
+            f"{due['best_step']}; the best checkpoint is in "
+            f"{self.best.directory}")
+    if recorded is not None and recorded["step"] == step:
+      _log.warning("This run stopped early at step %d after %s; not training "
+                   "further. Raise EARLY_STOPPING_PATIENCE (or set it to "
+                   "None) to continue it.", step, what)
+      return recorded
+    run_dir.record_early_stop(self.model_dir, due)
+    _log.warning("Early stopping at step %d after %s; final checkpoint in %s.",
+                 step, what, self.checkpoints.directory)
+    return due
 
   def _run_missing_evals(self) -> None:
     """Evaluations due at or before the restored step with no result."""
