@@ -134,6 +134,15 @@ class Batcher:
       return self.engine.rank_examples(self._choices(work))
     return self.engine.batch_size
 
+  def _unpadded(self, n: int) -> int:
+    """How many of `n` waiting rows to take: with batch buckets, the largest
+    batch size they fill exactly; the rest wait for the next batch instead
+    of this one padding up (padded rows cost as much as real ones on a
+    compute-bound device). Without buckets, all `n` (padded to the one
+    size)."""
+    fits = [size for size in self.engine.batch_sizes if size <= n]
+    return fits[-1] if fits else n
+
   def _drop_done(self) -> None:
     live = [w for w in self._pending if not w.future.done()]
     self._pending = collections.deque(live)
@@ -180,6 +189,8 @@ class Batcher:
           await asyncio.wait_for(self._arrived.wait(), remaining)
         except asyncio.TimeoutError:
           break
+      if first.mode != engine_lib.RANK:
+        limit = self._unpadded(min(self._compatible(key), limit))
       batch = self._take(key, limit)
       if not batch:
         continue
