@@ -21,7 +21,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 from prompt_tuning import cli
 from prompt_tuning import gin_utils
-from prompt_tuning import paths
 from prompt_tuning.training import length_buckets as buckets_lib
 
 
@@ -97,7 +96,6 @@ def evaluate(*, model: Any, mixture_or_task_name: str,
 def main(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (without the program name)."""
   args = gin_utils.parse_gin_command(argv, __doc__)
-  paths.expand_gin_paths()
   # pylint: disable=g-import-not-at-top  (gin registered this module's
   # `evaluate` under its import name, not `__main__`)
   import gin

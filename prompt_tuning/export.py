@@ -40,7 +40,6 @@ cli.quiet_startup(cli.is_verbose())
 import numpy as np
 
 from prompt_tuning import gin_utils
-from prompt_tuning import paths
 from prompt_tuning.analysis import peft_prompt
 from prompt_tuning.analysis import prompt_io
 from prompt_tuning.checkpoints import hf
@@ -212,7 +211,6 @@ def main(argv: Sequence[str]) -> int:
   args = gin_utils.parse_gin_command(argv, __doc__, _flags(),
                                      read_directly=("MODEL",),
                                      gin_required=False)
-  paths.expand_gin_paths()
   if not args.to or not args.output:
     raise cli.UsageError("Give --to=hf or --to=peft, and --output=DIR.")
   if args.validate_only:

@@ -25,6 +25,7 @@ import gin
 from gin import config as gin_config
 
 from prompt_tuning import cli
+from prompt_tuning import paths
 from prompt_tuning import errors
 import prompt_tuning.configs
 
@@ -188,6 +189,7 @@ def parse_gin_command(argv: Sequence[str], doc: str,
     parse_gin(args.gin_file, args.gin_bindings,
               cli.search_paths(args.gin_search_paths))
     check_bindings_used(args.gin_bindings, read_directly)
+    paths.expand_gin_paths()  # `~` and `$VARS` in path settings.
   return args
 
 

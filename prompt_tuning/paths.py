@@ -4,7 +4,8 @@ A path typed in a gin binding or a flag (`--gin.MODEL_DIR="'~/runs/rte'"`,
 `--cache_dir=$SCRATCH/cache`) reaches the program unexpanded, since the
 shell does not look inside quotes; taken literally it would create a folder
 named `~` or `$SCRATCH` in the working directory. The entry points expand
-them here, once, where the settings are read (`expand_gin_paths` after the
+them here, once, where the settings are read (`expand_gin_paths`, called by
+`gin_utils.parse_gin_command` after the
 gin files are parsed, `expand` for flags), so that the library takes plain
 paths. A variable that is not set is refused, not left in the path.
 """

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_tuning import gin_utils
-from prompt_tuning import paths
 from prompt_tuning.checkpoints import pretrained
 from prompt_tuning.checkpoints import sharded
 from prompt_tuning.data import rank_classification
@@ -120,7 +119,6 @@ def main(argv: Sequence[str]) -> int:
   args = gin_utils.parse_gin_command(
       argv, __doc__, _flags(),
       read_directly=("MODEL", "INITIAL_CHECKPOINT_PATH"))
-  paths.expand_gin_paths()
   if not args.input:
     raise cli.UsageError("Give at least one --input=TEXT.")
   checkpoint_path = gin_utils.query_macro("INITIAL_CHECKPOINT_PATH")

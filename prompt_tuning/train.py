@@ -34,7 +34,6 @@ from typing import Sequence
 
 from prompt_tuning import cli
 from prompt_tuning import gin_utils
-from prompt_tuning import paths
 
 
 def main(argv: Sequence[str]) -> int:
@@ -43,7 +42,6 @@ def main(argv: Sequence[str]) -> int:
   cli.define_distributed_flags(flag_values)
   args = gin_utils.parse_gin_command(argv, __doc__, flag_values,
                                      before_gin=cli.initialize_distributed)
-  paths.expand_gin_paths()
   # pylint: disable=g-import-not-at-top  (after the start-up logs are quiet)
   import gin
   import jax
