@@ -17,6 +17,7 @@ from prompt_tuning import errors
 from prompt_tuning import train
 from prompt_tuning.training import evaluation
 from prompt_tuning.training import run_dir
+from prompt_tuning.training import state as state_lib
 
 METRIC = f"{RTE}/accuracy"
 # Accuracy by step. Patience 3: with min delta 1.0 only steps 1 and 2
@@ -87,8 +88,14 @@ def test_stops_at_the_right_evaluation_and_a_rerun_trains_no_further(
   lines = (model_dir / run_dir.EVAL_RECORD_FILE).read_text().splitlines()
   assert json.loads(lines[-1])["early_stopped"] is True
 
-  # The same command again: no training, no evaluation, no new record.
-  run(command)
+  # The same command again: no training, no evaluation, no new record,
+  # and nothing loaded (the stop is read from eval_metrics.jsonl).
+  def no_load(*unused_args, **unused_kwargs):
+    raise AssertionError("the re-run of a stopped run loaded its state")
+
+  with monkeypatch.context() as patched:
+    patched.setattr(state_lib, "build_train_state", no_load)
+    run(command)
   assert calls == [1, 2, 3, 4, 5]
   assert checkpoint_steps(model_dir) == [4, 5]
   assert len((model_dir / run_dir.EVAL_RECORD_FILE).read_text()

@@ -33,7 +33,8 @@ evaluate.
      with `EvalConfig.early_stopping_patience`, an evaluation that leaves
      that many in a row without an improvement of `best_metric` (counted
      from `eval_metrics.jsonl`) ends the run as its last step would, its
-     stop recorded there; a re-run then trains no further.
+     stop recorded there; a re-run then trains no further and, while the
+     stop still holds with its settings, loads nothing (`stopped_before`).
 
 The settings come as `run_settings` objects (`DatasetConfig`, `EvalConfig`,
 `CheckpointConfig`, `DivergenceGuardConfig`, `PartitioningConfig`), each
@@ -60,6 +61,7 @@ import optax
 import tqdm
 
 from prompt_tuning import partitioning
+from prompt_tuning.checkpoints import run_checkpoints
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.models.model import EncoderDecoderModel
 from prompt_tuning.training import checkpointer as train_ckpt
@@ -85,7 +87,8 @@ _log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class TrainResult:
   """Attributes:
-    state: the final state (None for a `validate_only` call).
+    state: the final state (None for a `validate_only` call, and for a
+      re-run of a run that stopped early: nothing is loaded then).
     metrics: the last logged window's training metrics.
     eval_results: `{step: {task: {metric: value}}}` of this call.
     history: every logged window, `(step, metrics)`.
@@ -216,6 +219,15 @@ def train(*,
   if validate_only:
     return TrainResult(state=None, metrics={}, eval_results={}, history=[],
                        checks=checked)
+  stopped = stopped_before(model_dir, eval_cfg)
+  if stopped is not None:
+    _log.warning("This run stopped early at step %d (%s last improved at "
+                 "step %d); not loading or training further. Raise "
+                 "EARLY_STOPPING_PATIENCE (or set it to None) to continue "
+                 "it.", stopped["step"], stopped["metric"],
+                 stopped["best_step"])
+    return TrainResult(state=None, metrics={}, eval_results={}, history=[],
+                       checks=checked, early_stop=stopped)
   tx = optimizer or optimizers.adafactor()
   with run_dir.hold(model_dir):
     built = state_lib.build_train_state(
@@ -234,6 +246,27 @@ def train(*,
     return run.loop(train_fn, train_dataset_cfg, guard_cfg, seed=seed,
                     dropout_rng=dropout_rng, log_period=log_period,
                     progress=progress)
+
+
+def stopped_before(model_dir: str, eval_cfg: Optional[run_settings.EvalConfig]
+                   ) -> Optional[dict[str, Any]]:
+  """The early stop an earlier call recorded in `model_dir`, when the run is
+  over as it left it: these settings' early stopping (patience, min delta)
+  is still due at that step, and that step is the latest checkpoint. None
+  otherwise (the loop then decides, after loading). Reads only."""
+  if (eval_cfg is None or not eval_cfg.active or
+      eval_cfg.early_stopping_patience is None):
+    return None
+  record = run_dir.early_stop_record(model_dir)
+  steps = run_checkpoints.completed_steps(model_dir)
+  if record is None or not steps or steps[-1] != int(record["step"]):
+    return None
+  due = run_dir.early_stop_due(
+      run_dir.eval_records(model_dir), int(record["step"]),
+      metric=eval_cfg.best_metric,
+      patience=eval_cfg.early_stopping_patience,
+      min_delta=eval_cfg.early_stopping_min_delta)
+  return record if due is not None else None
 
 
 class _Run:
