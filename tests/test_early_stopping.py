@@ -199,3 +199,22 @@ def test_bad_settings_are_refused(tmp_path, overrides, match):
   with pytest.raises(errors.ConfigError, match=match):
     train.main(args(tmp_path / "run", *overrides))
   assert not (tmp_path / "run").exists()
+
+
+def test_evaluation_before_training_counts_as_step_0(tmp_path, monkeypatch):
+  model_dir, calls = tmp_path / "run", []
+  monkeypatch.setitem(SCRIPT, 0, 65.0)
+  scripted(monkeypatch, calls)
+  command = args(model_dir, "--gin.EvalConfig.before_training=True",
+                 "--gin.EARLY_STOPPING_PATIENCE=3",
+                 "--gin.EARLY_STOPPING_MIN_DELTA=1.0")
+  run(command)
+  # Step 0 (65.0) is the best until step 8: steps 1, 2, 3 do not beat it.
+  assert calls == [0, 1, 2, 3]
+  assert run_dir.evaluated_steps(str(model_dir)) == {0, 1, 2, 3}
+  stop = run_dir.early_stop_record(str(model_dir))
+  assert (stop["step"], stop["best_step"], stop["best"]) == (3, 0, 65.0)
+  # A resumed run does not evaluate step 0 again.
+  run(args(model_dir, "--gin.EvalConfig.before_training=True",
+           "--gin.EARLY_STOPPING_PATIENCE=None"))
+  assert calls == [0, 1, 2, 3] + list(range(4, 13))

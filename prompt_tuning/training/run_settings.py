@@ -85,6 +85,9 @@ class EvalConfig:
     early_stopping_min_delta: the least increase of `best_metric` over its
       best value so far that counts as an improvement
       (EARLY_STOPPING_MIN_DELTA, >= 0).
+    before_training: also evaluate the initial state, as step 0, when the
+      run starts fresh (T5X's evaluation before training): e.g. how well a
+      prompt transferred from another task does before any step.
   """
   dataset: DatasetConfig
   period: int = 0
@@ -92,6 +95,7 @@ class EvalConfig:
   best_metric: Optional[str] = None
   early_stopping_patience: Optional[int] = DEFAULT_EARLY_STOPPING_PATIENCE
   early_stopping_min_delta: float = DEFAULT_EARLY_STOPPING_MIN_DELTA
+  before_training: bool = False
 
   @property
   def active(self) -> bool:

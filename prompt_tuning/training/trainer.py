@@ -418,8 +418,10 @@ class _Run:
     self.last_good_checkpoint = step
 
   def _eval_due(self, step: int) -> bool:
-    if self.evaluator is None or not step:
+    if self.evaluator is None:
       return False
+    if not step:
+      return self.eval_cfg.before_training
     period = self.eval_cfg.period
     return bool(period and step % period == 0) or step == self.train_steps
 
