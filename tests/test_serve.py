@@ -31,6 +31,7 @@ from prompt_tuning.analysis import prompt_io
 from prompt_tuning.analysis import task_examples as task_lib
 from prompt_tuning.data import locations
 from prompt_tuning.serving_http import app as app_lib
+from prompt_tuning.serving_http import codec as codec_lib
 from prompt_tuning.serving_http import engine as engine_lib
 from prompt_tuning.training import data
 from prompt_tuning.training import inference
@@ -359,3 +360,21 @@ def test_sigterm_drains_accepted_requests_then_exits(tmp_path):
   finally:
     if proc.poll() is None:
       proc.kill()
+
+
+def test_raw_fields_of_a_tfds_only_task_come_from_its_builder(monkeypatch):
+  for key, value in _env().items():
+    monkeypatch.setenv(key, value)
+  qqp = codec_lib.TaskCodec("domain_shift_qqp_v200")  # No local files.
+  assert qqp.fields == ["question1", "question2"]
+  got = qqp.encode_fields({"question1": "Is it red?",
+                           "question2": "Was it red?"}, 64)
+  text = got.example["inputs_pretokenized"].decode()
+  assert "Is it red?" in text and "Was it red?" in text
+  vocab = qqp.vocabulary("inputs")
+  assert list(got.tokens) == list(vocab.encode(text)) + [vocab.eos_id]
+  # Ragged features (MRQA's spans): `inputs` text only, and said so.
+  squad = codec_lib.TaskCodec("mrqa_squad_v100")
+  assert squad.spec is None and squad.fields == []
+  with pytest.raises(codec_lib.ApiError, match='send "inputs" text'):
+    squad.encode_fields({"question": "Who?"}, 64)

@@ -149,6 +149,23 @@ class TfdsOrLocalSource(seqio.DataSource):
     """The local alternative to TFDS, or None if there is none."""
     return self._local
 
+  def raw_element_spec(self) -> Optional[Mapping[str, tf.TensorSpec]]:
+    """The features of one raw example, known without reading any data: the
+    local reader's, else those the TFDS builder's code declares. None when
+    TFDS cannot construct the builder here, or when a feature is neither a
+    scalar nor a flat list (e.g. MRQA's ragged spans)."""
+    if self._local is not None:
+      return dict(self._local.reader.element_spec)
+    try:
+      builder = tfds.builder(self._tfds_name, data_dir=self._tfds_data_dir())
+      spec = dict(builder.info.features.get_tensor_spec())
+    except (ValueError, FileNotFoundError, AssertionError):
+      return None  # Unknown dataset or version (DatasetNotFoundError too).
+    flat = tf.nest.flatten(spec)
+    if all(isinstance(s, tf.TensorSpec) and s.shape.rank <= 1 for s in flat):
+      return spec
+    return None
+
   def local_dir(self) -> Optional[str]:
     """The configured local directory, or None when reading TFDS."""
     return self._local.directory() if self._local else None

@@ -58,12 +58,11 @@ class Encoded:
 
 
 def source_spec(task: seqio.Task) -> Optional[Mapping[str, tf.TensorSpec]]:
-  """The element spec of `task`'s raw examples, None if it is not known
-  without reading data (only `inputs` requests are served then)."""
-  local = getattr(task.source, "local", None)
-  if local is not None:
-    return dict(local.reader.element_spec)
-  return None
+  """The element spec of `task`'s raw examples
+  (`TfdsOrLocalSource.raw_element_spec`), None if it is not known without
+  reading data (only `inputs` requests are served then)."""
+  spec = getattr(task.source, "raw_element_spec", None)
+  return spec() if spec is not None else None
 
 
 def _cut_inputs(max_length: int) -> dict[str, int]:
@@ -213,7 +212,8 @@ class TaskCodec:
   def _raw_example(self, fields: Mapping[str, Any]) -> dict[str, Any]:
     if self.spec is None:
       raise ApiError(400, f"{self.name}'s raw fields are not known to the "
-                     "server (its source is not a local-file source); send "
+                     "server (neither local files nor TFDS's builder declare "
+                     "them here); send "
                      "\"inputs\" text instead.")
     if not isinstance(fields, Mapping):
       raise ApiError(400, f"\"fields\" must be an object of {self.name}'s "
