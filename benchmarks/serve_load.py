@@ -19,19 +19,24 @@ Each configuration is a `serving_http.app.PromptServer` on its own port of
   one_per_pass   batch size 1: one request per forward pass        (a);
   per_task       --batch_size rows, one task per batch              (b).
 
-The load generator is bounded: at each client count, `clients` asyncio
-workers (httpx, one connection each) send the validation sentences of the
-tasks round-robin, each worker its next request as soon as the last is
-answered, until `--requests` are answered or `--seconds` pass. Printed per
+The load generator is bounded and runs in a process of its own (as real
+clients would: its Python does not share the server's interpreter lock; on
+this machine it shares the CPU cores): at each client count, `clients`
+asyncio workers (httpx, one connection each) send the validation sentences
+of the tasks round-robin, each worker its next request as soon as the last
+is answered, until `--requests` are answered or `--seconds` pass. Printed per
 (configuration, clients): answered requests, throughput (requests/s), p50
-and p99 latency (ms), the mean batch size (from the server's metrics), and
-the 1-minute load average before and after. Then each task's accuracy of the
+and p99 latency (ms), the mean batch size (from the server's metrics), the
+CPU time per answered request of the server process (all its threads, XLA's
+included) and of the client process, and the 1-minute load average before
+and after. Then each task's accuracy of the
 served answers next to the offline evaluation of the same examples
 (`analysis.serving.serve_mixed`), and the ratios the issue asks for.
 """
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import statistics
 import sys
@@ -112,6 +117,15 @@ async def _load(url: str, bodies: list[dict], clients: int, limit: int,
   return latencies, failed, time.perf_counter() - start
 
 
+def _load_in_process(url: str, bodies: list[dict], clients: int, limit: int,
+                     seconds: float) -> tuple[list[float], int, float, float]:
+  """`_load` in the client process, and the CPU seconds it used there."""
+  cpu = time.process_time()
+  latencies, failed, wall = asyncio.run(_load(url, bodies, clients, limit,
+                                              seconds))
+  return latencies, failed, wall, time.process_time() - cpu
+
+
 def _percentile(values: list[float], q: float) -> float:
   values = sorted(values)
   return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
@@ -187,7 +201,9 @@ def main(argv: Sequence[str]) -> int:
         f"max_wait {args.max_wait_ms} ms, batch buckets "
         f"{args.batch_buckets}, {jax.devices()[0].platform}.")
   print("\n| config | clients | answered | req/s | p50 ms | p99 ms | "
-        "mean batch | load before/after |\n|---|---|---|---|---|---|---|---|")
+        "mean batch | CPU ms/request server / clients | load before/after |"
+        "\n|---|---|---|---|---|---|---|---|---|")
+  client = multiprocessing.get_context("spawn").Pool(1)
   engines: dict[int, Any] = {}
   results: dict[tuple[str, int], float] = {}
   served_answers: dict[str, list] = {}
@@ -208,8 +224,10 @@ def main(argv: Sequence[str]) -> int:
     for clients in map(int, args.clients.split(",")):
       load = os.getloadavg()[0]
       passes, rows = _batches(server)
-      latencies, failed, wall = asyncio.run(_load(
+      server_cpu = time.process_time()
+      latencies, failed, wall, client_cpu = client.apply(_load_in_process, (
           url, bodies, clients, args.requests, args.seconds))
+      server_cpu = time.process_time() - server_cpu
       passes2, rows2 = _batches(server)
       rate = len(latencies) / wall
       results[(name, clients)] = rate
@@ -218,8 +236,13 @@ def main(argv: Sequence[str]) -> int:
             f"{1000 * statistics.median(latencies):.0f} | "
             f"{1000 * _percentile(latencies, 0.99):.0f} | "
             f"{(rows2 - rows) / max(passes2 - passes, 1):.1f} | "
+            f"{1000 * server_cpu / len(latencies):.1f} / "
+            f"{1000 * client_cpu / len(latencies):.1f} | "
             f"{load:.2f}/{os.getloadavg()[0]:.2f} |", flush=True)
     uv.should_exit = True
+  client.close()
+  _model_alone(engine_lib, model, base, lengths, mesh, prompts, bodies,
+               server.codecs, args)
   if served_answers:
     offline = serving.serve_mixed(model, base, prompts, lengths,
                                   args.batch_size, "validation",
@@ -240,6 +263,36 @@ def main(argv: Sequence[str]) -> int:
       print(f"At {top} clients, mixed / {other}: "
             f"{results[('mixed', top)] / results[(other, top)]:.2f}x")
   return 0
+
+
+def _model_alone(engine_lib, model, base, lengths, mesh, prompts, bodies,
+                 codecs, args) -> None:
+  """Greedy decoding of every body's rows without HTTP: one row per pass
+  against `--batch_size` rows of mixed tasks per pass, ms per row (median of
+  5 sweeps); the ceiling batching could reach if requests cost nothing
+  else."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rows = [codecs[b["task"]].encode_fields(b["fields"], lengths["inputs"],
+                                          True).tokens for b in bodies]
+  load = os.getloadavg()[0]
+  per_row = {}
+  for size in (1, args.batch_size):
+    engine = engine_lib.Engine(model, base, lengths, size, mesh,
+                               batch_buckets=args.batch_buckets)
+    engine.set_prompts(prompts)
+    slots = [engine.bank.slots[b["task"]] for b in bodies]
+    times = []
+    for _ in range(6):  # The first sweep compiles every shape.
+      start = time.perf_counter()
+      for i in range(0, len(rows), size):
+        engine.decode(engine.bank, rows[i:i + size], slots[i:i + size])
+      times.append(time.perf_counter() - start)
+    per_row[size] = 1000 * statistics.median(times[1:]) / len(rows)
+  print(f"\nModel alone (no HTTP), {len(rows)} rows, greedy: "
+        f"{per_row[1]:.2f} ms/row one per pass, "
+        f"{per_row[args.batch_size]:.2f} ms/row in mixed passes of "
+        f"{args.batch_size}: {per_row[1] / per_row[args.batch_size]:.2f}x "
+        f"(load {load:.2f}/{os.getloadavg()[0]:.2f}).")
 
 
 async def _answers(url: str, bodies: list[dict]) -> list[dict]:

@@ -11,13 +11,15 @@
 #    (short/long), negation (no/yes) -- and `mixture`, T5's multi-task
 #    mixture of the three (`sst2_multitask_v001`, task names in the inputs,
 #    initialised from all six class labels).
-# 2. For each target task, its prompt trained (TARGET_STEPS=300 steps,
-#    evaluated on the whole validation split every EVAL_PERIOD=10 steps and
+# 2. For each target task, its prompt trained (TARGET_STEPS=150 steps,
+#    evaluated on the whole validation split every EVAL_PERIOD=5 steps and
 #    before the first, `EvalConfig.before_training`) from its class labels
 #    (the paper's best initialiser, the baseline), and from each source
-#    prompt of another task (`prompts/from_run.gin`), for each of SEEDS="0".
+#    prompt of another task (`prompts/from_run.gin`), for each of
+#    SEEDS="0 1". Finished runs are skipped, so a re-run with more seeds
+#    trains only the new ones.
 # 3. `benchmarks/spot_report.py`: per target, the accuracy before training,
-#    the steps to reach 95% of the baseline's final accuracy, the final and
+#    the steps to reach 98% of the baseline's final accuracy, the final and
 #    the mean accuracy over the evaluations (the curve's area, the measure of
 #    "helps" used below); the similarity matrix of the prompts (heat map) and,
 #    for each target, its candidate sources ranked by each SPoT measure
@@ -25,7 +27,8 @@
 #
 # Writes OUT_DIR (default /tmp/spot): sources/<name>/, targets/<task>/
 # <init>_s<seed>/ (training runs), spot.md, spot.json, similarity_pooled.png,
-# similarity_max.png. About 30 minutes on 2 CPU cores with SEEDS="0".
+# similarity_max.png. About 5 minutes for the sources and 18 per seed on 2
+# CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${1:-$HOME/.cache/prompt_tuning}
@@ -33,9 +36,9 @@ OUT=${2:-/tmp/spot}
 SHARED=${PROMPT_TUNING_SHARED:-../shared}
 PY=${PYTHON:-python}
 SOURCE_STEPS=${SOURCE_STEPS:-400}
-TARGET_STEPS=${TARGET_STEPS:-300}
-EVAL_PERIOD=${EVAL_PERIOD:-10}
-SEEDS=${SEEDS:-0}
+TARGET_STEPS=${TARGET_STEPS:-150}
+EVAL_PERIOD=${EVAL_PERIOD:-5}
+SEEDS=${SEEDS:-"0 1"}
 CKPT=$($PY -m prompt_tuning.main_job --build_only --cache_dir="$CACHE" | tail -1)
 echo "frozen model: $CKPT"
 export PROMPT_TUNING_GLUE_DIR=$SHARED/data/glue

@@ -1,7 +1,7 @@
 r"""The report of `benchmarks/spot.sh` (soft prompt transfer on the mini T5).
 
     python benchmarks/spot_report.py --out_dir=/tmp/spot [--seeds=0,1]
-        [--fraction=0.95]
+        [--fraction=0.98]
 
 Reads the runs spot.sh wrote under OUT_DIR -- `sources/<source>/` and
 `targets/<target>/<init>_s<seed>/`, `<init>` being `class_labels` or a
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out_dir", default="/tmp/spot")
   parser.add_argument("--seeds", default="0")
-  parser.add_argument("--fraction", type=float, default=0.95)
+  parser.add_argument("--fraction", type=float, default=0.98)
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out_dir)
   seeds = [int(s) for s in args.seeds.split(",") if s]
