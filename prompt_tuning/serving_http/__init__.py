@@ -12,7 +12,5 @@ multi-task serving of `analysis.serving` behind an HTTP JSON API:
   metrics.py  Prometheus metrics;
   app.py      the starlette routes and the uvicorn server (graceful drain).
 
-The stack is starlette on uvicorn: a small, standard ASGI toolkit and server
-(no framework beyond routing and JSON responses is needed), with uvicorn's
-graceful shutdown to build the SIGTERM drain on.
+The stack and why: README.md's "Serving".
 """
