@@ -13,7 +13,8 @@ Per target and initialisation (means over the seeds, from each run's
 the accuracy before training (step 0), the first evaluated step reaching
 `--fraction` of the class-label baseline's final accuracy ("-" if none
 does), the final accuracy, and the mean over all evaluations (the area
-under the curve: how much a source helps, speed and end point together).
+under the curve: how much a source helps, speed and end point together);
+the last two with their standard deviation over the seeds.
 
 Similarity (`prompt_tuning.analysis.similarity`): the matrix of the source
 prompts and each target's baseline prompt (seed 0, its last step), for
@@ -60,12 +61,13 @@ def summary(curves: Sequence[dict[int, float]],
     return hits[0] if hits else None
 
   steps = [reached(c) for c in curves]
+  finals = [c[max(c)] for c in curves]
+  means = [float(np.mean(list(c.values()))) for c in curves]
   return {"step0": float(np.mean([c.get(0, np.nan) for c in curves])),
           "steps_to_threshold": (None if None in steps
                                  else float(np.mean(steps))),
-          "final": float(np.mean([c[max(c)] for c in curves])),
-          "mean": float(np.mean([np.mean(list(c.values()))
-                                 for c in curves]))}
+          "final": float(np.mean(finals)), "final_std": float(np.std(finals)),
+          "mean": float(np.mean(means)), "mean_std": float(np.std(means))}
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -93,7 +95,8 @@ def main(argv: Sequence[str] = None) -> int:
            "validation split (%). 'steps to X' is the first evaluated step "
            f"at or above X = {args.fraction:g} x the class-label baseline's "
            "final accuracy; 'mean' averages every evaluation (step 0 "
-           "included), the area under the curve.", ""]
+           "included), the area under the curve; ± is the standard deviation "
+           "over the seeds.", ""]
   report: dict[str, Any] = {"seeds": seeds, "fraction": args.fraction,
                             "sources": {}, "targets": {}}
   for source in sources:
@@ -125,7 +128,8 @@ def main(argv: Sequence[str] = None) -> int:
       reach = ("-" if r["steps_to_threshold"] is None
                else f"{r['steps_to_threshold']:g}")
       lines.append(f"| {i} | {r['step0']:.1f} | {reach} | {r['final']:.1f} "
-                   f"| {r['mean']:.1f} |")
+                   f"± {r['final_std']:.1f} | {r['mean']:.1f} ± "
+                   f"{r['mean_std']:.1f} |")
     candidates = [s for s in sources if s != target]
     target_prompt = prompts[f"{target} (target)"]
     ranked = {m: similarity.rank_sources(
