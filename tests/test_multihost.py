@@ -6,7 +6,6 @@ process with eight devices fed the same global batches.
 """
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import REPO_ROOT, prompt_run_flags
+from helpers import REPO_ROOT, prompt_run_flags, subprocess_env
 from prompt_tuning.training import distributed
 
 def _free_port() -> int:
@@ -32,15 +31,6 @@ def _train_flags(model_dir: pathlib.Path, train_steps: int) -> list[str]:
       model_dir, "--gin.PartitioningConfig.mesh_shape=(2, 4)",
       "--gin.trainer.train.log_period=1",
       lengths={"inputs": 32, "targets": 8}, train_steps=train_steps)
-
-
-def _env(local_data, tmp_path, devices: int) -> dict[str, str]:
-  return {**os.environ, **local_data, "JAX_PLATFORMS": "cpu",
-          "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO_ROOT),
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-          "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def _start_two_processes(model_dir, train_steps, env) -> list[subprocess.Popen]:
@@ -102,9 +92,9 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path,
   reference = subprocess.Popen(
       [sys.executable, str(REPO_ROOT / "tests" / "multihost_worker.py"), "2",
        *_train_flags(single, 4)],
-      env=_env(local_super_glue, tmp_path, 8), cwd=REPO_ROOT,
+      env=subprocess_env(local_super_glue, tmp_path, 8), cwd=REPO_ROOT,
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  env = _env(local_super_glue, tmp_path, 4)
+  env = subprocess_env(local_super_glue, tmp_path, 4)
   procs = _start_two_processes(multi, 2, env)
   first = _finish(procs)
   assert "train loss=" in first[0]

@@ -17,8 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import REPO_ROOT, prompt_run_flags
-from test_multihost import _env, _free_port
+from helpers import REPO_ROOT, prompt_run_flags, subprocess_env
+from test_multihost import _free_port
 from prompt_tuning.training import preemption
 
 LENGTHS = {"inputs": 64, "targets": 8}
@@ -126,11 +126,7 @@ def _read_into(stream, chunks: list[str]) -> threading.Thread:
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_step_reached_and_resumes_exactly(
     tmp_path, local_super_glue):
-  env = {**os.environ, **local_super_glue, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "",
-         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+  env = subprocess_env(local_super_glue, tmp_path)
   full, stopped = tmp_path / "full", tmp_path / "stopped"
   proc = subprocess.Popen(_train_command(stopped, 1000), env=env,
                           cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
@@ -188,7 +184,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(
       [sys.executable, "-m", "prompt_tuning.train", *flags,
        f"--coordinator_address={address}", "--num_processes=2",
        f"--process_id={i}"],
-      env=_env(local_super_glue, tmp_path, 4), cwd=REPO_ROOT,
+      env=subprocess_env(local_super_glue, tmp_path, 4), cwd=REPO_ROOT,
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
   outputs = [[], []]

@@ -4,7 +4,6 @@ meshes agree, NaN stops cleanly, a killed run resumes bit-identically, and
 evaluation/inference write what they promise."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -20,7 +19,8 @@ import pytest
 
 from helpers import REPO_ROOT, RTE, T5X_TINY, T5X_TINY_CONFIG, T5_VOCAB_SIZE
 from helpers import mini_checkpoint, mini_model
-from helpers import prompt_run_flags, rte_train_cfg, shared_path, tiny_model
+from helpers import prompt_run_flags, rte_train_cfg, shared_path, subprocess_env
+from helpers import tiny_model
 from prompt_tuning import partitioning
 from prompt_tuning.checkpoints import param_tree
 from prompt_tuning.checkpoints import sharded
@@ -202,13 +202,7 @@ def _saved_prompt(model_dir, step):
 
 @pytest.mark.slow
 def test_killed_run_resumes_bit_identically(tmp_path, local_data):
-  # The three runs compile the same step: a shared persistent compilation
-  # cache lets the later ones load it instead (results are unaffected).
-  env = {**os.environ, **local_data, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "",
-         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+  env = subprocess_env(local_data, tmp_path)
   full, killed = tmp_path / "full", tmp_path / "killed"
   subprocess.run(_train_command(full, 8), env=env, cwd=REPO_ROOT, check=True,
                  capture_output=True, timeout=600)
