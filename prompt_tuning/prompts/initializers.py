@@ -281,8 +281,6 @@ def _fitted(value: np.ndarray, shape: Shape, source: str) -> Array:
   """`value` as the float32 prompt of `shape`; one `[length, embed]` prompt
   fills every slot of a bank. ConfigError naming `source` otherwise."""
   shape = tuple(shape)
-  if value.shape == shape:
-    return jnp.asarray(value, jnp.float32)
   if _fits(value.shape, shape):
     return jnp.broadcast_to(jnp.asarray(value, jnp.float32), shape)
   raise errors.ConfigError(
